@@ -1,0 +1,44 @@
+"""stroke-seg: ischemic stroke lesion segmentation of brain MRI (DWI + ADC, optional FLAIR).
+
+Research use only; not for diagnosis.
+
+    >>> import stroke_seg
+    >>> result = stroke_seg.segment({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, model="adc-threshold")
+    >>> result.metrics.volume_ml, result.mask  # mL, nibabel image on the DWI grid
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .api import find_case_files, segment
+from .errors import Cancelled, IncompatibleImagesError, InvalidImageError, ModelError, StrokeSegError
+from .io import load_case, save_image
+from .models import get_model, model_infos, model_names
+from .types import Case, Comparison, Lesion, LesionMetrics, Result, SegmentConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "segment",
+    "load_case",
+    "save_image",
+    "find_case_files",
+    "get_model",
+    "model_names",
+    "model_infos",
+    "Case",
+    "Result",
+    "SegmentConfig",
+    "LesionMetrics",
+    "Lesion",
+    "Comparison",
+    "StrokeSegError",
+    "InvalidImageError",
+    "IncompatibleImagesError",
+    "ModelError",
+    "Cancelled",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

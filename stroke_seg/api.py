@@ -1,0 +1,180 @@
+"""``segment()``: the one call the app, the CLI and the tests use.
+
+load/validate -> preprocess (canonical orientation, brain mask, normalisation) -> model ->
+postprocess (threshold, small components) -> metrics, with progress and cancel at every stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from . import metrics as metrics_mod
+from .io import ImageLike, load_case, make_image
+from .models import get_model
+from .models.base import check_cancel
+from .postprocess import binarize
+from .preprocess import from_canonical, preprocess
+from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
+
+__all__ = ["segment", "CaseInput", "find_case_files"]
+
+log = logging.getLogger(__name__)
+
+CaseInput = Union[Case, Mapping[str, "ImageLike | None"], str, os.PathLike]
+"""A :class:`Case`, a mapping with keys dwi, adc (+ flair, ground_truth), or a case folder."""
+
+# Share of the progress bar each stage gets: (start, end).
+_STAGES = {
+    "load": (0.0, 0.08),
+    "preprocess": (0.08, 0.15),
+    "inference": (0.15, 0.92),
+    "postprocess": (0.92, 0.96),
+    "metrics": (0.96, 1.0),
+}
+
+
+class _Progress:
+    """Maps per-stage fractions onto the overall bar; never goes backwards."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.last = 0.0
+
+    def stage(self, name: str) -> ProgressCallback:
+        start, end = _STAGES[name]
+
+        def report(fraction: float, description: str) -> None:
+            overall = max(self.last, start + (end - start) * min(max(float(fraction), 0.0), 1.0))
+            self.last = overall
+            if self.callback is not None:
+                self.callback(overall, f"{name}: {description}")
+
+        return report
+
+
+def find_case_files(folder: str | os.PathLike) -> dict[str, Path | None]:
+    """The dwi/adc/flair/ground-truth files of a case folder (``dwi.nii.gz``, ``adc.nii.gz``, ...)."""
+    folder = Path(folder)
+
+    def pick(*names: str) -> Path | None:
+        for n in names:
+            for ext in (".nii.gz", ".nii"):
+                if (folder / f"{n}{ext}").is_file():
+                    return folder / f"{n}{ext}"
+        return None
+
+    return {
+        "dwi": pick("dwi"),
+        "adc": pick("adc"),
+        "flair": pick("flair"),
+        "ground_truth": pick("mask", "ground_truth", "msk"),
+    }
+
+
+def _as_case(case: CaseInput, config: SegmentConfig) -> Case:
+    if isinstance(case, Case):
+        return case
+    if isinstance(case, Mapping):
+        files = dict(case)
+    else:
+        files = find_case_files(case)
+        if files["dwi"] is None or files["adc"] is None:
+            from .errors import InvalidImageError
+
+            raise InvalidImageError(f"case folder {Path(case).name}: expected dwi.nii.gz and adc.nii.gz in it, but found {sorted(p.name for p in Path(case).glob('*'))[:8]}")
+    unknown = set(files) - {"dwi", "adc", "flair", "ground_truth"}
+    if unknown:
+        raise TypeError(f"case keys must be dwi, adc, flair, ground_truth, but got {sorted(unknown)}")
+    return load_case(files["dwi"], files["adc"], files.get("flair"), files.get("ground_truth"), max_voxels=config.max_voxels)
+
+
+def segment(
+    case: CaseInput,
+    *,
+    model: str = "adc-threshold",
+    config: SegmentConfig | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> Result:
+    """Segment the acute ischemic lesion of one case.
+
+    Args:
+        case: a :class:`Case`, a mapping ``{"dwi": ..., "adc": ..., "flair": ..., "ground_truth": ...}``
+            of paths or nibabel images, or a folder holding ``dwi.nii.gz`` and ``adc.nii.gz``.
+        model: backend name (see ``stroke_seg.models.model_names()``).
+        config: options; defaults to ``SegmentConfig()``.
+        progress: ``progress(fraction, description)``, called at every stage and during inference;
+            fractions rise monotonically to 1.0. ``gr.Progress`` fits.
+        should_cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
+
+    Returns:
+        A :class:`Result` whose mask and probability map are on the exact grid of the input DWI.
+
+    Raises:
+        InvalidImageError, IncompatibleImagesError: bad input (message names the file).
+        ModelError: unknown model or unusable weights.
+        Cancelled: ``should_cancel()`` returned True.
+    """
+    config = config or SegmentConfig()
+    bar = _Progress(progress)
+    cancel = should_cancel or (lambda: False)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def timed(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        timings[name] = now - t0
+        return now
+
+    t = t_start
+    report = bar.stage("load")
+    report(0.0, "reading and validating images")
+    loaded = _as_case(case, config)
+    report(1.0, "images valid")
+    check_cancel(cancel, "loading")
+    t = timed("load", t)
+
+    report = bar.stage("preprocess")
+    report(0.0, "canonical orientation, brain mask")
+    backend = get_model(model)
+    volumes = preprocess(loaded)
+    report(1.0, f"brain mask {int(volumes.brain.sum())} voxels")
+    check_cancel(cancel, "preprocessing")
+    t = timed("preprocess", t)
+
+    prob_c = backend.predict(volumes, config=config, progress=bar.stage("inference"), should_cancel=cancel)
+    check_cancel(cancel, "inference")
+    t = timed("inference", t)
+
+    report = bar.stage("postprocess")
+    report(0.0, "threshold and small-component removal")
+    prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
+    voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
+    mask = binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml)
+    report(1.0, "mask ready")
+    t = timed("postprocess", t)
+
+    report = bar.stage("metrics")
+    report(0.0, "lesion volume and count")
+    lesion_metrics = metrics_mod.measure(mask, loaded.affine, loaded.adc, loaded.ground_truth)
+    report(1.0, "done")
+    t = timed("metrics", t)
+    timings["total"] = t - t_start
+    log.info("segment: model=%s volume=%.2f mL count=%d total=%.2fs", backend.name, lesion_metrics.volume_ml, lesion_metrics.count, timings["total"])
+    return Result(
+        mask=make_image(mask.astype(np.uint8), loaded, np.uint8),
+        probability=make_image(prob, loaded, np.float32),
+        metrics=lesion_metrics,
+        timings=timings,
+        model=backend.name,
+        model_version=backend.version,
+        config=config,
+        case=loaded,
+    )

@@ -1,0 +1,36 @@
+"""The library's error hierarchy.
+
+Every error the library raises on purpose is a :class:`StrokeSegError`; the app maps this one
+class to ``gr.Error`` and the CLI maps it to exit code 2. Messages name the file and say what was
+expected and what came, so they can be shown to a user as they are.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StrokeSegError",
+    "InvalidImageError",
+    "IncompatibleImagesError",
+    "ModelError",
+    "Cancelled",
+]
+
+
+class StrokeSegError(Exception):
+    """Base class of every error stroke_seg raises on purpose."""
+
+
+class InvalidImageError(StrokeSegError, ValueError):
+    """One input image cannot be used: unreadable, wrong dimensionality, bad values or units."""
+
+
+class IncompatibleImagesError(StrokeSegError, ValueError):
+    """Two inputs cannot be put on one grid (no overlap, no world coordinates, mask on another grid)."""
+
+
+class ModelError(StrokeSegError):
+    """A model backend is unknown, or its weights are missing or corrupt."""
+
+
+class Cancelled(StrokeSegError):
+    """The caller's ``should_cancel()`` returned True; the work stopped between two steps."""

@@ -1,0 +1,308 @@
+"""Load and validate a case: DWI + ADC (+ optional FLAIR and ground truth).
+
+Everything the user gives is checked here, at the boundary, and each problem raises an
+:class:`~stroke_seg.errors.InvalidImageError` or :class:`~stroke_seg.errors.IncompatibleImagesError`
+whose message names the file and says what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Union
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import IncompatibleImagesError, InvalidImageError
+from .types import Case
+
+__all__ = ["ImageLike", "load_case", "load_image", "save_image", "MIN_AXIS"]
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[str, os.PathLike, nib.Nifti1Image]
+"""A path to a ``.nii``/``.nii.gz`` file or an in-memory nibabel image."""
+
+MIN_AXIS = 16
+"""Smallest accepted size of any image axis, in voxels."""
+
+_GRID_ATOL_MM = 1e-3
+# Median brain ADC of each unit, with generous bounds: (low, high, factor to 1e-6 mm²/s, name).
+_ADC_UNITS = (
+    (1e-4, 5e-3, 1e6, "mm2/s"),
+    (0.1, 5.0, 1e3, "1e-3 mm2/s"),
+    (100.0, 5000.0, 1.0, "1e-6 mm2/s"),
+)
+
+
+def _name(image: ImageLike) -> str:
+    if isinstance(image, nib.Nifti1Image):
+        fname = image.get_filename()
+        return Path(fname).name if fname else "<in-memory image>"
+    return Path(image).name
+
+
+def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Open one NIfTI image and read all of its data (nibabel is lazy; corrupt files fail here).
+
+    Args:
+        image: path or nibabel image.
+        role: what the image is ("DWI", "ADC", ...), used in messages.
+
+    Returns:
+        The image and its data as float32, with trailing singleton axes beyond the third dropped.
+
+    Raises:
+        InvalidImageError: missing, not NIfTI, unreadable, corrupt or truncated.
+    """
+    name = _name(image)
+    if isinstance(image, nib.Nifti1Image):
+        img = image
+    elif isinstance(image, (nib.Nifti2Image, nib.spatialimages.SpatialImage)):
+        img = nib.Nifti1Image.from_image(image)
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist ({path})")
+        if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+            raise InvalidImageError(f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in {''.join(path.suffixes) or 'no suffix'}")
+        try:
+            loaded = nib.load(str(path))
+        except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
+            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: {err})") from err
+        if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it is {type(loaded).__name__}")
+        img = loaded if isinstance(loaded, nib.Nifti1Image) else nib.Nifti1Image.from_image(loaded)
+    try:
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+    except (EOFError, zlib.error, OSError, ValueError) as err:
+        raise InvalidImageError(f"{role} file {name}: the data is corrupt or truncated ({type(err).__name__}: {err})") from err
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return img, np.ascontiguousarray(data)
+
+
+def _check_values(data: np.ndarray, role: str, name: str) -> None:
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InvalidImageError(f"{role} file {name}: expected finite values, but {int(bad.sum())} voxels are NaN or infinite")
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        what = "all zero" if lo == 0 else f"constant ({lo:g})"
+        raise InvalidImageError(f"{role} file {name}: expected an image with contrast, but it is {what}")
+
+
+def _check_shape(data: np.ndarray, role: str, name: str, max_voxels: int) -> None:
+    if data.ndim < 3 or min(data.shape[:3]) == 1:
+        raise InvalidImageError(f"{role} file {name}: expected a 3D volume, but it is 2D (shape {data.shape})")
+    if data.ndim > 3:
+        raise InvalidImageError(f"{role} file {name}: expected a 3D volume, but it is {data.ndim}D (shape {data.shape})")
+    if min(data.shape) < MIN_AXIS:
+        raise InvalidImageError(f"{role} file {name}: expected at least {MIN_AXIS} voxels on every axis, but the shape is {data.shape}")
+    if data.size > max_voxels:
+        raise InvalidImageError(f"{role} file {name}: expected at most {max_voxels} voxels, but it has {data.size} (shape {data.shape})")
+
+
+def _reduce_dwi_4d(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """A 4D DWI holding b0 + b1000 is reduced to the b1000 volume (the darker one in the head)."""
+    if data.ndim == 4 and data.shape[3] == 2:
+        head = data[..., 0] > np.percentile(data[..., 0], 75)
+        means = [float(data[..., i][head].mean()) for i in range(2)]
+        keep = int(np.argmin(means))
+        note = f"DWI {name} is 4D with 2 volumes (b0 + b1000); kept volume {keep} (lower signal, the b1000)"
+        log.info(note)
+        notes.append(note)
+        return np.ascontiguousarray(data[..., keep])
+    if data.ndim == 4:
+        raise InvalidImageError(f"DWI file {name}: expected a 3D b=1000 volume (or 4D with b0 + b1000), but it is 4D with {data.shape[3]} volumes")
+    return data
+
+
+def _has_world(img: nib.Nifti1Image) -> bool:
+    codes = int(img.header["sform_code"]), int(img.header["qform_code"])
+    aff = img.affine
+    return max(codes) > 0 and np.all(np.isfinite(aff)) and abs(np.linalg.det(aff[:3, :3])) > 1e-6
+
+
+def _same_grid(shape_a, aff_a, shape_b, aff_b) -> bool:
+    return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(aff_a, aff_b, atol=_GRID_ATOL_MM)
+
+
+def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, dst_shape, dst_affine: np.ndarray, order: int = 1) -> tuple[np.ndarray, float]:
+    """Resample ``data`` (on ``src_affine``) onto a destination grid, in world coordinates.
+
+    Returns:
+        The resampled float32 volume of shape ``dst_shape`` (0 outside the source field of view) and
+        the fraction of destination voxels that fall inside the source field of view.
+    """
+    vox = np.linalg.inv(src_affine) @ dst_affine  # destination voxel -> source voxel
+    out = ndi.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant", cval=0.0, output=np.float32)
+    # Field-of-view overlap, from a coarse lattice of destination voxels.
+    axes = [np.linspace(0, s - 1, 12) for s in dst_shape]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    src = pts @ vox[:3, :3].T + vox[:3, 3]
+    inside = np.all((src >= -0.5) & (src <= np.array(data.shape) - 0.5), axis=1)
+    return out, float(inside.mean())
+
+
+def _to_dwi_grid(img: nib.Nifti1Image, data: np.ndarray, dwi_img: nib.Nifti1Image, dwi_shape, role: str, name: str, notes: list[str], order: int = 1) -> np.ndarray:
+    if _same_grid(data.shape, img.affine, dwi_shape, dwi_img.affine):
+        return data
+    if not (_has_world(img) and _has_world(dwi_img)):
+        raise IncompatibleImagesError(
+            f"{role} file {name}: expected the DWI's grid {tuple(dwi_shape)} or valid world coordinates to resample it, "
+            f"but its grid is {data.shape} and the images have no usable sform/qform"
+        )
+    out, overlap = resample_to_grid(data, img.affine, dwi_shape, dwi_img.affine, order=order)
+    if overlap < 0.5:
+        raise IncompatibleImagesError(
+            f"{role} file {name}: expected to overlap the DWI in world coordinates, but only {overlap:.0%} of the DWI "
+            f"field of view is covered (shape {data.shape} vs DWI {tuple(dwi_shape)})"
+        )
+    note = f"{role} {name} is on another grid {data.shape}; resampled onto the DWI grid {tuple(dwi_shape)} (field-of-view overlap {overlap:.0%})"
+    log.info(note)
+    notes.append(note)
+    return out
+
+
+def _adc_to_micro(adc: np.ndarray, dwi: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray, str]:
+    """Detect the ADC unit from the brain median and convert to 1e-6 mm²/s."""
+    # The brain, roughly: positive ADC where the DWI is above its background.
+    positive_dwi = dwi[dwi > 0]
+    head = adc > 0
+    if positive_dwi.size:
+        head &= dwi > np.percentile(positive_dwi, 25)
+    vals = adc[head] if head.sum() > 100 else adc[adc > 0]
+    if vals.size == 0:
+        raise InvalidImageError(f"ADC file {name}: expected positive ADC values in the brain, but none are positive")
+    median = float(np.median(vals))
+    for lo, hi, factor, unit in _ADC_UNITS:
+        if lo <= median <= hi:
+            if factor != 1.0:
+                note = f"ADC {name}: brain median {median:g} looks like {unit}; converted to 1e-6 mm2/s (x{factor:g})"
+                log.info(note)
+                notes.append(note)
+                adc = adc * np.float32(factor)
+            if (adc < 0).any():
+                adc = np.maximum(adc, 0)
+            return adc.astype(np.float32, copy=False), unit
+    raise InvalidImageError(
+        f"ADC file {name}: expected a brain median ADC near 0.0008 (mm2/s), 0.8 (1e-3 mm2/s) or 800 (1e-6 mm2/s), "
+        f"but it is {median:g}, which fits no known unit"
+    )
+
+
+def _check_mask(data: np.ndarray, name: str) -> np.ndarray:
+    values = np.unique(data)
+    if values.size > 2 or not np.all(np.isin(values, (0.0, 1.0))):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise InvalidImageError(f"ground-truth file {name}: expected a binary mask (values 0 and 1), but it holds {values.size} values ({shown})")
+    return data > 0.5
+
+
+def load_case(
+    dwi: ImageLike,
+    adc: ImageLike,
+    flair: ImageLike | None = None,
+    ground_truth: ImageLike | None = None,
+    *,
+    max_voxels: int = 400 * 400 * 300,
+) -> Case:
+    """Load and validate a case; every image ends up on the grid of the DWI as given.
+
+    Args:
+        dwi: DWI (b=1000), 3D; a 4D b0 + b1000 pair is reduced to the b1000 volume.
+        adc: ADC map in mm²/s, 1e-3 mm²/s or 1e-6 mm²/s (detected, converted to 1e-6 mm²/s).
+            Resampled onto the DWI grid when its grid differs and world coordinates overlap.
+        flair: optional FLAIR, resampled like the ADC.
+        ground_truth: optional binary lesion mask on the DWI grid.
+        max_voxels: largest accepted image size, in voxels.
+
+    Returns:
+        A validated :class:`Case`.
+
+    Raises:
+        InvalidImageError: an image is unreadable, not 3D, non-finite, constant, too small or too
+            large, or an ADC in no known unit, or a ground truth that is not binary.
+        IncompatibleImagesError: an image cannot be put on the DWI grid.
+    """
+    notes: list[str] = []
+    dwi_img, dwi_data = load_image(dwi, "DWI")
+    dwi_name = _name(dwi)
+    dwi_data = _reduce_dwi_4d(dwi_data, dwi_name, notes)
+    _check_shape(dwi_data, "DWI", dwi_name, max_voxels)
+    _check_values(dwi_data, "DWI", dwi_name)
+    sources = {"dwi": dwi_name}
+
+    def load_other(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray, str]:
+        img, data = load_image(image, role)
+        name = _name(image)
+        _check_shape(data, role, name, max_voxels)
+        return img, data, name
+
+    img, data, sources["adc"] = load_other(adc, "ADC")
+    _check_values(data, "ADC", sources["adc"])
+    adc_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "ADC", sources["adc"], notes)
+    adc_data, unit = _adc_to_micro(adc_data, dwi_data, sources["adc"], notes)
+
+    flair_data = None
+    if flair is not None:
+        img, data, sources["flair"] = load_other(flair, "FLAIR")
+        _check_values(data, "FLAIR", sources["flair"])
+        flair_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "FLAIR", sources["flair"], notes)
+
+    gt = None
+    if ground_truth is not None:
+        img, data, name = load_other(ground_truth, "ground-truth")
+        sources["ground_truth"] = name
+        gt = _check_mask(data, name)
+        if not _same_grid(data.shape, img.affine, dwi_data.shape, dwi_img.affine):
+            diff = np.abs(img.affine - dwi_img.affine).max() if data.shape == dwi_data.shape else None
+            raise IncompatibleImagesError(
+                f"ground-truth file {name}: expected the DWI's grid (shape {dwi_data.shape}, same affine), "
+                f"but its shape is {data.shape}" + (f" and its affine differs by up to {diff:.3g} mm" if diff is not None else "")
+            )
+    header = dwi_img.header.copy()
+    return Case(
+        dwi=dwi_data,
+        adc=adc_data,
+        affine=dwi_img.affine.copy(),
+        header=header,
+        flair=flair_data,
+        ground_truth=gt,
+        sources=sources,
+        adc_unit=unit,
+        notes=tuple(notes),
+    )
+
+
+def save_image(data: np.ndarray, case: Case, path: str | os.PathLike, dtype=np.uint8) -> Path:
+    """Write a volume on the case's DWI grid with the DWI's geometry (affine, sform/qform codes).
+
+    Args:
+        data: array of shape ``case.shape``.
+        case: the case whose grid ``data`` is on.
+        path: output ``.nii`` or ``.nii.gz`` path (parent folders are created).
+        dtype: stored data type (uint8 for masks, float32 for probability maps).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(make_image(data, case, dtype), str(path))
+    return path
+
+
+def make_image(data: np.ndarray, case: Case, dtype=np.uint8) -> nib.Nifti1Image:
+    """A nibabel image of ``data`` on the case's DWI grid, keeping the DWI's sform/qform codes."""
+    if tuple(data.shape) != case.shape:
+        raise ValueError(f"data must have the DWI shape {case.shape}, but it has {data.shape}")
+    header = case.header.copy()
+    header.set_data_dtype(dtype)
+    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), case.affine, header)
+    img.set_sform(case.affine, int(case.header["sform_code"]) or 2)
+    img.set_qform(case.affine, int(case.header["qform_code"]) or 2)
+    return img

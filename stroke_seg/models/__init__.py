@@ -1,0 +1,62 @@
+"""Model backends behind one interface, and the registry that names them.
+
+Backends are created on first use and kept (load once, predict many); creating one may load
+weights, so nothing heavy happens at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..errors import ModelError
+from .base import Backend
+
+__all__ = ["Backend", "get_model", "model_names", "model_infos", "register"]
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {}
+_INSTANCES: dict[str, Backend] = {}
+_LOCK = threading.Lock()
+
+
+def register(name: str, factory: Callable[[], Backend]) -> None:
+    """Add a backend factory under ``name``."""
+    _FACTORIES[name] = factory
+
+
+def model_names() -> list[str]:
+    """Registered backend names, in registration order."""
+    return list(_FACTORIES)
+
+
+def get_model(name: str) -> Backend:
+    """The backend registered as ``name``, created once and reused.
+
+    Raises:
+        ModelError: unknown name, or the backend failed to load (missing/corrupt weights).
+    """
+    if name not in _FACTORIES:
+        raise ModelError(f"model: expected one of {', '.join(_FACTORIES)}, but got {name!r}")
+    with _LOCK:
+        if name not in _INSTANCES:
+            _INSTANCES[name] = _FACTORIES[name]()
+        return _INSTANCES[name]
+
+
+def model_infos() -> list[dict[str, str]]:
+    """Name, description, validation and version of every backend (without loading weights)."""
+    out = []
+    for name, factory in _FACTORIES.items():
+        cls = factory if isinstance(factory, type) else getattr(factory, "backend_class", None)
+        src = cls if cls is not None else get_model(name)
+        out.append({"name": name, "description": src.description, "validated_on": src.validated_on, "version": src.version})
+    return out
+
+
+def _register_builtins() -> None:
+    from .adc_threshold import AdcThreshold
+
+    register(AdcThreshold.name, AdcThreshold)
+
+
+_register_builtins()

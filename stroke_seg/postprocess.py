@@ -1,0 +1,43 @@
+"""Probability map -> binary lesion mask: threshold, then remove components that are too small."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["binarize", "remove_small_components", "CONNECTIVITY_26"]
+
+CONNECTIVITY_26 = ndi.generate_binary_structure(3, 3)
+"""26-connectivity, as the ISLES'22 evaluation counts lesions."""
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Drop connected components (26-connectivity) with fewer than ``min_voxels`` voxels.
+
+    Args:
+        mask: bool array, shape (X, Y, Z).
+        min_voxels: smallest kept component, in voxels; <= 1 keeps everything.
+    """
+    if min_voxels <= 1 or not mask.any():
+        return mask
+    labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def binarize(probability: np.ndarray, threshold: float, min_lesion_ml: float, voxel_ml: float) -> np.ndarray:
+    """Threshold a probability map and remove lesions smaller than ``min_lesion_ml``.
+
+    Args:
+        probability: float array in [0, 1], shape (X, Y, Z).
+        threshold: voxels with probability > threshold are lesion.
+        min_lesion_ml: smallest kept lesion, mL.
+        voxel_ml: volume of one voxel, mL.
+
+    Returns:
+        bool array, shape (X, Y, Z).
+    """
+    mask = probability > threshold
+    return remove_small_components(mask, int(np.ceil(min_lesion_ml / voxel_ml - 1e-9)))

@@ -1,0 +1,247 @@
+"""Frozen dataclasses and type aliases shared by the whole library.
+
+Conventions used throughout:
+    * Arrays are float32 unless stated, indexed (X, Y, Z) in voxel order.
+    * "Canonical" means the closest RAS+ voxel order (axes permuted/flipped only, no resampling),
+      so an oblique acquisition stays oblique; the affine keeps the exact geometry.
+    * ADC is in 1e-6 mm²/s everywhere after :func:`stroke_seg.io.load_case`.
+    * Volumes are in mL (1 mL = 1000 mm³), coordinates in world (scanner) mm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+
+__all__ = [
+    "ProgressCallback",
+    "CancelCheck",
+    "Mode",
+    "SegmentConfig",
+    "Case",
+    "Lesion",
+    "LesionMetrics",
+    "Comparison",
+    "Result",
+]
+
+ProgressCallback = Callable[[float, str], Any]
+"""``progress(fraction, description)``; fraction in [0, 1]. ``gr.Progress`` fits this signature."""
+
+CancelCheck = Callable[[], bool]
+"""``should_cancel() -> bool``; polled between steps (and between sliding windows)."""
+
+Mode = Literal["fast", "accurate"]
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Options of one segmentation run. Defaults suit the bundled models.
+
+    Attributes:
+        mode: ``"fast"`` (one pass) or ``"accurate"`` (mirror test-time augmentation, 8 passes);
+            backends without augmentation ignore it.
+        threshold: probability above which a voxel is lesion, in (0, 1).
+        min_lesion_ml: connected components (26-connectivity) smaller than this are removed, in mL.
+        device: torch device for deep backends (``"cpu"``, ``"cuda"``); None picks CUDA when present.
+        max_voxels: largest accepted image, in voxels (guards memory on shared servers).
+    """
+
+    mode: Mode = "fast"
+    threshold: float = 0.5
+    min_lesion_ml: float = 0.01
+    device: str | None = None
+    max_voxels: int = 400 * 400 * 300
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("fast", "accurate"):
+            raise ValueError(f'mode must be "fast" or "accurate", but it is {self.mode!r}')
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), but it is {self.threshold}")
+        if self.min_lesion_ml < 0:
+            raise ValueError(f"min_lesion_ml must be >= 0, but it is {self.min_lesion_ml}")
+        if self.max_voxels < 16**3:
+            raise ValueError(f"max_voxels must be >= {16**3}, but it is {self.max_voxels}")
+
+    def replace(self, **changes: Any) -> SegmentConfig:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One validated case, every image on the grid of the DWI the user gave.
+
+    Attributes:
+        dwi: DWI (b=1000) intensities, shape (X, Y, Z), float32, arbitrary units.
+        adc: ADC on the DWI grid, shape (X, Y, Z), float32, in 1e-6 mm²/s.
+        affine: 4x4 voxel-to-world (mm) affine of the DWI, as stored (any orientation).
+        header: the DWI's NIfTI header, kept so outputs carry the same geometry codes.
+        flair: optional FLAIR on the DWI grid, shape (X, Y, Z), float32.
+        ground_truth: optional lesion mask on the DWI grid, shape (X, Y, Z), bool.
+        sources: a name for each input (file name or "<in-memory image>"), for messages and reports.
+        adc_unit: the ADC unit detected in the input ("mm2/s", "1e-3 mm2/s" or "1e-6 mm2/s").
+        notes: human-readable notes about conversions made while loading.
+    """
+
+    dwi: np.ndarray
+    adc: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    flair: np.ndarray | None = None
+    ground_truth: np.ndarray | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    adc_unit: str = "1e-6 mm2/s"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.dwi.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        """Voxel edge lengths in mm, from the affine, in storage axis order."""
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        """Storage axis codes, e.g. "LAS" or "RAS"."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def summary(self) -> dict[str, Any]:
+        """Shapes, voxel size, orientation and units, as plain JSON-able values."""
+        return {
+            "shape": list(self.shape),
+            "voxel_size_mm": [round(v, 3) for v in self.voxel_size],
+            "orientation": self.orientation,
+            "adc_unit_detected": self.adc_unit,
+            "has_flair": self.flair is not None,
+            "has_ground_truth": self.ground_truth is not None,
+            "sources": dict(self.sources),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One connected lesion (26-connectivity).
+
+    Attributes:
+        label: 1-based index, largest lesion first.
+        volume_ml: volume in mL.
+        voxels: number of voxels.
+        centroid_mm: centre of mass in world coordinates (mm), as the affine defines them.
+        mean_adc: mean ADC inside the lesion, 1e-6 mm²/s (None when no ADC was given).
+    """
+
+    label: int
+    volume_ml: float
+    voxels: int
+    centroid_mm: tuple[float, float, float]
+    mean_adc: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Agreement with a ground-truth mask, as the ISLES'22 challenge defines it.
+
+    Attributes:
+        dice: Dice coefficient in [0, 1] (1.0 when both masks are empty).
+        avd_ml: absolute volume difference, mL.
+        lesion_f1: lesion-wise F1 (a lesion is detected when one voxel overlaps).
+        lesion_count_diff: absolute difference of the lesion counts.
+        true_positive_lesions, false_positive_lesions, false_negative_lesions: the counts behind F1.
+    """
+
+    dice: float
+    avd_ml: float
+    lesion_f1: float
+    lesion_count_diff: int
+    true_positive_lesions: int
+    false_positive_lesions: int
+    false_negative_lesions: int
+
+
+@dataclass(frozen=True)
+class LesionMetrics:
+    """Measurements of one mask.
+
+    Attributes:
+        volume_ml: total lesion volume, mL.
+        count: number of connected lesions (26-connectivity).
+        lesions: one row per lesion, largest first.
+        comparison: agreement with a ground truth, when one was given.
+    """
+
+    volume_ml: float
+    count: int
+    lesions: tuple[Lesion, ...]
+    comparison: Comparison | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """What :func:`stroke_seg.segment` returns, always.
+
+    Attributes:
+        mask: binary lesion mask (uint8 0/1) on the exact grid (shape + affine) of the input DWI.
+        probability: lesion probability map in [0, 1] (float32) on the same grid.
+        metrics: volume, count, per-lesion table and, with a ground truth, ISLES'22 metrics.
+        timings: seconds spent per stage ("load", "preprocess", "inference", "postprocess",
+            "metrics", "total").
+        model: backend name; model_version: its version string.
+        config: the options used.
+        case: the validated input case.
+    """
+
+    mask: nib.Nifti1Image
+    probability: nib.Nifti1Image
+    metrics: LesionMetrics
+    timings: dict[str, float]
+    model: str
+    model_version: str
+    config: SegmentConfig
+    case: Case
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able report: model, volume, count, lesions, timings and comparison metrics."""
+        m = self.metrics
+        report: dict[str, Any] = {
+            "model": self.model,
+            "model_version": self.model_version,
+            "mode": self.config.mode,
+            "threshold": self.config.threshold,
+            "min_lesion_ml": self.config.min_lesion_ml,
+            "lesion_volume_ml": round(m.volume_ml, 4),
+            "lesion_count": m.count,
+            "lesions": [
+                {
+                    "label": les.label,
+                    "volume_ml": round(les.volume_ml, 4),
+                    "voxels": les.voxels,
+                    "centroid_mm": [round(c, 2) for c in les.centroid_mm],
+                    "mean_adc_1e-6_mm2_per_s": None if les.mean_adc is None else round(les.mean_adc, 1),
+                }
+                for les in m.lesions
+            ],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "input": self.case.summary(),
+            "disclaimer": "Research use only; not for diagnosis.",
+        }
+        if m.comparison is not None:
+            c = m.comparison
+            report.update(
+                dice=round(c.dice, 4),
+                avd_ml=round(c.avd_ml, 4),
+                lesion_f1=round(c.lesion_f1, 4),
+                lesion_count_diff=c.lesion_count_diff,
+                true_positive_lesions=c.true_positive_lesions,
+                false_positive_lesions=c.false_positive_lesions,
+                false_negative_lesions=c.false_negative_lesions,
+            )
+        return report

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -27,7 +26,7 @@ __all__ = ["segment", "CaseInput", "find_case_files"]
 
 log = logging.getLogger(__name__)
 
-CaseInput = Union[Case, Mapping[str, "ImageLike | None"], str, os.PathLike]
+CaseInput = Case | Mapping[str, ImageLike | None] | str | os.PathLike
 """A :class:`Case`, a mapping with keys dwi, adc (+ flair, ground_truth), or a case folder."""
 
 # Share of the progress bar each stage gets: (start, end).

@@ -11,7 +11,6 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Union
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +23,7 @@ __all__ = ["ImageLike", "load_case", "load_image", "save_image", "MIN_AXIS"]
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[str, os.PathLike, nib.Nifti1Image]
+ImageLike = str | os.PathLike | nib.Nifti1Image
 """A path to a ``.nii``/``.nii.gz`` file or an in-memory nibabel image."""
 
 MIN_AXIS = 16
@@ -80,7 +79,7 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
     try:
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except (EOFError, zlib.error, OSError, ValueError) as err:
-        raise InvalidImageError(f"{role} file {name}: the data is corrupt or truncated ({type(err).__name__}: {err})") from err
+        raise InvalidImageError(f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated ({type(err).__name__}: {err})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     return img, np.ascontiguousarray(data)

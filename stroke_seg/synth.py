@@ -491,7 +491,7 @@ def generate(outdir: str | Path, n: int = 20, seed: int = 0, voxel_size: float |
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stroke_seg.synth", description="Generate synthetic acute-stroke cases (DWI, ADC, ground truth) on the MNI152 template.")
     parser.add_argument("outdir")
-    parser.add_argument("--n", type=int, default=20, help="number of cases (patterns cycle: %s)" % ", ".join(PATTERNS))
+    parser.add_argument("--n", type=int, default=20, help=f"number of cases (patterns cycle: {', '.join(PATTERNS)})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--voxel-size", type=float, default=None, help="force isotropic voxels of this size in mm")
     args = parser.parse_args(argv)

@@ -1,0 +1,173 @@
+"""Command line: ``python -m stroke_seg {segment,batch,models}``.
+
+Bad input exits with code 2 and one line on stderr (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import api
+from .errors import StrokeSegError
+from .io import save_image
+from .models import model_infos, model_names
+from .types import SegmentConfig
+
+__all__ = ["main", "discover_cases"]
+
+log = logging.getLogger("stroke_seg.cli")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="adc-threshold", help="backend name (see `models`); default adc-threshold")
+    p.add_argument("--mode", choices=("fast", "accurate"), default="fast", help="accurate = 8x mirror test-time augmentation (deep models)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    p.add_argument("--min-lesion-ml", type=float, default=0.01, help="drop lesions smaller than this (mL)")
+    p.add_argument("--device", default=None, help="torch device for deep models (default: cuda if present, else cpu)")
+
+
+def _config(args: argparse.Namespace) -> SegmentConfig:
+    return SegmentConfig(mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, device=args.device)
+
+
+def _write_outputs(result, mask_path: Path, json_path: Path | None, prob_path: Path | None = None) -> None:
+    save_image(result.mask.get_fdata(dtype="float32"), result.case, mask_path)
+    if prob_path is not None:
+        save_image(result.probability.get_fdata(dtype="float32"), result.case, prob_path, dtype="float32")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    files = {"dwi": args.dwi, "adc": args.adc, "flair": args.flair, "ground_truth": args.ground_truth}
+    result = api.segment(files, model=args.model, config=_config(args))
+    _write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
+    m = result.metrics
+    line = f"{result.model}: {m.volume_ml:.2f} mL in {m.count} lesion(s), {result.timings['total']:.1f} s"
+    if m.comparison is not None:
+        line += f"; Dice {m.comparison.dice:.3f}, lesion F1 {m.comparison.lesion_f1:.3f}"
+    print(line)
+    return 0
+
+
+def discover_cases(root: Path) -> list[tuple[str, dict[str, Path | None]]]:
+    """Cases under ``root`` in the simple layout (CASE/dwi.nii.gz + CASE/adc.nii.gz) or ISLES'22 BIDS.
+
+    BIDS: ``sub-*/ses-*/dwi/*_dwi.nii.gz`` with ``*_adc.nii.gz`` beside it, ground truth under
+    ``derivatives/**/sub-*/ses-*/**/*_msk.nii.gz`` when present.
+    """
+    cases: list[tuple[str, dict[str, Path | None]]] = []
+    for dwi in sorted(root.glob("sub-*/ses-*/dwi/*_dwi.nii*")):
+        prefix = dwi.name.split("_dwi.nii")[0]
+        adc = next(iter(sorted(dwi.parent.glob(f"{prefix}_adc.nii*"))), None)
+        sub, ses = dwi.parts[-4], dwi.parts[-3]
+        gt = next(iter(sorted((root / "derivatives").glob(f"**/{sub}/{ses}/**/*_msk.nii*"))), None) if (root / "derivatives").is_dir() else None
+        flair = next(iter(sorted((dwi.parent.parent / "anat").glob(f"{sub}_{ses}*_FLAIR.nii*"))), None) if (dwi.parent.parent / "anat").is_dir() else None
+        cases.append((f"{sub}_{ses}", {"dwi": dwi, "adc": adc, "flair": flair, "ground_truth": gt}))
+    if cases:
+        return cases
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = api.find_case_files(folder)
+        if files["dwi"] is not None or files["adc"] is not None:
+            cases.append((folder.name, files))
+    return cases
+
+
+_CSV_FIELDS = ["case", "status", "model", "lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff", "seconds", "error"]
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    root, out = Path(args.input_dir), Path(args.out)
+    if not root.is_dir():
+        raise StrokeSegError(f"batch input {root}: expected a folder of cases, but it does not exist")
+    cases = discover_cases(root)
+    if not cases:
+        raise StrokeSegError(f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz or ISLES'22 BIDS (sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case")
+    config = _config(args)
+    rows, failed = [], 0
+    for name, files in tqdm(cases, desc=f"segment ({args.model})", unit="case"):
+        report_path = out / name / "report.json"
+        if report_path.is_file():
+            previous = json.loads(report_path.read_text())
+            if previous.get("model") == args.model and previous.get("mode") == config.mode:
+                rows.append(_row(name, "skipped (done)", previous))
+                continue
+        try:
+            if files.get("adc") is None or files.get("dwi") is None:
+                raise StrokeSegError(f"case {name}: expected a DWI and an ADC, but {'the ADC' if files.get('adc') is None else 'the DWI'} is missing")
+            result = api.segment(files, model=args.model, config=config)
+            _write_outputs(result, out / name / "mask.nii.gz", report_path)
+            rows.append(_row(name, "ok", result.to_dict()))
+        except StrokeSegError as err:
+            failed += 1
+            log.error("case %s failed: %s", name, err)
+            rows.append({"case": name, "status": "failed", "model": args.model, "error": str(err)})
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(cases) - failed}/{len(cases)} cases done, {failed} failed; summary: {out / 'summary.csv'}")
+    return 0 if failed == 0 else 1
+
+
+def _row(name: str, status: str, report: dict) -> dict:
+    row = {"case": name, "status": status, "model": report.get("model"), "seconds": report.get("timings", {}).get("total")}
+    for key in ("lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
+        row[key] = report.get(key)
+    return row
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for info in model_infos():
+        print(f"{info['name']:14s} {info['description']}\n{'':14s} validated on: {info['validated_on']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stroke_seg", description="Ischemic stroke lesion segmentation of DWI + ADC. Research use only; not for diagnosis.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and notes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("segment", help="segment one case")
+    p.add_argument("--dwi", required=True)
+    p.add_argument("--adc", required=True)
+    p.add_argument("--flair")
+    p.add_argument("--ground-truth")
+    p.add_argument("--out", required=True, help="mask NIfTI to write (on the DWI grid)")
+    p.add_argument("--json", help="JSON report to write")
+    p.add_argument("--probability", help="probability map NIfTI to write")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_segment)
+    p = sub.add_parser("batch", help="segment every case in a folder (simple or ISLES'22 BIDS layout)")
+    p.add_argument("input_dir")
+    p.add_argument("--out", required=True)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_batch)
+    p = sub.add_parser("models", help="list the model backends")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "model", None) is not None and args.model not in model_names():
+        print(f"error: --model: expected one of {', '.join(model_names())}, but got {args.model!r}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except StrokeSegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # invalid option values (SegmentConfig)
+        print(f"error: {err}", file=sys.stderr)
+        return 2

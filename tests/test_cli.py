@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+
+from conftest import phantom, save
+from stroke_seg.cli import main
+
+
+def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
+    out, rep = tmp_path / "o" / "mask.nii.gz", tmp_path / "o" / "report.json"
+    rc = main(["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--ground-truth", str(phantom_files["ground_truth"]), "--out", str(out), "--json", str(rep)])
+    assert rc == 0 and out.is_file()
+    report = json.loads(rep.read_text())
+    for key in ("model", "lesion_volume_ml", "lesion_count", "lesions", "timings", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
+        assert key in report
+    assert "Dice" in capsys.readouterr().out
+
+
+def test_unknown_model_exit_2(phantom_files, tmp_path, capsys):
+    rc = main(["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--out", str(tmp_path / "m.nii.gz"), "--model", "magic"])
+    assert rc == 2 and "magic" in capsys.readouterr().err
+
+
+def _simple_layout(root):
+    for i in range(3):
+        d = root / f"case{i}"
+        d.mkdir(parents=True)
+        dwi, adc, truth = phantom(seed=i)
+        save(d / "dwi.nii.gz", dwi)
+        save(d / "adc.nii.gz", adc)
+        save(d / "mask.nii.gz", truth.astype(np.uint8))
+    (root / "case1" / "adc.nii.gz").write_bytes(b"broken")  # one failing case
+
+
+def test_batch_simple_layout_reports_failure_and_skips_done(tmp_path, capsys):
+    _simple_layout(tmp_path / "in")
+    rc = main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert rc == 1  # one case failed, the others went through
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows["case0"]["status"] == "ok" and rows["case2"]["status"] == "ok"
+    assert rows["case1"]["status"] == "failed" and "adc.nii.gz" in rows["case1"]["error"]
+    assert float(rows["case0"]["dice"]) > 0.9
+    assert (tmp_path / "out" / "case0" / "mask.nii.gz").is_file()
+    # fix the broken case and run again: done cases are skipped, the fixed one runs
+    shutil.copy(tmp_path / "in" / "case0" / "adc.nii.gz", tmp_path / "in" / "case1" / "adc.nii.gz")
+    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows["case0"]["status"] == "skipped (done)" and rows["case1"]["status"] == "ok"
+
+
+def test_batch_isles22_bids_layout(tmp_path):
+    root = tmp_path / "isles"
+    dwi, adc, truth = phantom()
+    for sub in ("sub-strokecase0001", "sub-strokecase0002"):
+        d = root / sub / "ses-0001" / "dwi"
+        d.mkdir(parents=True)
+        save(d / f"{sub}_ses-0001_dwi.nii.gz", dwi)
+        save(d / f"{sub}_ses-0001_adc.nii.gz", adc)
+        g = root / "derivatives" / sub / "ses-0001"
+        g.mkdir(parents=True)
+        save(g / f"{sub}_ses-0001_msk.nii.gz", truth.astype(np.uint8))
+    assert main(["batch", str(root), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+    assert [r["case"] for r in rows] == ["sub-strokecase0001_ses-0001", "sub-strokecase0002_ses-0001"]
+    assert all(float(r["dice"]) > 0.9 for r in rows)
+
+
+def test_models_lists_backends(capsys):
+    assert main(["models"]) == 0
+    assert "adc-threshold" in capsys.readouterr().out

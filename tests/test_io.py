@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import phantom, save
+from stroke_seg import IncompatibleImagesError, InvalidImageError, load_case
+from stroke_seg.cli import main as cli_main
+
+AFF = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _case_files(tmp_path, **override):
+    """Write a valid phantom case, with some files replaced by bad variants."""
+    dwi, adc, truth = phantom()
+    files = {
+        "dwi": save(tmp_path / "dwi.nii.gz", dwi),
+        "adc": save(tmp_path / "adc.nii.gz", adc),
+    }
+    for key, maker in override.items():
+        files[key] = maker(tmp_path, dwi, adc, truth)
+    return files
+
+
+def not_nifti(tmp, dwi, adc, truth):
+    p = tmp / "bad_text.nii.gz"
+    p.write_bytes(gzip.compress(b"this is not a nifti header at all" * 20))
+    return p
+
+
+def truncated(tmp, dwi, adc, truth):
+    good = save(tmp / "full.nii.gz", dwi)
+    raw = good.read_bytes()
+    p = tmp / "truncated.nii.gz"
+    p.write_bytes(raw[: len(raw) // 2])
+    return p
+
+
+def wrong_suffix(tmp, dwi, adc, truth):
+    p = tmp / "image.png"
+    p.write_bytes(b"\x89PNG....")
+    return p
+
+
+def two_d(tmp, dwi, adc, truth):
+    return save(tmp / "flat2d.nii.gz", dwi[:, :, 18])
+
+
+def four_d(tmp, dwi, adc, truth):
+    return save(tmp / "series4d.nii.gz", np.stack([dwi, dwi, dwi], -1))
+
+
+def nonfinite(tmp, dwi, adc, truth):
+    d = dwi.copy()
+    d[3, 3, 3] = np.nan
+    return save(tmp / "nan_dwi.nii.gz", d)
+
+
+def all_zero(tmp, dwi, adc, truth):
+    return save(tmp / "zeros.nii.gz", np.zeros_like(dwi))
+
+
+def constant(tmp, dwi, adc, truth):
+    return save(tmp / "constant.nii.gz", np.full_like(dwi, 7.0))
+
+
+def too_small(tmp, dwi, adc, truth):
+    return save(tmp / "tiny.nii.gz", dwi[:, :, :10])
+
+
+def adc_implausible(tmp, dwi, adc, truth):
+    return save(tmp / "adc_weird.nii.gz", adc * 50)
+
+
+def adc_no_overlap(tmp, dwi, adc, truth):
+    shifted = AFF.copy()
+    shifted[:3, 3] = [500, 0, 0]
+    return save(tmp / "adc_far.nii.gz", adc, affine=shifted)
+
+
+def adc_no_world(tmp, dwi, adc, truth):
+    img = nib.Nifti1Image(adc[:, :, :30], None)
+    p = tmp / "adc_noworld.nii.gz"
+    nib.save(img, str(p))
+    return p
+
+
+def gt_not_binary(tmp, dwi, adc, truth):
+    return save(tmp / "gt_labels.nii.gz", truth.astype(np.uint8) * 3 + (dwi > 150))
+
+
+def gt_other_grid(tmp, dwi, adc, truth):
+    return save(tmp / "gt_cropped.nii.gz", truth[:, :, :30].astype(np.uint8))
+
+
+BAD = [
+    pytest.param("dwi", not_nifti, InvalidImageError, "bad_text.nii.gz", id="not-nifti"),
+    pytest.param("dwi", truncated, InvalidImageError, "truncated.nii.gz", id="truncated-gzip"),
+    pytest.param("dwi", wrong_suffix, InvalidImageError, "image.png", id="wrong-suffix"),
+    pytest.param("dwi", two_d, InvalidImageError, "flat2d.nii.gz", id="2d"),
+    pytest.param("dwi", four_d, InvalidImageError, "series4d.nii.gz", id="4d-other"),
+    pytest.param("adc", four_d, InvalidImageError, "series4d.nii.gz", id="4d-adc"),
+    pytest.param("dwi", nonfinite, InvalidImageError, "nan_dwi.nii.gz", id="nan"),
+    pytest.param("dwi", all_zero, InvalidImageError, "zeros.nii.gz", id="all-zero"),
+    pytest.param("adc", constant, InvalidImageError, "constant.nii.gz", id="constant"),
+    pytest.param("dwi", too_small, InvalidImageError, "tiny.nii.gz", id="too-small"),
+    pytest.param("adc", adc_implausible, InvalidImageError, "adc_weird.nii.gz", id="adc-units-implausible"),
+    pytest.param("adc", adc_no_overlap, IncompatibleImagesError, "adc_far.nii.gz", id="no-overlap"),
+    pytest.param("adc", adc_no_world, IncompatibleImagesError, "adc_noworld.nii.gz", id="no-world-coordinates"),
+    pytest.param("ground_truth", gt_not_binary, InvalidImageError, "gt_labels.nii.gz", id="gt-not-binary"),
+    pytest.param("ground_truth", gt_other_grid, IncompatibleImagesError, "gt_cropped.nii.gz", id="gt-other-grid"),
+]
+
+
+@pytest.mark.parametrize("role, maker, error, name", BAD)
+def test_bad_input_raises_specific_error_naming_file(tmp_path, role, maker, error, name):
+    files = _case_files(tmp_path, **{role: maker})
+    with pytest.raises(error) as info:
+        load_case(**files)
+    assert name in str(info.value)
+    assert "expected" in str(info.value)
+
+
+@pytest.mark.parametrize("role, maker, error, name", BAD)
+def test_cli_turns_bad_input_into_exit_2_and_one_line(tmp_path, capsys, role, maker, error, name):
+    files = _case_files(tmp_path, **{role: maker})
+    argv = ["segment", "--dwi", str(files["dwi"]), "--adc", str(files["adc"]), "--out", str(tmp_path / "out.nii.gz")]
+    if "ground_truth" in files:
+        argv += ["--ground-truth", str(files["ground_truth"])]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and name in err[0]
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_too_large_is_rejected(tmp_path):
+    files = _case_files(tmp_path)
+    with pytest.raises(InvalidImageError, match="dwi.nii.gz.*at most 1000 voxels"):
+        load_case(**files, max_voxels=1000)
+
+
+def test_4d_dwi_with_b0_and_b1000_keeps_b1000(tmp_path, caplog):
+    dwi, adc, _ = phantom()
+    b0 = dwi * 2.2
+    p = save(tmp_path / "dwi_b0_b1000.nii.gz", np.stack([b0, dwi], -1))
+    case = load_case(p, save(tmp_path / "adc.nii.gz", adc))
+    np.testing.assert_allclose(case.dwi, dwi)
+    assert any("b0 + b1000" in n for n in case.notes)
+
+
+@pytest.mark.parametrize("factor, unit", [(1.0, "1e-6 mm2/s"), (1e-3, "1e-3 mm2/s"), (1e-6, "mm2/s")], ids=["micro", "milli", "si"])
+def test_adc_units_detected_and_converted(tmp_path, factor, unit):
+    dwi, adc, _ = phantom()
+    case = load_case(save(tmp_path / "dwi.nii.gz", dwi), save(tmp_path / "adc.nii.gz", adc * factor, dtype=np.float32))
+    assert case.adc_unit == unit
+    np.testing.assert_allclose(case.adc, adc, rtol=1e-4, atol=1e-2)
+    assert (len(case.notes) == 1) == (factor != 1.0)
+
+
+def test_adc_on_other_grid_is_resampled_onto_dwi_grid(tmp_path):
+    dwi, adc, _ = phantom()
+    # ADC at 4 mm covering the same field of view: half the voxels per axis.
+    adc_coarse = adc[::2, ::2, ::2]
+    aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    aff[:3, 3] = 1.0  # centre of the first 4 mm voxel = centre of the first two 2 mm voxels
+    case = load_case(save(tmp_path / "dwi.nii.gz", dwi), save(tmp_path / "adc4mm.nii.gz", adc_coarse, affine=aff))
+    assert case.adc.shape == dwi.shape
+    assert any("resampled onto the DWI grid" in n for n in case.notes)
+    inner = (slice(12, 28), slice(12, 30), slice(10, 24))
+    assert abs(float(np.median(case.adc[inner])) - float(np.median(adc[inner]))) < 60
+
+
+def test_nibabel_images_accepted(tmp_path):
+    dwi, adc, truth = phantom()
+    case = load_case(nib.Nifti1Image(dwi, AFF), nib.Nifti1Image(adc, AFF), ground_truth=nib.Nifti1Image(truth.astype(np.uint8), AFF))
+    assert case.sources["dwi"] == "<in-memory image>"
+    assert case.ground_truth.sum() == truth.sum()

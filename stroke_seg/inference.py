@@ -57,7 +57,7 @@ def sliding_window(
         window: window size (x, y, z) in voxels.
         mirror_axes: test-time mirroring; each entry is a tuple of spatial axes to flip (0-2).
         progress: called after each window with (i / N, "window i/N").
-        should_cancel: checked before each window; raises ``Cancelled``.
+        should_cancel: checked before each window and each mirror pass; raises ``Cancelled``.
 
     Returns:
         Probabilities (mean over mirrors, Gaussian-weighted over windows), shape (X, Y, Z), float32.
@@ -76,7 +76,9 @@ def sliding_window(
             sl = (slice(x, x + window[0]), slice(y, y + window[1]), slice(z, z + window[2]))
             patch = volume[(slice(None),) + sl][None]
             prob = torch.zeros(tuple(window), dtype=torch.float32, device=volume.device)
-            for axes in mirror_axes:
+            for j, axes in enumerate(mirror_axes):
+                if j:  # in accurate mode a window is 8 passes: stop between them too
+                    check_cancel(cancel, f"inference (window {i + 1}/{total}, mirror pass {j + 1}/{len(mirror_axes)})")
                 dims = [a + 2 for a in axes]
                 inp = torch.flip(patch, dims) if dims else patch
                 out = torch.sigmoid(net(inp).float())

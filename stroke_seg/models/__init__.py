@@ -55,8 +55,12 @@ def model_infos() -> list[dict[str, str]]:
 
 def _register_builtins() -> None:
     from .adc_threshold import AdcThreshold
+    from .ensemble import Ensemble
+    from .unet import UNetBackend
 
     register(AdcThreshold.name, AdcThreshold)
+    register(UNetBackend.name, UNetBackend)
+    register(Ensemble.name, Ensemble)
 
 
 _register_builtins()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,8 @@ __all__ = ["UNet3D", "UNetBackend", "prepare_inputs", "WEIGHTS_PATH", "SPACING_M
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_PATH = Path(__file__).parent / "weights" / "unet.pt"
+WEIGHTS_PATH = Path(os.environ.get("STROKE_SEG_UNET_WEIGHTS") or Path(__file__).parent / "weights" / "unet.pt")
+"""Shipped weights; ``STROKE_SEG_UNET_WEIGHTS`` points to another file (with its .json sidecar)."""
 SPACING_MM = 2.0
 WINDOW = (64, 64, 64)
 CHANNELS = ("dwi", "adc", "flair")

@@ -1,0 +1,190 @@
+"""Integration tests: the real app launched with ``python app.py``, driven with gradio_client."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import stroke_seg
+from apphelpers import ROOT, launched_app, log_text
+from conftest import require
+from stroke_seg import synth
+from stroke_seg.models.unet import WEIGHTS_PATH
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
+EXAMPLE = ROOT / "examples" / "embolic_multi"
+RUNNING = {Status.PROCESSING, Status.ITERATING, Status.PROGRESS}
+
+
+@pytest.fixture(scope="module")
+def weights():
+    require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, weights):
+    tmp = tmp_path_factory.mktemp("app")
+    with launched_app(tmp, STROKE_SEG_MAX_QUEUE="20", STROKE_SEG_CONCURRENCY="1") as (url, log):
+        yield url, log, tmp
+
+
+@pytest.fixture(scope="module")
+def case_1mm(tmp_path_factory):
+    """A 1 mm territorial case: long enough in accurate mode to cancel mid-inference."""
+    folder = tmp_path_factory.mktemp("case1mm")
+    return synth.make_case(21, "territorial", synth.Acquisition(voxel_size=(1.0, 1.0, 1.0))).save(folder)
+
+
+def submit(client: Client, folder: Path, model="unet", mode="fast", with_gt=True):
+    gt = handle_file(str(folder / "mask.nii.gz")) if with_gt else None
+    flair = handle_file(str(folder / "flair.nii.gz")) if (folder / "flair.nii.gz").is_file() else None
+    return client.submit(handle_file(str(folder / "dwi.nii.gz")), handle_file(str(folder / "adc.nii.gz")), flair, gt, model, mode, api_name="/segment")
+
+
+def watch(job, on_status=None) -> list[tuple[float, float | None, str]]:
+    """Poll a job until done; returns (time, fraction, description) of each distinct progress update."""
+    seen: list[tuple[float, float | None, str]] = []
+    t0 = time.monotonic()
+    while not job.done():
+        st = job.status()
+        if on_status is not None:
+            on_status(st)
+        if st.progress_data:
+            p = st.progress_data[-1]
+            item = (p.progress, p.desc or "")
+            if not seen or seen[-1][1:] != item:
+                seen.append((time.monotonic() - t0, *item))
+        time.sleep(0.05)
+    return seen
+
+
+def test_api_lists_segment_and_hides_ui_events(app):
+    url, _, _ = app
+    api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/segment"]
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
+    assert params == ["dwi", "adc", "flair", "ground_truth", "model", "mode"]
+
+
+def test_job_streams_progress_and_returns_what_segment_returns(app):
+    url, _, _ = app
+    job = submit(Client(url, verbose=False), EXAMPLE)
+    seen = watch(job)
+    mask_path, report, montage = job.result()
+    fractions = [f for _, f, _ in seen if f is not None]
+    assert len(fractions) >= 3, seen
+    assert fractions == sorted(fractions) and fractions[-1] > fractions[0]
+    assert any("window" in d for _, _, d in seen), seen
+    # an early output (input summary) came before the final result
+    outputs = job.outputs()
+    assert len(outputs) >= 2 and outputs[0][1]["status"] == "running" and "shape" in outputs[0][1]["input"]
+    assert Path(montage).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["model"] == "unet" and "dice" in report
+    direct = stroke_seg.segment({"dwi": EXAMPLE / "dwi.nii.gz", "adc": EXAMPLE / "adc.nii.gz", "flair": EXAMPLE / "flair.nii.gz", "ground_truth": EXAMPLE / "mask.nii.gz"}, model="unet")
+    served = nib.load(mask_path)
+    np.testing.assert_array_equal(np.asarray(served.dataobj), np.asarray(direct.mask.dataobj))
+    np.testing.assert_array_equal(served.affine, direct.mask.affine)
+    assert report["lesion_volume_ml"] == pytest.approx(direct.metrics.volume_ml, abs=1e-3)
+
+
+def test_resubmission_is_served_from_cache(app):
+    url, log, _ = app
+    client = Client(url, verbose=False)
+    first = submit(client, EXAMPLE, model="adc-threshold").result()
+    hits_before = log_text(log).count("cache hit")
+    t = time.monotonic()
+    second = submit(client, EXAMPLE, model="adc-threshold").result()
+    assert log_text(log).count("cache hit") == hits_before + 1
+    assert second[1] == first[1]
+    assert time.monotonic() - t < 5
+
+
+def test_cancel_stops_server_loop_and_next_job_runs(app, case_1mm):
+    url, log, _ = app
+    client = Client(url, verbose=False)
+    job = submit(client, case_1mm, mode="accurate", with_gt=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = job.status()
+        if st.progress_data and "window" in (st.progress_data[-1].desc or ""):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the job never reached the sliding-window stage")
+    cancelled_at = time.monotonic()
+    job.cancel()
+    while not job.done() and time.monotonic() - cancelled_at < 30:
+        time.sleep(0.1)
+    assert job.status().code == Status.CANCELLED
+    # the server-side loop stops at the next window (observable in the server log)
+    while "inference end status=cancelled" not in log_text(log) and time.monotonic() - cancelled_at < 30:
+        time.sleep(0.1)
+    assert "the server-side inference loop stopped" in log_text(log)
+    # and the next job starts clean and completes
+    result = submit(client, EXAMPLE, model="adc-threshold", with_gt=True).result()
+    assert result[1]["lesion_count"] >= 1
+
+
+def _intervals(log: str) -> list[tuple[float, float]]:
+    starts = [float(t) for t in re.findall(r"inference start .* t=([0-9.]+)", log)]
+    ends = [float(t) for t in re.findall(r"inference end status=\w+ t=([0-9.]+)", log)]
+    return list(zip(starts, ends))
+
+
+def test_queue_full_and_concurrency_limit(tmp_path, weights):
+    # five different cases, so that none is served from the result cache
+    cases = [synth.make_case(500 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"c{i}") for i in range(5)]
+    with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="2", STROKE_SEG_CONCURRENCY="1") as (url, log):
+        client = Client(url, verbose=False)
+        # Five submissions: the first is running, then four arrive at once. The queue holds two
+        # waiting jobs, so exactly two of the four must be refused.
+        first = submit(client, cases[0])
+        while first.status().code not in RUNNING:
+            time.sleep(0.05)
+        jobs, barrier = [None] * 4, threading.Barrier(4)
+
+        def go(i):
+            barrier.wait()
+            jobs[i] = submit(Client(url, verbose=False), cases[i + 1])
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outcomes = []
+        for job in [first] + jobs:
+            try:
+                job.result(timeout=300)
+                outcomes.append("ok")
+            except Exception as err:  # gradio_client raises for a refused job
+                outcomes.append("full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}")
+        assert outcomes.count("full") == 2, outcomes
+        assert outcomes.count("ok") == 3, outcomes
+        spans = _intervals(log_text(log))
+        assert len(spans) == 3
+        for (_, e1), (s2, _) in zip(spans, spans[1:]):
+            assert s2 >= e1 - 1e-3, spans  # never two inferences at once (concurrency 1)
+
+
+def test_bad_upload_gives_clear_error_and_server_stays_up(app, tmp_path):
+    url, _, _ = app
+    bad = tmp_path / "broken_dwi.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="broken_dwi.nii.gz"):
+        client.predict(handle_file(str(bad)), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+    ok = client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+    assert json.dumps(ok[1])

@@ -347,12 +347,13 @@ def _viewer_head() -> str | None:
     return f'<script src="{_url(NIIVUE_JS)}"></script>'
 
 
-def _examples() -> list[list]:
-    rows = []
+def _examples() -> tuple[list[list], list[str]]:
+    rows, labels = [], []
     for folder in sorted(p for p in EXAMPLES.iterdir() if (p / "dwi.nii.gz").is_file()) if EXAMPLES.is_dir() else []:
         flair = folder / "flair.nii.gz"
         rows.append([str(folder / "dwi.nii.gz"), str(folder / "adc.nii.gz"), str(flair) if flair.is_file() else None, str(folder / "mask.nii.gz")])
-    return rows
+        labels.append(folder.name.replace("_", " "))
+    return rows, labels
 
 
 # Gradio's own upload/output cache is swept like ours: every 10 min, files older than the TTL go.
@@ -371,7 +372,8 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-            gr.Examples(_examples(), inputs=[dwi_in, adc_in, flair_in, gt_in], label="Bundled synthetic examples (with ground truth) — click one to load it")
+            example_rows, example_labels = _examples()
+            gr.Examples(example_rows, inputs=[dwi_in, adc_in, flair_in, gt_in], example_labels=example_labels, label="Bundled synthetic examples (with ground truth) — click one to load it")
         with gr.Column(scale=2):
             status = gr.Markdown("Upload a DWI and an ADC map, or click an example, then **Run**.", elem_id="status")
             viewer = gr.HTML(value="", html_template=_VIEWER_HTML, css_template=_VIEWER_CSS, js_on_load=_VIEWER_JS, head=_viewer_head(), elem_id="viewer", padding=False)

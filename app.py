@@ -361,21 +361,22 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + DISCLAIMER)
     with gr.Row():
         with gr.Column(scale=1):
-            dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
-            adc_in = gr.File(label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
+            example_rows, example_labels = _examples()
+            first = example_rows[0] if example_rows else [None] * 4  # start on a bundled example: press Run
+            dwi_in = gr.File(value=first[0], label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
+            adc_in = gr.File(value=first[1], label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
             with gr.Accordion("Optional: FLAIR and ground truth", open=False):
-                flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"])
-                gt_in = gr.File(label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"])
+                flair_in = gr.File(value=first[2], label="FLAIR (optional)", file_types=[".nii", ".gz"])
+                gt_in = gr.File(value=first[3], label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"])
             model_in = gr.Dropdown(choices=_model_choices(), value=_default_model(), label="Model")
             model_info = gr.Markdown(describe_model(_default_model()))
             mode_in = gr.Radio(["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)")
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-            example_rows, example_labels = _examples()
             gr.Examples(example_rows, inputs=[dwi_in, adc_in, flair_in, gt_in], example_labels=example_labels, label="Bundled synthetic examples (with ground truth) — click one to load it")
         with gr.Column(scale=2):
-            status = gr.Markdown("Upload a DWI and an ADC map, or click an example, then **Run**.", elem_id="status")
+            status = gr.Markdown("A bundled example is loaded: press **Run**, or upload your DWI and ADC (or click another example).", elem_id="status")
             viewer = gr.HTML(value="", html_template=_VIEWER_HTML, css_template=_VIEWER_CSS, js_on_load=_VIEWER_JS, head=_viewer_head(), elem_id="viewer", padding=False)
             if not NIIVUE_JS.is_file():
                 gr.Markdown("*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). The PNG montage below shows the result.*")

@@ -1,0 +1,84 @@
+"""End-to-end through the launched app (gradio_client) vs direct ``segment()`` on the same case.
+
+    python bench/bench_app.py [--model unet] [--mode fast] [--repeats 5] [--case examples/embolic_multi]
+
+Reports medians of N runs and their ratio, the time from submit to the first progress event,
+the largest gap between progress events seen by the client, and the time the app takes to bind
+its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result cache) so every run computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="unet")
+    p.add_argument("--mode", default="fast")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--case", default=str(ROOT / "examples" / "embolic_multi"))
+    a = p.parse_args()
+    from gradio_client import Client, handle_file
+
+    import stroke_seg
+    from apphelpers import launched_app
+
+    case = Path(a.case)
+    files = {"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz"}
+    config = stroke_seg.SegmentConfig(mode=a.mode)
+    stroke_seg.segment(files, model=a.model, config=config)  # warm-up
+    direct = []
+    for _ in range(a.repeats):
+        t = time.perf_counter()
+        stroke_seg.segment(files, model=a.model, config=config)
+        direct.append(time.perf_counter() - t)
+
+    with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), STROKE_SEG_CACHE_TTL="0") as (url, _log):
+        bind_s = float(next(Path(tmp).glob("app-*.bind_seconds")).read_text())
+        client = Client(url, verbose=False)
+
+        def run():
+            t0 = time.perf_counter()
+            job = client.submit(handle_file(str(files["dwi"])), handle_file(str(files["adc"])), None, None, a.model, a.mode, api_name="/segment")
+            first, stamps, last = None, [], None
+            while not job.done():
+                st = job.status()
+                if st.progress_data:
+                    key = (st.progress_data[-1].progress, st.progress_data[-1].desc)
+                    if key != last:
+                        now = time.perf_counter() - t0
+                        first = now if first is None else first
+                        stamps.append(now)
+                        last = key
+                time.sleep(0.01)
+            job.result()
+            total = time.perf_counter() - t0
+            gaps = [b - a_ for a_, b in zip(stamps, stamps[1:])] + ([total - stamps[-1]] if stamps else [])
+            return total, first, max(gaps) if gaps else float("nan"), len(stamps)
+
+        run()  # warm-up (the app loads the model)
+        runs = [run() for _ in range(a.repeats)]
+    e2e = [r[0] for r in runs]
+    med_d, med_e = statistics.median(direct), statistics.median(e2e)
+    print(f"case {case.name}, model {a.model} ({a.mode}), {a.repeats} runs each")
+    print("| direct segment() median s | via gradio_client median s | ratio | target (1.05 x direct + 0.5 s) | first progress s (median / max) | largest gap s (max) | progress events (median) | port bind s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {med_d:.2f} | {med_e:.2f} | {med_e / med_d:.3f} | {1.05 * med_d + 0.5:.2f} | "
+        f"{statistics.median(r[1] for r in runs):.2f} / {max(r[1] for r in runs):.2f} | {max(r[2] for r in runs):.2f} | "
+        f"{statistics.median(r[3] for r in runs):.0f} | {bind_s:.1f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,8 @@ then a smooth multiplicative bias field (same coil for both), Rician noise on bo
 ADC a scanner would compute, ``ADC = ln(S0 / S) / b`` (0 where S0 is background). Tissue ADC
 (1e-6 mm²/s): GM 790-860, WM 690-760, CSF 2800-3200, acute core 300-500 with spatial
 heterogeneity (+-10 %) and a rim of milder restriction (up to 550-650); acute tissue also has a
-raised S0 (x1.1-1.4, early T2 change).
+raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-7-17 %, S0
++-4-10 %, ~2.5 mm grain), as real maps do.
 Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 850-1200, bright
 on DWI) and an old infarct (ADC 1600-2600, dark on DWI).
 
@@ -56,7 +57,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 LESION_PATTERNS = ("territorial", "lacunar", "emboli", "posterior")
 MIMIC_PATTERNS = ("shine_through", "old_infarct")
 PATTERNS = LESION_PATTERNS + ("control",) + MIMIC_PATTERNS
@@ -312,7 +313,7 @@ def random_acquisition(rng: np.random.Generator) -> Acquisition:
         tilt_deg=tuple(float(v) for v in rng.uniform(-8, 8, 3)),
         oblique=bool(rng.random() < 0.5),
         dtype=str(rng.choice(["float32", "int16"])),
-        noise=float(rng.uniform(0.015, 0.06)),
+        noise=float(rng.uniform(0.02, 0.07)),
         bias=float(rng.uniform(0.0, 0.4)),
         skull_stripped=bool(rng.random() < 0.5),
         adc_unit=str(rng.choice(["1e-6", "1e-6", "1e-3", "mm2/s"])),
@@ -375,11 +376,18 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     core = rng.uniform(300, 500)
     hetero = 1 + _smooth_field(rng, shape, 0.2, 6 / vs.mean())
     adc_les = (core + (rng.uniform(550, 650) - core) * les_depth**2 * rng.uniform(0.2, 0.7)) * hetero
-    s0_les = rng.uniform(1.1, 1.4) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
+    s0_les = rng.uniform(1.1, 1.5) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
     if mimic_kind == "shine_through":
         adc_mim, s0_mim = rng.uniform(850, 1200), rng.uniform(1.8, 2.5)
     else:
         adc_mim, s0_mim = rng.uniform(1600, 2600), rng.uniform(1.5, 2.0)
+
+    # Fine tissue texture (v1.1): real ADC/DWI maps vary a lot within normal tissue (ISLES'22 case:
+    # 5 % of deep brain voxels have ADC < 620), which a rule mistakes for lesions and a model must not.
+    tex_adc = 1 + _smooth_field(rng, shape, rng.uniform(0.15, 0.35), 2.5 / vs.mean())
+    tex_s0 = 1 + _smooth_field(rng, shape, rng.uniform(0.08, 0.2), 2.5 / vs.mean())
+    adc_gm, adc_wm = adc_gm * tex_adc, adc_wm * tex_adc
+    s0_gm, s0_wm = s0_gm * tex_s0, s0_wm * tex_s0
 
     def sig(s0, adc):
         return s0 * np.exp(-_B * adc * 1e-6)

@@ -42,14 +42,18 @@ def browser_app(tmp_path_factory):
             browser.close()
 
 
-def _open(browser, url, example_row: int):
+def _open(browser, url, example: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="networkidle")
     page.get_by_text("Bundled synthetic examples").wait_for(timeout=60_000)
-    page.locator(f'[data-testid="dataset-cell-{example_row}-0"]').click()
-    page.get_by_text("dwi.nii.gz").first.wait_for(timeout=30_000)
+    before = page.locator("#dwi-in").inner_text()  # the app starts on another bundled example
+    page.get_by_role("button", name=example, exact=True).click()  # one click loads the case
+    deadline = time.monotonic() + 30
+    while page.locator("#dwi-in").inner_text() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert page.locator("#dwi-in").inner_text() != before and "dwi.nii" in page.locator("#dwi-in").inner_text()
     return page, errors
 
 
@@ -59,7 +63,7 @@ def _texts(page) -> str:
 
 def test_example_run_progress_viewer_and_table(browser_app):
     browser, url, _ = browser_app
-    page, errors = _open(browser, url, example_row=0)  # embolic_multi
+    page, errors = _open(browser, url, "territorial mca")
     page.locator("#run-btn").click()
     seen, deadline = [], time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -87,7 +91,7 @@ def test_example_run_progress_viewer_and_table(browser_app):
 
 def test_cancel_flow_in_browser(browser_app):
     browser, url, log = browser_app
-    page, _ = _open(browser, url, example_row=3)  # territorial_mca
+    page, _ = _open(browser, url, "lacunar")
     page.get_by_label("accurate").check()
     page.locator("#run-btn").click()
     deadline = time.monotonic() + 120

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+import stroke_seg
+from stroke_seg import render
+from stroke_seg.cache import ResultCache
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _entry(cache: ResultCache, key: str):
+    staging = cache.staging()
+    (staging / "report.json").write_text("{}")
+    return cache.commit(staging, key)
+
+
+def test_key_depends_on_bytes_and_options(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"1")
+    b.write_bytes(b"2")
+    k = ResultCache.key([a, None], "unet", "fast")
+    assert k == ResultCache.key([a, None], "unet", "fast")
+    assert k != ResultCache.key([b, None], "unet", "fast")
+    assert k != ResultCache.key([a, None], "unet", "accurate")
+    assert k != ResultCache.key([a, a], "unet", "fast")
+
+
+def test_get_commit_and_ttl_sweep(tmp_path):
+    cache = ResultCache(tmp_path / "c", ttl_s=60)
+    folder = _entry(cache, "k1")
+    assert cache.get("k1") == folder and cache.get("k2") is None
+    old = time.time() - 120
+    os.utime(folder, (old, old))
+    assert cache.get("k1") is None  # expired
+    assert cache.sweep() == 1 and not folder.exists()
+
+
+def test_incomplete_entry_is_not_served(tmp_path):
+    cache = ResultCache(tmp_path / "c")
+    (cache.root / "k").mkdir()
+    assert cache.get("k") is None
+
+
+def test_montages_are_pngs(phantom_files):
+    r = stroke_seg.segment(phantom_files)
+    mask = np.asarray(r.mask.dataobj) > 0
+    assert render.result_montage(r.case, mask).startswith(PNG)
+    assert render.input_montage(r.case).startswith(PNG)
+    ks = render.pick_slices(r.case.dwi, mask, 6)
+    assert all(np.any(mask[:, :, k]) for k in ks[1:-1])  # slices go through the lesion

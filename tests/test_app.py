@@ -188,3 +188,10 @@ def test_bad_upload_gives_clear_error_and_server_stays_up(app, tmp_path):
         client.predict(handle_file(str(bad)), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
     ok = client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
     assert json.dumps(ok[1])
+
+
+def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
+    with launched_app(tmp_path, STROKE_SEG_MAX_FILE_SIZE="100kb") as (url, _log):
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match=r"(?i)size|large|exceed"):
+            client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")

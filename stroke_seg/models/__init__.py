@@ -16,7 +16,7 @@ __all__ = ["Backend", "get_model", "model_names", "model_infos", "register"]
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
 _INSTANCES: dict[str, Backend] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: an ensemble creates its members inside get_model
 
 
 def register(name: str, factory: Callable[[], Backend]) -> None:

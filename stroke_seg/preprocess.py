@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage as ndi
@@ -185,8 +184,3 @@ def preprocess(case: Case) -> Preprocessed:
         ornt=ornt,
         dwi_median=median,
     )
-
-
-def axcodes(affine: np.ndarray) -> str:
-    """Axis codes of an affine, e.g. "RAS"."""
-    return "".join(nib.aff2axcodes(affine))

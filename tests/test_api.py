@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import stroke_seg
-from conftest import phantom
 from stroke_seg import Cancelled, ModelError, Result, SegmentConfig
 
 
@@ -15,7 +14,6 @@ def test_segment_returns_result_with_everything(phantom_files):
     assert isinstance(r, Result)
     assert r.model == "adc-threshold" and r.model_version
     assert set(r.timings) == {"load", "preprocess", "inference", "postprocess", "metrics", "total"}
-    _, _, truth = phantom()
     assert r.metrics.comparison is not None and r.metrics.comparison.dice > 0.9
     assert r.metrics.count == 1
     assert r.probability.get_data_dtype() == np.float32

@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
@@ -148,14 +149,29 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
     job.report(0.0, "validating inputs")
     case = await asyncio.to_thread(stroke_seg.load_case, files["dwi"], files["adc"], files["flair"], files["ground_truth"])
     staging = CACHE.staging()
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+
+    def work() -> None:
+        try:
+            job.run(case)
+        finally:
+            try:
+                loop.call_soon_threadsafe(finished.set)  # wakes the handler at once, not at its next tick
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                pass
+
     try:
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="stroke-seg-job")
+        worker.start()  # inference starts now; the input montage is drawn while it runs
         inputs_png = await asyncio.to_thread(lambda: render.save_png(render.input_montage(case), staging / "inputs.png"))
         yield "summary", (case, inputs_png)
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(job.run, case), daemon=True, name="stroke-seg-job")
-        worker.start()
-        while worker.is_alive():
-            await asyncio.sleep(TICK_S)
-            yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
+        while not finished.is_set():
+            try:
+                await asyncio.wait_for(finished.wait(), TICK_S)
+            except TimeoutError:
+                yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
+        worker.join()
         if job.error is not None:
             raise job.error
         await asyncio.to_thread(_write_entry, job.result, case, staging)
@@ -169,13 +185,20 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
 
 
 def _write_entry(result: stroke_seg.Result, case: stroke_seg.Case, folder: Path) -> None:
+    """Write the cache entry; the files are independent, so they are written concurrently (zlib and PNG
+    encoding release the GIL). ``report.json`` is written last: its presence marks the entry complete."""
     mask = np.asarray(result.mask.dataobj) > 0
-    save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz")
-    save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32)
-    save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32)
-    save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32)
-    render.save_png(render.result_montage(case, mask), folder / "montage.png")
-    (folder / "report.json").write_text(json.dumps(result.to_dict(), indent=2))  # written last: marks complete
+    tasks = [
+        lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
+        lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),
+        lambda: save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32),
+        lambda: save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32),
+        lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
+    ]
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:
+        for future in [pool.submit(t) for t in tasks]:
+            future.result()
+    (folder / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
 
 
 async def _guard(steps: AsyncIterator):

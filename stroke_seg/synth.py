@@ -15,6 +15,9 @@ ADC a scanner would compute, ``ADC = ln(S0 / S) / b`` (0 where S0 is background)
 heterogeneity (+-10 %) and a rim of milder restriction (up to 550-650); acute tissue also has a
 raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-7-17 %, S0
 +-4-10 %, ~2.5 mm grain), as real maps do.
+Version 1.2 matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
+more and smaller emboli, some only mildly restricted lesions (ADC 560-760, bright from T2 rise), and
+skull-base effects (brighter posterior fossa, susceptibility hot spots with normal ADC) as negatives.
 Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 850-1200, bright
 on DWI) and an old infarct (ADC 1600-2600, dark on DWI).
 
@@ -57,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 LESION_PATTERNS = ("territorial", "lacunar", "emboli", "posterior")
 MIMIC_PATTERNS = ("shine_through", "old_infarct")
 PATTERNS = LESION_PATTERNS + ("control",) + MIMIC_PATTERNS
@@ -146,6 +149,7 @@ class _Template:
     csf: np.ndarray
     scalp: np.ndarray
     brain: np.ndarray  # float 0/1, intracranial
+    depth: np.ndarray  # parenchyma blurred by 2 mm: low near CSF, ~1 deep in tissue (for atrophy)
     parenchyma_mm: np.ndarray  # (N, 3) world mm of deep parenchyma voxels, for lesion placement
 
 
@@ -166,14 +170,15 @@ def _template() -> _Template:
     scalp = np.where(outer, np.clip((t1 - 0.25) / 0.35, 0, 1), 0).astype(np.float32)
     idx = np.argwhere((par > 0.9)[::3, ::3, ::3]) * 3
     parenchyma_mm = (idx @ t1_img.affine[:3, :3].T + t1_img.affine[:3, 3]).astype(np.float32)
-    return _Template(t1_img.affine.copy(), gm, wm, csf, scalp, brain, parenchyma_mm)
+    depth = ndi.gaussian_filter(par, 2.0).astype(np.float32)
+    return _Template(t1_img.affine.copy(), gm, wm, csf, scalp, brain, depth, parenchyma_mm)
 
 
 @functools.lru_cache(maxsize=3)
 def _blurred_template(sigma_mm: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
-    """Template maps (gm, wm, csf, scalp, brain) blurred to mimic the partial volume of larger voxels."""
+    """Template maps (gm, wm, csf, scalp, brain, depth) blurred to mimic the partial volume of larger voxels."""
     tpl = _template()
-    maps = (tpl.gm, tpl.wm, tpl.csf, tpl.scalp, tpl.brain)
+    maps = (tpl.gm, tpl.wm, tpl.csf, tpl.scalp, tpl.brain, tpl.depth)
     if max(sigma_mm) == 0:
         return maps
     return tuple(ndi.gaussian_filter(v, sigma_mm, mode="constant", truncate=2.5) for v in maps)
@@ -229,13 +234,14 @@ def _lesion_blobs(rng: np.random.Generator, pattern: str) -> list[_Blob]:
         c = _near(rng, (side * rng.uniform(15, 26), rng.uniform(-18, 10), rng.uniform(-2, 20)), 8, side)
         return [_blob(rng, c, (2.5, 7.0))] + ([_blob(rng, _near(rng, c, 25, side), (2.0, 4.0))] if rng.random() < 0.3 else [])
     if pattern == "emboli":  # many small cortical/subcortical lesions in one territory (or both sides)
-        both = rng.random() < 0.3
+        both = rng.random() < 0.4
         seed = _near(rng, (side * rng.uniform(25, 45), rng.uniform(-60, 30), rng.uniform(0, 45)), 15, side)
         blobs = []
-        for _ in range(rng.integers(4, 16)):
+        for _ in range(rng.integers(5, 31)):  # v1.2: more and smaller (ISLES'22 case: 35 lesions, most 1-10 voxels)
             s = int(rng.choice([-1, 1])) if both else side
             centre = _near(rng, seed * np.array([s * side, 1, 1]), 40, s)
-            blobs.append(_blob(rng, centre, (1.6, 5.5)))
+            r = float(np.exp(rng.uniform(np.log(1.3), np.log(5.0))))
+            blobs.append(_blob(rng, centre, (r, r)))
         return blobs
     if pattern == "posterior":  # cerebellar (PICA/SCA) or occipital (PCA)
         if rng.random() < 0.5:
@@ -298,6 +304,41 @@ def _smooth_field(rng: np.random.Generator, shape, strength: float, scale_vox: f
     return (strength * field / max(1e-6, np.abs(field).max() * 2)).astype(np.float32)
 
 
+_ARTEFACT_SITES = np.array([  # MNI mm, left-right mirrored at use
+    [38.0, 12.0, -32.0],  # temporal pole
+    [45.0, -15.0, -30.0],  # inferior temporal, petrous bone
+    [12.0, 35.0, -22.0],  # gyrus rectus / orbitofrontal, above the sinuses
+    [32.0, -62.0, -40.0],  # inferior cerebellum, mastoid air cells
+    [5.0, -30.0, -38.0],  # pons, clivus
+])
+
+
+def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplicative gains for S0 and S (b=1000): inferior brightening plus susceptibility hot spots.
+
+    Returns two (X, Y, Z) float32 arrays. The hot spots raise S0 a little more than S, so the ADC there is
+    normal or raised (as real artefacts are), never low.
+    """
+    ijk = np.indices(shape, dtype=np.float32)
+    world = [affine[i, 0] * ijk[0] + affine[i, 1] * ijk[1] + affine[i, 2] * ijk[2] + affine[i, 3] for i in range(3)]
+    del ijk
+    amp = rng.uniform(0.0, 0.5)
+    z0, width = rng.uniform(-32, -12), rng.uniform(5, 10)
+    base = 1 + amp / (1 + np.exp((world[2] - z0) / width))
+    spots = np.zeros(shape, np.float32)
+    for site in _ARTEFACT_SITES:
+        for side in (-1.0, 1.0):
+            if rng.random() < 0.5:
+                continue
+            c = site * np.array([side, 1, 1]) + rng.normal(0, 4, 3)
+            sigma = rng.uniform(4, 10)
+            d2 = sum((world[i] - c[i]) ** 2 for i in range(3))
+            spots += rng.uniform(0.3, 2.0) * np.exp(-d2 / (2 * sigma**2))
+    s0_gain = (base * (1 + spots)).astype(np.float32)
+    s_gain = (base * (1 + spots) ** 0.9).astype(np.float32)
+    return s0_gain, s_gain
+
+
 def random_acquisition(rng: np.random.Generator) -> Acquisition:
     """Draw a plausible acquisition: 1-2 mm iso or thick-slice, RAS/LPS, tilt, dtype, noise, bias."""
     kind = rng.choice(["1iso", "2iso", "2iso", "aniso", "aniso5"])
@@ -354,11 +395,26 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     def sample(vol: np.ndarray) -> np.ndarray:
         return ndi.affine_transform(vol, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=1, mode="constant", cval=0.0, output=np.float32)
 
-    gm, wm, csf, scalp, brain = (sample(v) for v in blurred)
+    gm, wm, csf, scalp, brain, depth = (sample(v) for v in blurred)
+    # Atrophy (v1.2): patients are older than the MNI average; parenchyma next to CSF gives way to
+    # CSF (wider sulci and ventricles). ISLES'22 case: ~35 % of the brain mask is CSF (template ~15 %).
+    keep = np.clip((depth - rng.uniform(0.2, 0.8)) / 0.25, 0, 1)
+    lost = (gm + wm) * (1 - keep)
+    gm, wm, csf = gm * keep, wm * keep, csf + lost
     par = np.clip(gm + wm, 0, 1)
 
     lesion_sub = tuple(int(min(5, max(2, math.ceil(v / 1.01)))) for v in vs) if vs.max() > 1.01 else (1, 1, 1)
-    les_frac, les_depth = _render_blobs(_lesion_blobs(rng, pattern), mni_affine, shape, lesion_sub)
+    blobs = _lesion_blobs(rng, pattern)
+    # Lesion severity (v1.2): most blobs are acute core (ADC 300-550), but some small ones are only mildly
+    # restricted (ADC 560-760) and bright on DWI mostly from their T2 rise, as many small lesions in real
+    # scans are (ISLES'22 case: median ADC 754e-6 mm²/s inside the DeepISLES mask).
+    p_mild = {"emboli": 0.35, "lacunar": 0.5, "posterior": 0.1}.get(pattern, 0.0)
+    mild = rng.random(len(blobs)) < p_mild
+    mild[:1] = False  # the first (largest or index) lesion is always an acute core
+    les_frac, les_depth = _render_blobs([b for b, m in zip(blobs, mild) if not m], mni_affine, shape, lesion_sub)
+    mild_frac = _render_blobs([b for b, m in zip(blobs, mild) if m], mni_affine, shape, lesion_sub)[0] if mild.any() else np.zeros(shape, np.float32)
+    is_mild = mild_frac > les_frac
+    les_frac = np.maximum(les_frac, mild_frac)
     has_mimic = pattern in MIMIC_PATTERNS or (pattern in LESION_PATTERNS and rng.random() < 0.25)
     mimic_kind = pattern if pattern in MIMIC_PATTERNS else str(rng.choice(MIMIC_PATTERNS))
     mim_frac = _render_blobs(_mimic_blobs(rng), mni_affine, shape, lesion_sub)[0] if has_mimic else np.zeros(shape, np.float32)
@@ -371,21 +427,24 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     truth = f_les >= 0.5
 
     # Tissue properties (ADC in 1e-6 mm²/s, S0 arbitrary).
-    adc_gm, adc_wm, adc_csf = rng.uniform(790, 860), rng.uniform(690, 760), rng.uniform(2800, 3200)
+    adc_gm, adc_wm, adc_csf = rng.uniform(790, 860), rng.uniform(660, 760), rng.uniform(2800, 3200)
     s0_gm, s0_wm, s0_csf, s0_scalp = 1.0, rng.uniform(0.7, 0.8), rng.uniform(1.8, 2.6), rng.uniform(0.15, 0.4)
     core = rng.uniform(300, 500)
     hetero = 1 + _smooth_field(rng, shape, 0.2, 6 / vs.mean())
     adc_les = (core + (rng.uniform(550, 650) - core) * les_depth**2 * rng.uniform(0.2, 0.7)) * hetero
+    adc_les = np.where(is_mild, rng.uniform(560, 760) * hetero, adc_les)
     s0_les = rng.uniform(1.1, 1.5) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
+    s0_les = np.where(is_mild, s0_les * rng.uniform(1.05, 1.25), s0_les)
     if mimic_kind == "shine_through":
         adc_mim, s0_mim = rng.uniform(850, 1200), rng.uniform(1.8, 2.5)
     else:
         adc_mim, s0_mim = rng.uniform(1600, 2600), rng.uniform(1.5, 2.0)
 
-    # Fine tissue texture (v1.1): real ADC/DWI maps vary a lot within normal tissue (ISLES'22 case:
-    # 5 % of deep brain voxels have ADC < 620), which a rule mistakes for lesions and a model must not.
-    tex_adc = 1 + _smooth_field(rng, shape, rng.uniform(0.15, 0.35), 2.5 / vs.mean())
-    tex_s0 = 1 + _smooth_field(rng, shape, rng.uniform(0.08, 0.2), 2.5 / vs.mean())
+    # Fine tissue texture (v1.1, wider in v1.2): real ADC/DWI maps vary a lot within normal tissue
+    # (ISLES'22 case: 5 % of parenchyma has ADC < 560; DWI p95/p50 ~1.25 above the skull base), which a rule
+    # mistakes for lesions and a model must not.
+    tex_adc = 1 + _smooth_field(rng, shape, rng.uniform(0.2, 0.45), 2.5 / vs.mean())
+    tex_s0 = 1 + _smooth_field(rng, shape, rng.uniform(0.12, 0.35), 2.5 / vs.mean())
     adc_gm, adc_wm = adc_gm * tex_adc, adc_wm * tex_adc
     s0_gm, s0_wm = s0_gm * tex_s0, s0_wm * tex_s0
 
@@ -398,6 +457,12 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         adc_scalp = rng.uniform(600, 1400)
         S0 = S0 + scalp * s0_scalp
         S = S + scalp * sig(s0_scalp, adc_scalp)
+    # Skull-base effects (v1.2), never lesions: the posterior fossa and temporal lobes are brighter on
+    # real DWI (ISLES'22 case: parenchyma DWI / brain median 1.4-1.55 in the lowest slices vs ~1.08 above),
+    # and susceptibility artefacts next to air and bone (temporal poles, orbitofrontal, mastoid) make
+    # bright spots whose ADC is normal or raised. Applied to both b=0 and b=1000 signals.
+    S0_gain, S_gain = _skull_base_gain(rng, mni_affine, shape)
+    S0, S = S0 * S0_gain, S * S_gain
     bias = np.exp(_smooth_field(rng, shape, acq.bias, 60 / vs.mean()))
     sigma = acq.noise * sig(s0_gm, adc_gm)
 

@@ -1,0 +1,52 @@
+"""The app's single error mapping (``app._guard``), in-process: library errors keep their message,
+unexpected errors become a short message while the traceback goes to the server log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import stroke_seg
+
+gr = pytest.importorskip("gradio")
+app = pytest.importorskip("app")
+
+pytestmark = pytest.mark.app
+
+
+async def _steps(exc: BaseException):
+    yield "tick", "working"
+    raise exc
+
+
+def _drain(exc: BaseException) -> tuple[list, BaseException]:
+    seen: list = []
+
+    async def run():
+        try:
+            async for item in app._guard(_steps(exc)):
+                seen.append(item)
+        except BaseException as err:  # noqa: BLE001 - the test inspects it
+            return err
+        return None
+
+    return seen, asyncio.run(run())
+
+
+def test_library_error_becomes_gr_error_with_its_message():
+    seen, err = _drain(stroke_seg.InvalidImageError("dwi.nii.gz: expected a 3D image, but got shape (4, 4)"))
+    assert seen == [("tick", "working")]  # what the user already had was delivered first
+    assert isinstance(err, gr.Error)
+    assert "dwi.nii.gz: expected a 3D image" in err.message
+
+
+def test_unexpected_error_is_short_for_the_user_and_logged_with_traceback(caplog):
+    with caplog.at_level(logging.ERROR, logger="stroke_seg.app"):
+        _, err = _drain(ZeroDivisionError("secret internal detail"))
+    assert isinstance(err, gr.Error)
+    assert "ZeroDivisionError" in err.message and "logged" in err.message
+    assert "secret internal detail" not in err.message and "Traceback" not in err.message
+    record = next(r for r in caplog.records if r.name == "stroke_seg.app")
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError

@@ -174,7 +174,7 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
         worker.join()
         if job.error is not None:
             raise job.error
-        await asyncio.to_thread(_write_entry, job.result, case, staging)
+        await asyncio.to_thread(_write_entry, job.result, case, files, staging)
         folder = CACHE.commit(staging, key)
         staging = None
         yield "done", folder
@@ -184,21 +184,32 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_entry(result: stroke_seg.Result, case: stroke_seg.Case, folder: Path) -> None:
+def _write_entry(result: stroke_seg.Result, case: stroke_seg.Case, files: dict[str, str | None], folder: Path) -> None:
     """Write the cache entry; the files are independent, so they are written concurrently (zlib and PNG
-    encoding release the GIL). ``report.json`` is written last: its presence marks the entry complete."""
+    encoding release the GIL). The viewer shows the uploaded DWI and ADC as they are (copied, not
+    re-encoded; NiiVue places them by their own affines). ``report.json`` is written last: its presence
+    marks the entry complete."""
     mask = np.asarray(result.mask.dataobj) > 0
-    tasks = [
+    tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
+    tasks += [
         lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
         lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),
-        lambda: save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32),
-        lambda: save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32),
         lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
     ]
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:
         for future in [pool.submit(t) for t in tasks]:
             future.result()
     (folder / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def _nifti_suffix(path: str) -> str:
+    return ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+
+
+def _entry_file(folder: Path, name: str) -> Path:
+    """The viewer copy of an input in a cache entry (``dwi.nii.gz`` or ``dwi.nii``)."""
+    gz = folder / f"{name}.nii.gz"
+    return gz if gz.is_file() else folder / f"{name}.nii"
 
 
 async def _guard(steps: AsyncIterator):
@@ -245,8 +256,8 @@ def _tables(report: dict) -> tuple[list[list], list[list]]:
 
 def _viewer_value(folder: Path) -> str:
     return json.dumps({
-        "dwi": _url(folder / "dwi.nii.gz"),
-        "adc": _url(folder / "adc.nii.gz"),
+        "dwi": _url(_entry_file(folder, "dwi")),
+        "adc": _url(_entry_file(folder, "adc")),
         "mask": _url(folder / "mask.nii.gz"),
         "key": folder.name,
     })
@@ -343,7 +354,7 @@ async function show() {
   const opacity = parseFloat(element.querySelector('.ss-opacity').value);
   try {
     await nv.loadVolumes([
-      { url: spec[base], name: base + '.nii.gz', colormap: 'gray' },
+      { url: spec[base], name: spec[base].split('/').pop(), colormap: 'gray' },
       { url: spec.mask, name: 'mask.nii.gz', colormap: 'red', opacity: opacity, cal_min: 0.5, cal_max: 1 },
     ]);
     state.spec = spec; state.loads += 1; state.error = null;

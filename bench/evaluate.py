@@ -11,6 +11,7 @@ validation 900_000+). Prints per-case rows and a per-pattern table in Markdown.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -38,7 +39,9 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["adc-threshold", "unet", "ensemble"])
     p.add_argument("--mode", default="fast")
     p.add_argument("--real", default=None, help="folder of the real case (dwi, adc, deepisles_mask)")
+    p.add_argument("--record", default=None, help="also write the summary figures as JSON (stroke_seg/models/validation.json is what `python -m stroke_seg models` shows)")
     a = p.parse_args()
+    record: dict = {"command": "python bench/evaluate.py " + " ".join(sys.argv[1:]), "generator_version": synth.GENERATOR_VERSION, "mode": a.mode, "models": {}}
     config = stroke_seg.SegmentConfig(mode=a.mode)
     rows = []
     print("| case | pattern | acquisition | GT mL | " + " | ".join(f"{m} Dice / F1 / mL" for m in a.models) + " |")
@@ -74,6 +77,7 @@ def main() -> None:
     for m in a.models:
         les = [r for r in rows if r["model"] == m and r["pattern"] in synth.LESION_PATTERNS]
         neg = [r for r in rows if r["model"] == m and r["pattern"] not in synth.LESION_PATTERNS]
+        record["models"][m] = {"synthetic_cases": len(les) + len(neg), "synthetic_dice": round(statistics.mean(r["dice"] for r in les), 3), "synthetic_lesion_f1": round(statistics.mean(r["f1"] for r in les), 3), "negatives_max_ml": round(max(r["pred_ml"] for r in neg), 2)}
         cells.append(f"Dice {statistics.mean(r['dice'] for r in les):.3f}, F1 {statistics.mean(r['f1'] for r in les):.3f}; negatives max {max(r['pred_ml'] for r in neg):.2f} mL; median {statistics.median(r['s'] for r in les + neg):.1f} s/case")
     print("| **all** | " + str(len(rows) // len(a.models)) + " | " + " | ".join(cells) + " |")
 
@@ -89,6 +93,9 @@ def main() -> None:
             gt_ml = float(r.case.ground_truth.sum()) * stroke_seg.metrics.voxel_volume_ml(r.case.affine)
             n_gt = cmp.true_positive_lesions + cmp.false_negative_lesions
             print(f"| {m} | {cmp.dice:.3f} | {cmp.lesion_f1:.3f} | {r.metrics.volume_ml:.2f} | {gt_ml:.2f} | {cmp.avd_ml:.2f} | {r.metrics.count} / {n_gt} |")
+            record["models"][m].update({"real_dice": round(cmp.dice, 3), "real_lesion_f1": round(cmp.lesion_f1, 3), "real_avd_ml": round(cmp.avd_ml, 2)})
+    if a.record:
+        Path(a.record).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

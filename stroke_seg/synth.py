@@ -11,14 +11,15 @@ Signal model, per voxel, with partial-volume mixing of *signals* (not of ADC val
 
 then a smooth multiplicative bias field (same coil for both), Rician noise on both, and the
 ADC a scanner would compute, ``ADC = ln(S0 / S) / b`` (0 where S0 is background). Tissue ADC
-(1e-6 mm²/s): GM 790-860, WM 690-760, CSF 2800-3200, acute core 300-500 with spatial
-heterogeneity (+-10 %) and a rim of milder restriction (up to 550-650); acute tissue also has a
+(1e-6 mm²/s): GM 790-860, WM 660-760, CSF 2800-3200, acute core 300-500 with spatial
+heterogeneity (+-10 %) and a rim of milder restriction (up to 580-700 in the outer shell); acute tissue also has a
 raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-7-17 %, S0
 +-4-10 %, ~2.5 mm grain), as real maps do.
-Version 1.2 matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
-more and smaller emboli, some only mildly restricted lesions (ADC 560-760, bright from T2 rise), and
+Version 1.2 (and 1.3: a mildly restricted lesion rim, milder small lesions, stronger artefacts)
+matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
+more and smaller emboli, some only mildly restricted lesions (ADC 600-820, bright from T2 rise), and
 skull-base effects (brighter posterior fossa, susceptibility hot spots with normal ADC) as negatives.
-Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 850-1200, bright
+Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 880-1250, bright
 on DWI) and an old infarct (ADC 1600-2600, dark on DWI).
 
 The ground truth is every voxel whose volume is at least half acute infarct (from 8-125 point
@@ -60,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "1.3"
 LESION_PATTERNS = ("territorial", "lacunar", "emboli", "posterior")
 MIMIC_PATTERNS = ("shine_through", "old_infarct")
 PATTERNS = LESION_PATTERNS + ("control",) + MIMIC_PATTERNS
@@ -333,9 +334,9 @@ def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tup
             c = site * np.array([side, 1, 1]) + rng.normal(0, 4, 3)
             sigma = rng.uniform(4, 10)
             d2 = sum((world[i] - c[i]) ** 2 for i in range(3))
-            spots += rng.uniform(0.3, 2.0) * np.exp(-d2 / (2 * sigma**2))
+            spots += rng.uniform(0.3, 4.0) * np.exp(-d2 / (2 * sigma**2))  # v1.3: up to 5x (ISLES'22 temporal poles: DWI 4.5-5x median)
     s0_gain = (base * (1 + spots)).astype(np.float32)
-    s_gain = (base * (1 + spots) ** 0.9).astype(np.float32)
+    s_gain = (base * (1 + spots) ** 0.95).astype(np.float32)
     return s0_gain, s_gain
 
 
@@ -406,7 +407,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     lesion_sub = tuple(int(min(5, max(2, math.ceil(v / 1.01)))) for v in vs) if vs.max() > 1.01 else (1, 1, 1)
     blobs = _lesion_blobs(rng, pattern)
     # Lesion severity (v1.2): most blobs are acute core (ADC 300-550), but some small ones are only mildly
-    # restricted (ADC 560-760) and bright on DWI mostly from their T2 rise, as many small lesions in real
+    # restricted (ADC 600-820) and bright on DWI mostly from their T2 rise, as many small lesions in real
     # scans are (ISLES'22 case: median ADC 754e-6 mm²/s inside the DeepISLES mask).
     p_mild = {"emboli": 0.35, "lacunar": 0.5, "posterior": 0.1}.get(pattern, 0.0)
     mild = rng.random(len(blobs)) < p_mild
@@ -431,12 +432,14 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     s0_gm, s0_wm, s0_csf, s0_scalp = 1.0, rng.uniform(0.7, 0.8), rng.uniform(1.8, 2.6), rng.uniform(0.15, 0.4)
     core = rng.uniform(300, 500)
     hetero = 1 + _smooth_field(rng, shape, 0.2, 6 / vs.mean())
-    adc_les = (core + (rng.uniform(550, 650) - core) * les_depth**2 * rng.uniform(0.2, 0.7)) * hetero
-    adc_les = np.where(is_mild, rng.uniform(560, 760) * hetero, adc_les)
+    # The core's restriction fades toward the edge (v1.3: to 580-700 in the outer shell), while the
+    # DWI stays bright: real lesion masks include that mildly restricted rim.
+    adc_les = (core + (rng.uniform(580, 700) - core) * les_depth**4 * rng.uniform(0.6, 1.0)) * hetero
+    adc_les = np.where(is_mild, rng.uniform(600, 820) * hetero, adc_les)
     s0_les = rng.uniform(1.1, 1.5) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
-    s0_les = np.where(is_mild, s0_les * rng.uniform(1.05, 1.25), s0_les)
+    s0_les = np.where(is_mild, s0_les * rng.uniform(1.1, 1.3), s0_les)
     if mimic_kind == "shine_through":
-        adc_mim, s0_mim = rng.uniform(850, 1200), rng.uniform(1.8, 2.5)
+        adc_mim, s0_mim = rng.uniform(880, 1250), rng.uniform(1.8, 2.5)
     else:
         adc_mim, s0_mim = rng.uniform(1600, 2600), rng.uniform(1.5, 2.0)
 

@@ -72,3 +72,18 @@ def test_batch_isles22_bids_layout(tmp_path):
 def test_models_lists_backends(capsys):
     assert main(["models"]) == 0
     assert "adc-threshold" in capsys.readouterr().out
+
+
+def test_models_shows_the_recorded_validation_figures(capsys):
+    """unet and ensemble are listed with the figures bench/evaluate.py --record measured (validation.json)."""
+    import json
+
+    from stroke_seg.models import VALIDATION_PATH
+
+    record = json.loads(VALIDATION_PATH.read_text())
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("unet", "ensemble"):
+        block = out.split(name, 1)[1]
+        assert f"Dice {record['models'][name]['synthetic_dice']:.3f}" in block
+        assert f"real ISLES'22 case vs DeepISLES: Dice {record['models'][name]['real_dice']:.3f}" in block

@@ -6,8 +6,10 @@ weights, so nothing heavy happens at import time.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import ModelError
 from .base import Backend
@@ -43,13 +45,33 @@ def get_model(name: str) -> Backend:
         return _INSTANCES[name]
 
 
+VALIDATION_PATH = Path(__file__).with_name("validation.json")
+
+
+def recorded_figures(name: str) -> str:
+    """Measured figures for ``name`` from ``validation.json`` (written by ``bench/evaluate.py --record``), or ""."""
+    try:
+        record = json.loads(VALIDATION_PATH.read_text())
+        f = record["models"][name]
+    except (OSError, ValueError, KeyError):
+        return ""
+    text = (
+        f"{f['synthetic_cases']} held-out synthetic cases (generator {record['generator_version']}, {record['mode']}): "
+        f"Dice {f['synthetic_dice']:.3f}, lesion F1 {f['synthetic_lesion_f1']:.3f}, controls/mimics max {f['negatives_max_ml']:.2f} mL"
+    )
+    if "real_dice" in f:
+        text += f"; real ISLES'22 case vs DeepISLES: Dice {f['real_dice']:.3f}, lesion F1 {f['real_lesion_f1']:.3f}"
+    return text + "."
+
+
 def model_infos() -> list[dict[str, str]]:
-    """Name, description, validation and version of every backend (without loading weights)."""
+    """Name, description, validation (with recorded figures) and version of every backend, without loading weights."""
     out = []
     for name, factory in _FACTORIES.items():
         cls = factory if isinstance(factory, type) else getattr(factory, "backend_class", None)
         src = cls if cls is not None else get_model(name)
-        out.append({"name": name, "description": src.description, "validated_on": src.validated_on, "version": src.version})
+        figures = recorded_figures(name)
+        out.append({"name": name, "description": src.description, "validated_on": src.validated_on + (" " + figures if figures else ""), "version": src.version})
     return out
 
 

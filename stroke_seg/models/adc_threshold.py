@@ -44,7 +44,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class AdcThreshold(Backend):
     name = "adc-threshold"
-    description = "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median."
+    description = "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend removed)."
     validated_on = "Synthetic cases of stroke_seg.synth (see README); not trained."
     version = "1.1"
 

@@ -146,6 +146,7 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
         yield "cached", hit
         return
     job = _Job(files, model, mode, progress)
+    log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
     job.report(0.0, "validating inputs")
     case = await asyncio.to_thread(stroke_seg.load_case, files["dwi"], files["adc"], files["flair"], files["ground_truth"])
     staging = CACHE.staging()
@@ -177,6 +178,7 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
         await asyncio.to_thread(_write_entry, job.result, case, files, staging)
         folder = CACHE.commit(staging, key)
         staging = None
+        log.info("result written %s t=%.3f", folder.name, time.time())
         yield "done", folder
     finally:
         job.cancel.set()  # runs when Gradio closes this generator on cancel: the worker stops at its next window

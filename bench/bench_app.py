@@ -2,7 +2,7 @@
 
     python bench/bench_app.py [--model unet] [--mode fast] [--repeats 5] [--case examples/embolic_multi]
 
-Reports medians of N runs and their ratio, the time from submit to the first progress event,
+Direct and app runs are interleaved (one of each per repeat). Reports medians of N runs and their ratio, the time from submit to the first progress event,
 the largest gap between progress events seen by the client, and the time the app takes to bind
 its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result cache) so every run computes.
 """
@@ -37,11 +37,11 @@ def main() -> None:
     files = {"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz"}
     config = stroke_seg.SegmentConfig(mode=a.mode)
     stroke_seg.segment(files, model=a.model, config=config)  # warm-up
-    direct = []
-    for _ in range(a.repeats):
+
+    def direct_run() -> float:
         t = time.perf_counter()
         stroke_seg.segment(files, model=a.model, config=config)
-        direct.append(time.perf_counter() - t)
+        return time.perf_counter() - t
 
     with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), STROKE_SEG_CACHE_TTL="0") as (url, _log):
         bind_s = float(next(Path(tmp).glob("app-*.bind_seconds")).read_text())
@@ -67,7 +67,12 @@ def main() -> None:
             return total, first, max(gaps) if gaps else float("nan"), len(stamps)
 
         run()  # warm-up (the app loads the model)
-        runs = [run() for _ in range(a.repeats)]
+        # Interleaved (direct, app, direct, app, ...): this machine's speed drifts by 10-25 % over minutes,
+        # and measuring all direct runs first would charge that drift to the app.
+        direct, runs = [], []
+        for _ in range(a.repeats):
+            direct.append(direct_run())
+            runs.append(run())
     e2e = [r[0] for r in runs]
     med_d, med_e = statistics.median(direct), statistics.median(e2e)
     print(f"case {case.name}, model {a.model} ({a.mode}), {a.repeats} runs each")

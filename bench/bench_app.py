@@ -2,9 +2,9 @@
 
     python bench/bench_app.py [--model unet] [--mode fast] [--repeats 5] [--case examples/embolic_multi]
 
-Direct and app runs are interleaved (one of each per repeat). Reports medians of N runs and their ratio, the time from submit to the first progress event,
-the largest gap between progress events seen by the client, and the time the app takes to bind
-its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result cache) so every run computes.
+Direct and app runs are interleaved (one of each per repeat). Reports medians of N runs and their
+ratio, the time from submit to the first progress event, the largest gap between progress events
+seen by the client, and the time the app takes to bind its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result cache) so every run computes.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ then a smooth multiplicative bias field (same coil for both), Rician noise on bo
 ADC a scanner would compute, ``ADC = ln(S0 / S) / b`` (0 where S0 is background). Tissue ADC
 (1e-6 mm²/s): GM 790-860, WM 660-760, CSF 2800-3200, acute core 300-500 with spatial
 heterogeneity (+-10 %) and a rim of milder restriction (up to 580-700 in the outer shell); acute tissue also has a
-raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-7-17 %, S0
-+-4-10 %, ~2.5 mm grain), as real maps do.
+raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-10-22 %, S0
++-6-17 %, ~2.5 mm grain), as real maps do.
 Version 1.2 (and 1.3: a mildly restricted lesion rim, milder small lesions, stronger artefacts)
 matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
 more and smaller emboli, some only mildly restricted lesions (ADC 600-820, bright from T2 rise), and
@@ -406,12 +406,12 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
 
     lesion_sub = tuple(int(min(5, max(2, math.ceil(v / 1.01)))) for v in vs) if vs.max() > 1.01 else (1, 1, 1)
     blobs = _lesion_blobs(rng, pattern)
-    # Lesion severity (v1.2): most blobs are acute core (ADC 300-550), but some small ones are only mildly
+    # Lesion severity (v1.2): most blobs are acute core (ADC 300-500), but some small ones are only mildly
     # restricted (ADC 600-820) and bright on DWI mostly from their T2 rise, as many small lesions in real
     # scans are (ISLES'22 case: median ADC 754e-6 mm²/s inside the DeepISLES mask).
     p_mild = {"emboli": 0.35, "lacunar": 0.5, "posterior": 0.1}.get(pattern, 0.0)
     mild = rng.random(len(blobs)) < p_mild
-    mild[:1] = False  # the first (largest or index) lesion is always an acute core
+    mild[:1] = False  # the first blob (the main or index lesion) is always an acute core
     les_frac, les_depth = _render_blobs([b for b, m in zip(blobs, mild) if not m], mni_affine, shape, lesion_sub)
     mild_frac = _render_blobs([b for b, m in zip(blobs, mild) if m], mni_affine, shape, lesion_sub)[0] if mild.any() else np.zeros(shape, np.float32)
     is_mild = mild_frac > les_frac
@@ -461,7 +461,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         S0 = S0 + scalp * s0_scalp
         S = S + scalp * sig(s0_scalp, adc_scalp)
     # Skull-base effects (v1.2), never lesions: the posterior fossa and temporal lobes are brighter on
-    # real DWI (ISLES'22 case: parenchyma DWI / brain median 1.4-1.55 in the lowest slices vs ~1.08 above),
+    # real DWI (ISLES'22 case: parenchyma DWI / brain median 1.36-1.55 in the lowest slices vs ~1.08 above),
     # and susceptibility artefacts next to air and bone (temporal poles, orbitofrontal, mastoid) make
     # bright spots whose ADC is normal or raised. Applied to both b=0 and b=1000 signals.
     S0_gain, S_gain = _skull_base_gain(rng, mni_affine, shape)

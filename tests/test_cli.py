@@ -83,7 +83,9 @@ def test_models_shows_the_recorded_validation_figures(capsys):
     record = json.loads(VALIDATION_PATH.read_text())
     assert main(["models"]) == 0
     out = capsys.readouterr().out
+    lines = out.splitlines()
     for name in ("unet", "ensemble"):
-        block = out.split(name, 1)[1]
+        i = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
+        block = lines[i] + lines[i + 1]  # the model's line and its indented "validated on" line
         assert f"Dice {record['models'][name]['synthetic_dice']:.3f}" in block
         assert f"real ISLES'22 case vs DeepISLES: Dice {record['models'][name]['real_dice']:.3f}" in block

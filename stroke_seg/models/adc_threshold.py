@@ -72,12 +72,13 @@ def slice_trend(volumes: Preprocessed, smooth_mm: float = 20.0) -> np.ndarray:
     if par.sum() < 1000:
         return np.ones(volumes.dwi.shape[2], np.float32)
     overall = float(np.median(volumes.dwi[par]))
-    trend = np.ones(volumes.dwi.shape[2], np.float64)
-    counts = par.sum(axis=(0, 1))
-    for z in np.flatnonzero(counts >= 200):
-        trend[z] = np.median(volumes.dwi[:, :, z][par[:, :, z]]) / overall
+    valid = par.sum(axis=(0, 1)) >= 200
+    per_slice = np.zeros(volumes.dwi.shape[2], np.float64)
+    for z in np.flatnonzero(valid):
+        per_slice[z] = np.median(volumes.dwi[:, :, z][par[:, :, z]]) / overall
+    # Smooth over slices, averaging only slices that have a value (normalised convolution).
     sigma = smooth_mm / (2.355 * volumes.voxel_size[2])
-    weight = ndi.gaussian_filter1d((counts >= 200).astype(np.float64), sigma, mode="nearest")
-    trend = ndi.gaussian_filter1d(np.where(counts >= 200, trend, 0.0), sigma, mode="nearest") / np.maximum(weight, 1e-6)
+    weight = ndi.gaussian_filter1d(valid.astype(np.float64), sigma, mode="nearest")
+    trend = ndi.gaussian_filter1d(per_slice, sigma, mode="nearest") / np.maximum(weight, 1e-6)
     trend = np.where(weight > 1e-3, trend, 1.0)
     return np.clip(trend, 1.0, 2.0).astype(np.float32)  # only ever removes brightening

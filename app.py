@@ -46,7 +46,9 @@ MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache(default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")))
 # The device is the one resource shared by all sessions: at most CONCURRENCY inferences hold it.
 # (A cancelled job's worker may need up to one window to notice; the next job waits for it here.)
-DEVICE_SLOTS = threading.BoundedSemaphore(CONCURRENCY)
+INFERENCE = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="stroke-seg-infer")
+"""Long-lived inference threads, one per device slot: at most CONCURRENCY jobs compute at once, and the
+same threads (with their torch/OpenMP thread teams) serve every job instead of a fresh thread per job."""
 TICK_S = 0.5  # the handler yields a status update at least this often while a job runs
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
@@ -103,19 +105,18 @@ class _Job:
     def run(self, case: stroke_seg.Case) -> None:
         outcome = "error"
         try:
-            with DEVICE_SLOTS:
-                log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
-                try:
-                    if self.cancel.is_set():
-                        raise stroke_seg.Cancelled("cancelled while waiting for the device")
-                    config = stroke_seg.SegmentConfig(mode=self.mode)
-                    self.result = stroke_seg.segment(case, model=self.model, config=config, progress=self.report, should_cancel=self.cancel.is_set)
-                    outcome = "ok"
-                except stroke_seg.Cancelled:
-                    outcome = "cancelled"
-                    raise
-                finally:
-                    log.info("inference end status=%s t=%.3f", outcome, time.time())
+            log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
+            try:
+                if self.cancel.is_set():
+                    raise stroke_seg.Cancelled("cancelled while waiting for the device")
+                config = stroke_seg.SegmentConfig(mode=self.mode)
+                self.result = stroke_seg.segment(case, model=self.model, config=config, progress=self.report, should_cancel=self.cancel.is_set)
+                outcome = "ok"
+            except stroke_seg.Cancelled:
+                outcome = "cancelled"
+                raise
+            finally:
+                log.info("inference end status=%s t=%.3f", outcome, time.time())
         except BaseException as err:  # handed to the request's generator, which maps it
             self.error = err
             if outcome == "cancelled":
@@ -150,29 +151,16 @@ async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progr
     job.report(0.0, "validating inputs")
     case = await asyncio.to_thread(stroke_seg.load_case, files["dwi"], files["adc"], files["flair"], files["ground_truth"])
     staging = CACHE.staging()
-    loop = asyncio.get_running_loop()
-    finished = asyncio.Event()
-
-    def work() -> None:
-        try:
-            job.run(case)
-        finally:
-            try:
-                loop.call_soon_threadsafe(finished.set)  # wakes the handler at once, not at its next tick
-            except RuntimeError:  # the event loop is gone (server shutting down)
-                pass
-
     try:
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="stroke-seg-job")
-        worker.start()  # inference starts now; the input montage is drawn while it runs
+        # Inference starts now on an inference thread (the context carries Gradio's progress tracking);
+        # the input montage is drawn while it runs, and the wrapped future wakes this handler at once.
+        finished = asyncio.wrap_future(INFERENCE.submit(contextvars.copy_context().run, job.run, case))
         inputs_png = await asyncio.to_thread(lambda: render.save_png(render.input_montage(case), staging / "inputs.png"))
         yield "summary", (case, inputs_png)
-        while not finished.is_set():
-            try:
-                await asyncio.wait_for(finished.wait(), TICK_S)
-            except TimeoutError:
+        while not finished.done():
+            done, _ = await asyncio.wait({finished}, timeout=TICK_S)
+            if not done:
                 yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
-        worker.join()
         if job.error is not None:
             raise job.error
         await asyncio.to_thread(_write_entry, job.result, case, files, staging)
@@ -461,7 +449,7 @@ def _warm_up() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threading.Thread(target=_warm_up, daemon=True).start()
+    INFERENCE.submit(_warm_up)  # on an inference thread: the first job simply queues behind the load
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

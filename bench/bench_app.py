@@ -38,10 +38,10 @@ def main() -> None:
     config = stroke_seg.SegmentConfig(mode=a.mode)
     stroke_seg.segment(files, model=a.model, config=config)  # warm-up
 
-    def direct_run() -> float:
+    def direct_run() -> tuple[float, float]:
         t = time.perf_counter()
-        stroke_seg.segment(files, model=a.model, config=config)
-        return time.perf_counter() - t
+        result = stroke_seg.segment(files, model=a.model, config=config)
+        return time.perf_counter() - t, result.timings["total"]
 
     with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), STROKE_SEG_CACHE_TTL="0") as (url, _log):
         bind_s = float(next(Path(tmp).glob("app-*.bind_seconds")).read_text())
@@ -60,11 +60,11 @@ def main() -> None:
                         first = now if first is None else first
                         stamps.append(now)
                         last = key
-                time.sleep(0.01)
-            job.result()
+                time.sleep(0.02)
+            _mask, report, _montage = job.result()
             total = time.perf_counter() - t0
             gaps = [b - a_ for a_, b in zip(stamps, stamps[1:])] + ([total - stamps[-1]] if stamps else [])
-            return total, first, max(gaps) if gaps else float("nan"), len(stamps)
+            return total, first, max(gaps) if gaps else float("nan"), len(stamps), report["timings"]["total"]
 
         run()  # warm-up (the app loads the model)
         # Interleaved (direct, app, direct, app, ...): this machine's speed drifts by 10-25 % over minutes,
@@ -74,7 +74,8 @@ def main() -> None:
             direct.append(direct_run())
             runs.append(run())
     e2e = [r[0] for r in runs]
-    med_d, med_e = statistics.median(direct), statistics.median(e2e)
+    med_d, med_e = statistics.median(d[0] for d in direct), statistics.median(e2e)
+    seg_d, seg_a = statistics.median(d[1] for d in direct), statistics.median(r[4] for r in runs)
     print(f"case {case.name}, model {a.model} ({a.mode}), {a.repeats} runs each")
     print("| direct segment() median s | via gradio_client median s | ratio | target (1.05 x direct + 0.5 s) | first progress s (median / max) | largest gap s (max) | progress events (median) | port bind s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -83,6 +84,7 @@ def main() -> None:
         f"{statistics.median(r[1] for r in runs):.2f} / {max(r[1] for r in runs):.2f} | {max(r[2] for r in runs):.2f} | "
         f"{statistics.median(r[3] for r in runs):.0f} | {bind_s:.1f} |"
     )
+    print(f"segment() total inside: direct {seg_d:.2f} s, app {seg_a:.2f} s (median); app overhead outside segment(): {med_e - seg_a:.2f} s")
 
 
 if __name__ == "__main__":

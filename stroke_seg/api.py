@@ -1,7 +1,7 @@
 """``segment()``: the one call the app, the CLI and the tests use.
 
 load/validate -> preprocess (canonical orientation, brain mask, normalisation) -> model ->
-postprocess (threshold, small components) -> metrics, with progress and cancel at every stage.
+postprocess (threshold, small and unrestricted components) -> metrics, with progress and cancel at every stage.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from . import metrics as metrics_mod
 from .io import ImageLike, load_case, make_image
 from .models import get_model
 from .models.base import check_cancel
-from .postprocess import binarize
+from .postprocess import binarize, remove_unrestricted_components
 from .preprocess import from_canonical, preprocess
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
@@ -153,10 +153,10 @@ def segment(
     t = timed("inference", t)
 
     report = bar.stage("postprocess")
-    report(0.0, "threshold and small-component removal")
+    report(0.0, "threshold, small and unrestricted component removal")
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-    mask = binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml)
+    mask = remove_unrestricted_components(binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml), loaded.adc, config.max_lesion_adc)
     report(1.0, "mask ready")
     t = timed("postprocess", t)
 

@@ -28,11 +28,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("fast", "accurate"), default="fast", help="accurate = 8x mirror test-time augmentation (deep models)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--min-lesion-ml", type=float, default=0.01, help="drop lesions smaller than this (mL)")
+    p.add_argument("--max-lesion-adc", type=float, default=900.0, help="drop lesions whose median ADC is above this (1e-6 mm2/s; T2 shine-through); 0 keeps them")
     p.add_argument("--device", default=None, help="torch device for deep models (default: cuda if present, else cpu)")
 
 
 def _config(args: argparse.Namespace) -> SegmentConfig:
-    return SegmentConfig(mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, device=args.device)
+    return SegmentConfig(mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, max_lesion_adc=args.max_lesion_adc or None, device=args.device)
 
 
 def _write_outputs(result, mask_path: Path, json_path: Path | None, prob_path: Path | None = None) -> None:

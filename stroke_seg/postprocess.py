@@ -1,11 +1,16 @@
-"""Probability map -> binary lesion mask: threshold, then remove components that are too small."""
+"""Probability map -> binary lesion mask: threshold, then remove components that are too small or
+that do not restrict diffusion (median ADC too high)."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["binarize", "remove_small_components", "CONNECTIVITY_26"]
+__all__ = ["binarize", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
+
+log = logging.getLogger(__name__)
 
 CONNECTIVITY_26 = ndi.generate_binary_structure(3, 3)
 """26-connectivity, as the ISLES'22 evaluation counts lesions."""
@@ -41,3 +46,21 @@ def binarize(probability: np.ndarray, threshold: float, min_lesion_ml: float, vo
     """
     mask = probability > threshold
     return remove_small_components(mask, int(np.ceil(min_lesion_ml / voxel_ml - 1e-9)))
+
+
+def remove_unrestricted_components(mask: np.ndarray, adc: np.ndarray, max_median_adc: float | None) -> np.ndarray:
+    """Drop connected components (26-connectivity) whose median ADC is above ``max_median_adc``.
+
+    Args:
+        mask: bool array, shape (X, Y, Z).
+        adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s.
+        max_median_adc: largest kept component median, 1e-6 mm²/s; None keeps everything.
+    """
+    if max_median_adc is None or not mask.any():
+        return mask
+    labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
+    medians = np.asarray(ndi.median(adc, labels, index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
+    keep = np.concatenate([[False], medians <= max_median_adc])
+    if not keep[1:].all():
+        log.info("dropped %d of %d components with median ADC > %g (not restricted)", int((~keep[1:]).sum()), n, max_median_adc)
+    return keep[labels]

@@ -58,9 +58,14 @@ def remove_unrestricted_components(mask: np.ndarray, adc: np.ndarray, max_median
     """
     if max_median_adc is None or not mask.any():
         return mask
-    labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
-    medians = np.asarray(ndi.median(adc, labels, index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
+    box = ndi.find_objects(mask.astype(np.uint8))[0]  # work inside the mask's bounding box only
+    labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
+    inside = labels > 0
+    medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
+    if (medians <= max_median_adc).all():
+        return mask
+    log.info("dropped %d of %d components with median ADC > %g (not restricted)", int((medians > max_median_adc).sum()), n, max_median_adc)
     keep = np.concatenate([[False], medians <= max_median_adc])
-    if not keep[1:].all():
-        log.info("dropped %d of %d components with median ADC > %g (not restricted)", int((~keep[1:]).sum()), n, max_median_adc)
-    return keep[labels]
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out

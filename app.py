@@ -44,11 +44,10 @@ MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache(default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")))
-# The device is the one resource shared by all sessions: at most CONCURRENCY inferences hold it.
-# (A cancelled job's worker may need up to one window to notice; the next job waits for it here.)
+# The device is the one resource shared by all sessions: long-lived inference threads, one per slot, so at
+# most CONCURRENCY jobs compute at once and the same threads serve every job. (A cancelled job may need up
+# to one window to notice; the next job queues here behind it.)
 INFERENCE = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="stroke-seg-infer")
-"""Long-lived inference threads, one per device slot: at most CONCURRENCY jobs compute at once, and the
-same threads (with their torch/OpenMP thread teams) serve every job instead of a fresh thread per job."""
 TICK_S = 0.5  # the handler yields a status update at least this often while a job runs
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))

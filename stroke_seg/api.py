@@ -18,7 +18,7 @@ from . import metrics as metrics_mod
 from .io import ImageLike, load_case, make_image
 from .models import get_model
 from .models.base import check_cancel
-from .postprocess import binarize, remove_unrestricted_components
+from .postprocess import binarize
 from .preprocess import from_canonical, preprocess
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
@@ -156,7 +156,7 @@ def segment(
     report(0.0, "threshold, small and unrestricted component removal")
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-    mask = remove_unrestricted_components(binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml), loaded.adc, config.max_lesion_adc)
+    mask = binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc)
     report(1.0, "mask ready")
     t = timed("postprocess", t)
 

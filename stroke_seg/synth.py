@@ -61,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.3"
+GENERATOR_VERSION = "1.4"
 LESION_PATTERNS = ("territorial", "lacunar", "emboli", "posterior")
 MIMIC_PATTERNS = ("shine_through", "old_infarct")
 PATTERNS = LESION_PATTERNS + ("control",) + MIMIC_PATTERNS
@@ -432,14 +432,16 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     s0_gm, s0_wm, s0_csf, s0_scalp = 1.0, rng.uniform(0.7, 0.8), rng.uniform(1.8, 2.6), rng.uniform(0.15, 0.4)
     core = rng.uniform(300, 500)
     hetero = 1 + _smooth_field(rng, shape, 0.2, 6 / vs.mean())
-    # The core's restriction fades toward the edge (v1.3: to 580-700 in the outer shell), while the
-    # DWI stays bright: real lesion masks include that mildly restricted rim.
-    adc_les = (core + (rng.uniform(580, 700) - core) * les_depth**4 * rng.uniform(0.6, 1.0)) * hetero
-    adc_les = np.where(is_mild, rng.uniform(600, 820) * hetero, adc_les)
-    s0_les = rng.uniform(1.1, 1.5) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
-    s0_les = np.where(is_mild, s0_les * rng.uniform(1.1, 1.3), s0_les)
-    if mimic_kind == "shine_through":
-        adc_mim, s0_mim = rng.uniform(880, 1250), rng.uniform(1.8, 2.5)
+    # The core's restriction fades toward the edge while the DWI stays bright: real lesion masks include
+    # that mildly restricted rim. v1.4: the rim is wider (depth**2-4) and its edge nearly normal
+    # (ADC 650-860; ISLES'22 case: lesion ADC median 754, p75 996), its T2 rise larger toward the edge.
+    rim = les_depth ** rng.uniform(2.0, 4.0)
+    adc_les = (core + (rng.uniform(650, 860) - core) * rim) * hetero
+    adc_les = np.where(is_mild, rng.uniform(620, 840) * hetero, adc_les)
+    s0_les = rng.uniform(1.1, 1.5) * (1 + rng.uniform(0.1, 0.4) * rim) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
+    s0_les = np.where(is_mild, s0_les * rng.uniform(1.15, 1.4), s0_les)
+    if mimic_kind == "shine_through":  # v1.4: ADC clearly raised (950-1300), apart from the lesions' rims
+        adc_mim, s0_mim = rng.uniform(950, 1300), rng.uniform(1.8, 2.5)
     else:
         adc_mim, s0_mim = rng.uniform(1600, 2600), rng.uniform(1.5, 2.0)
 

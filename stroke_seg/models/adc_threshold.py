@@ -2,7 +2,9 @@
 
 Rule (a soft version, so that it returns a probability map):
 
-    p = sigmoid((620 - ADC) / 25) * sigmoid((DWI / median_brain_DWI / trend(z) - 1.3) / 0.08), inside the brain
+    core = sigmoid((620 - ADC) / 25) * sigmoid((DWI / median_brain_DWI / trend(z) - 1.3) / 0.08), inside the brain
+    rim  = sigmoid((850 - ADC) / 25) * (the same DWI term), kept within 4 mm of a core of >= 0.05 mL
+    p    = max(core, rim)
 
 ADC is median-filtered (a voxel and its 6 face neighbours) first, so that single noisy voxels do not pass.
 ``trend(z)`` is the median parenchyma DWI of each axial slice (smoothed over ~2 cm) relative to the
@@ -15,12 +17,16 @@ lobes), and without this correction the rule calls that brightening infarct (ver
 * Relative DWI hyperintensity (> 1.3 x the brain median, slice trend removed) removes low-ADC voxels that are not
   bright on DWI (noise, susceptibility artefacts); the same combination is the usual rule-based
   baseline of ISLES'22 reports.
+* The rim (version 1.2): an infarct's edge is DWI-bright with only mild restriction (the ISLES'22 case's
+  DeepISLES lesions have a median ADC of 754); voxels that pass the DWI criterion with ADC < 850 are added
+  when they connect to a core of at least 0.05 mL within 4 mm (geodesic growth), so a rim never appears
+  without a core and tiny noisy cores do not grow.
 * CSF is excluded by the ADC criterion itself (CSF ADC ~3000) and zero-ADC voxels (background,
   holes) by ``ADC > 50``; voxels outside the brain mask are 0. The minimum lesion size is applied
   in :mod:`stroke_seg.postprocess` (``SegmentConfig.min_lesion_ml``).
 
-It misses DWI-bright tissue whose ADC is only mildly reduced, which is why it agrees poorly with
-DeepISLES on real small-vessel / embolic strokes.
+It still misses DWI-bright lesions with no core of their own (small embolic lesions whose ADC is only
+mildly reduced), which is why it agrees poorly with DeepISLES on real small-vessel / embolic strokes.
 """
 
 from __future__ import annotations
@@ -28,14 +34,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..postprocess import remove_small_components
 from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
 from .base import Backend, check_cancel
 
-__all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "DWI_RATIO_THRESHOLD"]
+__all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "ADC_RIM_THRESHOLD", "DWI_RATIO_THRESHOLD"]
 
 ADC_CORE_THRESHOLD = 620.0  # 1e-6 mm²/s
 DWI_RATIO_THRESHOLD = 1.3  # x brain median
+ADC_RIM_THRESHOLD = 850.0  # 1e-6 mm²/s: a DWI-bright rim with only mild restriction, kept next to a core
+RIM_MAX_MM = 4.0  # how far the rim may reach from the core (geodesic)
+RIM_SEED_MIN_ML = 0.05  # only cores at least this large grow a rim (smaller ones are mostly noise)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -44,9 +54,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class AdcThreshold(Backend):
     name = "adc-threshold"
-    description = "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend removed)."
+    description = "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend removed), plus a DWI-bright rim (ADC < 850) within 4 mm of the core."
     validated_on = "Synthetic cases of stroke_seg.synth (see README); not trained."
-    version = "1.1"
+    version = "1.2"
 
     def predict(self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck) -> np.ndarray:
         progress(0.0, "ADC threshold")
@@ -55,8 +65,16 @@ class AdcThreshold(Backend):
         check_cancel(should_cancel, "the ADC threshold")
         progress(0.5, "DWI hyperintensity")
         p_dwi = _sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
-        prob = p_adc * p_dwi
-        prob *= volumes.brain & (volumes.adc > 50)
+        inside = volumes.brain & (volumes.adc > 50)
+        prob = p_adc * p_dwi * inside
+        check_cancel(should_cancel, "the DWI criterion")
+        progress(0.8, "DWI-bright rim next to the core")
+        p_rim = _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * inside
+        steps = max(1, int(round(RIM_MAX_MM / min(volumes.voxel_size))))
+        voxel_ml = float(np.prod(volumes.voxel_size)) / 1000.0
+        seeds = remove_small_components(prob > 0.5, int(np.ceil(RIM_SEED_MIN_ML / voxel_ml)))
+        grown = ndi.binary_dilation(seeds, iterations=steps, mask=p_rim > 0.5)
+        prob = np.maximum(prob, p_rim * grown)
         progress(1.0, "rule applied")
         return prob
 

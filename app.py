@@ -55,7 +55,8 @@ gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is
 DISCLAIMER = (
     "**Research use only — not for diagnosis or treatment decisions.** The `unet` model was trained only on "
     "synthetic cases generated from the MNI152 template (never on patient scans); `adc-threshold` is a fixed "
-    "rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, slice trend removed). See the model card for validation figures."
+    "rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, slice trend removed, plus the DWI-bright rim next to that "
+    "core). See the model card for validation figures."
 )
 
 

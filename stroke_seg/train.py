@@ -1,6 +1,6 @@
 """Train the ``unet`` backend on synthetic cases generated on the fly (CPU-friendly).
 
-    python -m stroke_seg.train --out stroke_seg/models/weights/unet.pt --epochs 60 --seed 0
+    python -m stroke_seg.train --out stroke_seg/models/weights/unet.pt --epochs 70 --seed 0
 
 A pool of cases is generated at start (``stroke_seg.synth``, random acquisitions: 1-5 mm voxels,
 RAS/LPS, tilts, int16/float32, noise, bias, skull-stripped or not, every lesion pattern, controls

@@ -12,14 +12,15 @@ Signal model, per voxel, with partial-volume mixing of *signals* (not of ADC val
 then a smooth multiplicative bias field (same coil for both), Rician noise on both, and the
 ADC a scanner would compute, ``ADC = ln(S0 / S) / b`` (0 where S0 is background). Tissue ADC
 (1e-6 mm²/s): GM 790-860, WM 660-760, CSF 2800-3200, acute core 300-500 with spatial
-heterogeneity (+-10 %) and a rim of milder restriction (up to 580-700 in the outer shell); acute tissue also has a
-raised S0 (x1.1-1.5, early T2 change). Normal tissue has a fine random texture (ADC +-10-22 %, S0
+heterogeneity (+-10 %) and a rim of milder restriction (v1.4: ``depth**(2-4)`` toward a nearly normal
+650-860 at the edge); acute tissue also has a raised S0 (x1.1-1.5, early T2 change; up to +40 % more toward
+the rim's edge, so the rim stays bright on DWI). Normal tissue has a fine random texture (ADC +-10-22 %, S0
 +-6-17 %, ~2.5 mm grain), as real maps do.
 Version 1.2 (and 1.3: a mildly restricted lesion rim, milder small lesions, stronger artefacts)
 matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
-more and smaller emboli, some only mildly restricted lesions (ADC 600-820, bright from T2 rise), and
+more and smaller emboli, some only mildly restricted lesions (ADC 620-840 in v1.4, bright from T2 rise), and
 skull-base effects (brighter posterior fossa, susceptibility hot spots with normal ADC) as negatives.
-Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 880-1250, bright
+Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 950-1300 in v1.4, bright
 on DWI) and an old infarct (ADC 1600-2600, dark on DWI).
 
 The ground truth is every voxel whose volume is at least half acute infarct (from 8-125 point

@@ -39,7 +39,7 @@ from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
 from .base import Backend, check_cancel
 
-__all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "ADC_RIM_THRESHOLD", "DWI_RATIO_THRESHOLD"]
+__all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "ADC_RIM_THRESHOLD", "DWI_RATIO_THRESHOLD", "grow_rim", "rim_probability"]
 
 ADC_CORE_THRESHOLD = 620.0  # 1e-6 mm²/s
 DWI_RATIO_THRESHOLD = 1.3  # x brain median
@@ -70,13 +70,38 @@ class AdcThreshold(Backend):
         check_cancel(should_cancel, "the DWI criterion")
         progress(0.8, "DWI-bright rim next to the core")
         p_rim = _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * inside
-        steps = max(1, int(round(RIM_MAX_MM / min(volumes.voxel_size))))
-        voxel_ml = float(np.prod(volumes.voxel_size)) / 1000.0
-        seeds = remove_small_components(prob > 0.5, int(np.ceil(RIM_SEED_MIN_ML / voxel_ml)))
-        grown = ndi.binary_dilation(seeds, iterations=steps, mask=p_rim > 0.5)
-        prob = np.maximum(prob, p_rim * grown)
+        prob = grow_rim(prob, p_rim, volumes.voxel_size, seed_min_ml=RIM_SEED_MIN_ML)
         progress(1.0, "rule applied")
         return prob
+
+
+def rim_probability(volumes: Preprocessed) -> np.ndarray:
+    """Soft DWI-bright, mildly restricted tissue: sigmoid((850 - ADC) / 25) x the DWI criterion, inside the brain.
+
+    Returns:
+        (X, Y, Z) float32 in [0, 1], canonical grid of ``volumes`` (ADC median-filtered as in the rule).
+    """
+    adc = ndi.median_filter(volumes.adc, footprint=ndi.generate_binary_structure(3, 1))
+    p_dwi = _sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
+    return _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * (volumes.brain & (volumes.adc > 50))
+
+
+def grow_rim(prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: float = 0.0, threshold: float = 0.5) -> np.ndarray:
+    """Extend lesions (``prob > threshold``) into the DWI-bright rim around them, at most ``RIM_MAX_MM`` away.
+
+    Args:
+        prob: (X, Y, Z) lesion probability. p_rim: same shape, from :func:`rim_probability`.
+        voxel_size: voxel edge lengths in mm. seed_min_ml: only lesions at least this large grow (mL).
+
+    Returns:
+        ``max(prob, p_rim)`` where the geodesic growth (face neighbours, through ``p_rim > 0.5``) reaches.
+    """
+    steps = max(1, int(round(RIM_MAX_MM / min(voxel_size))))
+    seeds = prob > threshold
+    if seed_min_ml > 0:
+        seeds = remove_small_components(seeds, int(np.ceil(seed_min_ml / (float(np.prod(voxel_size)) / 1000.0))))
+    grown = ndi.binary_dilation(seeds, iterations=steps, mask=p_rim > 0.5)
+    return np.maximum(prob, p_rim * grown).astype(np.float32)
 
 
 def slice_trend(volumes: Preprocessed, smooth_mm: float = 20.0) -> np.ndarray:

@@ -3,7 +3,9 @@
 Inputs are three channels on a 2 mm isotropic working grid (canonical RAS+ axes): DWI divided by
 its brain median, ADC in 1e-3 mm²/s (clipped to [0, 4]), FLAIR divided by its brain median (zeros
 when the case has none). The output is a lesion logit map; probabilities are resampled back to the
-canonical grid of the case and zeroed outside the (dilated) brain mask.
+canonical grid of the case and zeroed outside the (dilated) brain mask; lesions are then extended into the
+DWI-bright, mildly restricted rim around them at the input resolution (``adc_threshold.grow_rim``: ADC < 850,
+at most 4 mm), because the 2 mm network draws lesion edges short.
 
 Lifecycle (as nnU-Net's predictor): the weights load once when the backend is created (SHA-256
 checked against the sidecar JSON), then ``predict`` runs Gaussian-weighted sliding windows under
@@ -171,7 +173,7 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
 
 class UNetBackend(Backend):
     name = "unet"
-    description = "3D U-Net (DWI+ADC[+FLAIR], 2 mm) trained here on synthetic cases only; fast or 8x mirror TTA."
+    description = "3D U-Net (DWI+ADC[+FLAIR], 2 mm) trained here on synthetic cases only, edges completed with the DWI-bright rim; fast or 8x mirror TTA."
     validated_on = "Held-out synthetic cases and one real ISLES'22 case (see MODEL_CARD.md); never trained on patient scans."
     version = "1.0"
 

@@ -60,19 +60,32 @@ class AdcThreshold(Backend):
 
     def predict(self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck) -> np.ndarray:
         progress(0.0, "ADC threshold")
-        adc = ndi.median_filter(volumes.adc, footprint=ndi.generate_binary_structure(3, 1))  # speckle from noisy ADC fits is not infarct
+        adc = _filtered_adc(volumes)
         p_adc = _sigmoid((ADC_CORE_THRESHOLD - adc) / 25.0)
         check_cancel(should_cancel, "the ADC threshold")
         progress(0.5, "DWI hyperintensity")
-        p_dwi = _sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
+        p_dwi = _dwi_term(volumes)
         inside = volumes.brain & (volumes.adc > 50)
         prob = p_adc * p_dwi * inside
         check_cancel(should_cancel, "the DWI criterion")
         progress(0.8, "DWI-bright rim next to the core")
-        p_rim = _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * inside
-        prob = grow_rim(prob, p_rim, volumes.voxel_size, seed_min_ml=RIM_SEED_MIN_ML)
+        prob = grow_rim(prob, _rim(adc, p_dwi, inside), volumes.voxel_size, seed_min_ml=RIM_SEED_MIN_ML)
         progress(1.0, "rule applied")
         return prob
+
+
+def _filtered_adc(volumes: Preprocessed) -> np.ndarray:
+    """ADC median-filtered over a voxel and its 6 face neighbours: speckle from noisy ADC fits is not infarct."""
+    return ndi.median_filter(volumes.adc, footprint=ndi.generate_binary_structure(3, 1))
+
+
+def _dwi_term(volumes: Preprocessed) -> np.ndarray:
+    """Soft DWI criterion: DWI / brain median / slice trend above 1.3."""
+    return _sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
+
+
+def _rim(adc: np.ndarray, p_dwi: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    return _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * inside
 
 
 def rim_probability(volumes: Preprocessed) -> np.ndarray:
@@ -81,9 +94,7 @@ def rim_probability(volumes: Preprocessed) -> np.ndarray:
     Returns:
         (X, Y, Z) float32 in [0, 1], canonical grid of ``volumes`` (ADC median-filtered as in the rule).
     """
-    adc = ndi.median_filter(volumes.adc, footprint=ndi.generate_binary_structure(3, 1))
-    p_dwi = _sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
-    return _sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * (volumes.brain & (volumes.adc > 50))
+    return _rim(_filtered_adc(volumes), _dwi_term(volumes), volumes.brain & (volumes.adc > 50))
 
 
 def grow_rim(prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: float = 0.0, threshold: float = 0.5) -> np.ndarray:

@@ -19,9 +19,7 @@ the rim's edge, so the rim stays bright on DWI). Normal tissue has a fine random
 Version 1.2 (and 1.3: a mildly restricted lesion rim, milder small lesions, stronger artefacts)
 matched the ISLES'22 case's statistics more closely: atrophy (more CSF), wider texture,
 more and smaller emboli, some only mildly restricted lesions (ADC 620-840 in v1.4, bright from T2 rise), and
-skull-base effects (brighter posterior fossa, susceptibility hot spots) as negatives. Version 1.5: the hot
-spots hug the brain surface (temporal poles, orbitofrontal, mastoid, clivus) and their ADC ranges from
-normal to ~30 % low, as in the ISLES'22 case, where such bright bands drew most false positives.
+skull-base effects (brighter posterior fossa, susceptibility hot spots with normal ADC) as negatives.
 Mimics that must not be called lesions: T2 shine-through (S0 x1.8-2.5, ADC 950-1300 in v1.4, bright
 on DWI) and an old infarct (ADC 1600-2600, dark on DWI).
 
@@ -64,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.5"
+GENERATOR_VERSION = "1.4"
 LESION_PATTERNS = ("territorial", "lacunar", "emboli", "posterior")
 MIMIC_PATTERNS = ("shine_through", "old_infarct")
 PATTERNS = LESION_PATTERNS + ("control",) + MIMIC_PATTERNS
@@ -154,7 +152,6 @@ class _Template:
     scalp: np.ndarray
     brain: np.ndarray  # float 0/1, intracranial
     depth: np.ndarray  # parenchyma blurred by 2 mm: low near CSF, ~1 deep in tissue (for atrophy)
-    surface_mm: np.ndarray  # distance (mm) inside the intracranial mask to its surface (for skull-base artefacts)
     parenchyma_mm: np.ndarray  # (N, 3) world mm of deep parenchyma voxels, for lesion placement
 
 
@@ -176,8 +173,7 @@ def _template() -> _Template:
     idx = np.argwhere((par > 0.9)[::3, ::3, ::3]) * 3
     parenchyma_mm = (idx @ t1_img.affine[:3, :3].T + t1_img.affine[:3, 3]).astype(np.float32)
     depth = ndi.gaussian_filter(par, 2.0).astype(np.float32)
-    surface_mm = ndi.distance_transform_edt(intracranial).astype(np.float32)  # template voxels are 1 mm
-    return _Template(t1_img.affine.copy(), gm, wm, csf, scalp, brain, depth, surface_mm, parenchyma_mm)
+    return _Template(t1_img.affine.copy(), gm, wm, csf, scalp, brain, depth, parenchyma_mm)
 
 
 @functools.lru_cache(maxsize=3)
@@ -319,20 +315,11 @@ _ARTEFACT_SITES = np.array([  # MNI mm, left-right mirrored at use
 ])
 
 
-def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape, surface_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     """Multiplicative gains for S0 and S (b=1000): inferior brightening plus susceptibility hot spots.
 
-    Args:
-        rng: the case's generator.
-        affine: grid voxel -> MNI mm.
-        shape: (X, Y, Z) grid shape.
-        surface_mm: (X, Y, Z) distance in mm from each voxel to the intracranial surface.
-
-    Returns two (X, Y, Z) float32 arrays. v1.5: the hot spots hug the brain surface (decay length 1.5-4 mm
-    inward), as EPI pile-up next to air and bone does; ISLES'22 case: voxels > 1.8x the DWI median outside
-    lesions lie 2-10 mm (p10-p90, median 4.9) inside the brain mask. S may rise a little less or a little
-    more than S0, so the ADC there is normal to about 30 % low (that case: ADC median
-    774 in those voxels vs 845 in parenchyma), bright on DWI but not a lesion.
+    Returns two (X, Y, Z) float32 arrays. The hot spots raise S0 a little more than S, so the ADC there is
+    normal or raised (as real artefacts are), never low.
     """
     ijk = np.indices(shape, dtype=np.float32)
     world = [affine[i, 0] * ijk[0] + affine[i, 1] * ijk[1] + affine[i, 2] * ijk[2] + affine[i, 3] for i in range(3)]
@@ -341,20 +328,16 @@ def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape, surfac
     z0, width = rng.uniform(-32, -12), rng.uniform(5, 10)
     base = 1 + amp / (1 + np.exp((world[2] - z0) / width))
     spots = np.zeros(shape, np.float32)
-    hug = np.exp(-np.maximum(surface_mm - 1.0, 0.0) / rng.uniform(1.5, 4.0))
     for site in _ARTEFACT_SITES:
         for side in (-1.0, 1.0):
             if rng.random() < 0.5:
                 continue
             c = site * np.array([side, 1, 1]) + rng.normal(0, 4, 3)
-            sigma = rng.uniform(6, 14)
+            sigma = rng.uniform(4, 10)
             d2 = sum((world[i] - c[i]) ** 2 for i in range(3))
-            spots += rng.uniform(1.0, 9.0) * np.exp(-d2 / (2 * sigma**2))  # v1.3: up to 5x (ISLES'22 temporal poles: DWI 4.5-5x median)
-    spots *= hug
+            spots += rng.uniform(0.3, 4.0) * np.exp(-d2 / (2 * sigma**2))  # v1.3: up to 5x (ISLES'22 temporal poles: DWI 4.5-5x median)
     s0_gain = (base * (1 + spots)).astype(np.float32)
-    # ADC shift where the spots are: exp(b * dADC) with dADC = k * 800e-6 * spots / (1 + spots), i.e. at most
-    # 0 to -30 % of a parenchymal ADC, whatever the brightness.
-    s_gain = (s0_gain * np.exp(0.8 * rng.uniform(0.0, 0.3) * spots / (1 + spots))).astype(np.float32)
+    s_gain = (base * (1 + spots) ** 0.95).astype(np.float32)
     return s0_gain, s_gain
 
 
@@ -484,7 +467,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     # real DWI (ISLES'22 case: parenchyma DWI / brain median 1.36-1.55 in the lowest slices vs ~1.08 above),
     # and susceptibility artefacts next to air and bone (temporal poles, orbitofrontal, mastoid) make
     # bright spots whose ADC is normal or raised. Applied to both b=0 and b=1000 signals.
-    S0_gain, S_gain = _skull_base_gain(rng, mni_affine, shape, sample(tpl.surface_mm))
+    S0_gain, S_gain = _skull_base_gain(rng, mni_affine, shape)
     S0, S = S0 * S0_gain, S * S_gain
     bias = np.exp(_smooth_field(rng, shape, acq.bias, 60 / vs.mean()))
     sigma = acq.noise * sig(s0_gm, adc_gm)

@@ -6,8 +6,7 @@ A pool of cases is generated at start (``stroke_seg.synth``, random acquisitions
 RAS/LPS, tilts, int16/float32, noise, bias, skull-stripped or not, every lesion pattern, controls
 and mimics) and two cases of the pool are replaced by fresh ones every epoch. Each case goes
 through the same preprocessing as inference (load_case -> preprocess -> 2 mm working grid).
-Patches of 48³ are drawn (half centred on a lesion, a quarter on DWI-bright voxels that are not lesion:
-skull-base artefacts, shine-through, bright texture), with mirror, intensity-scale, noise and
+Patches of 48³ are drawn (half centred on a lesion), with mirror, intensity-scale, noise and
 FLAIR-dropout augmentation. Loss: BCE + soft Dice. A held-out seeded set (seeds never used in
 training) is segmented with full sliding-window inference every few epochs and its Dice logged.
 The file written is a ``state_dict`` (loaded with ``torch.load(weights_only=True)``) and a JSON
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 
 from . import synth
 from .inference import sliding_window
@@ -43,7 +41,6 @@ log = logging.getLogger("stroke_seg.train")
 PATTERN_WEIGHTS = {"territorial": 0.15, "lacunar": 0.15, "emboli": 0.3, "posterior": 0.15, "control": 0.08, "shine_through": 0.085, "old_infarct": 0.085}
 VALIDATION_SEED = 900_000
 PATCH = (48, 48, 48)
-HARD_DWI = 1.8  # DWI / brain median above which a non-lesion voxel counts as a hard negative
 
 
 @dataclass
@@ -51,7 +48,6 @@ class Example:
     x: np.ndarray  # (3, x, y, z) float16, working grid, cropped
     y: np.ndarray  # (x, y, z) uint8
     pattern: str
-    hard: np.ndarray  # (N, 3) int: DWI-bright voxels away from any lesion (artefacts, mimics), N <= 4000
 
 
 def make_example(seed: int, pattern: str | None = None) -> Example:
@@ -69,20 +65,14 @@ def make_example(seed: int, pattern: str | None = None) -> Example:
     gt_c = to_canonical(case.ground_truth.astype(np.float32), case.affine)[0]
     y = zoom_to_spacing(gt_c, vols.voxel_size, 2.0)[prep.crop] > 0.5
     y = np.pad(y, [(0, p - s) for s, p in zip(y.shape, prep.x.shape[1:])])
-    hard = np.argwhere((prep.x[0] > HARD_DWI) & ~ndi.binary_dilation(y, iterations=3))
-    if len(hard) > 4000:
-        hard = hard[rng.choice(len(hard), 4000, replace=False)]
-    return Example(prep.x.astype(np.float16), y.astype(np.uint8), pattern, hard.astype(np.int16))
+    return Example(prep.x.astype(np.float16), y.astype(np.uint8), pattern)
 
 
 def sample_patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     shape = np.asarray(ex.y.shape)
-    u = rng.random()
-    if ex.y.any() and u < 0.5:
+    if ex.y.any() and rng.random() < 0.5:
         fg = np.argwhere(ex.y)
         centre = fg[rng.integers(len(fg))] + rng.integers(-12, 13, 3)
-    elif len(ex.hard) and u > 0.75:  # hard negatives: skull-base artefacts, shine-through, bright texture
-        centre = ex.hard[rng.integers(len(ex.hard))].astype(int) + rng.integers(-12, 13, 3)
     else:
         centre = rng.integers(0, shape)
     lo = np.clip(centre - np.asarray(PATCH) // 2, 0, shape - PATCH)

@@ -101,8 +101,11 @@ def grow_rim(prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: fl
     """Extend lesions (``prob > threshold``) into the DWI-bright rim around them, at most ``RIM_MAX_MM`` away.
 
     Args:
-        prob: (X, Y, Z) lesion probability. p_rim: same shape, from :func:`rim_probability`.
-        voxel_size: voxel edge lengths in mm. seed_min_ml: only lesions at least this large grow (mL).
+        prob: (X, Y, Z) lesion probability, canonical grid.
+        p_rim: (X, Y, Z) rim probability on the same grid, from :func:`rim_probability`.
+        voxel_size: voxel edge lengths in mm.
+        seed_min_ml: only lesions at least this large grow (mL); 0 lets every lesion grow.
+        threshold: probability above which a voxel is lesion (a seed).
 
     Returns:
         ``max(prob, p_rim)`` where the geodesic growth (face neighbours, through ``p_rim > 0.5``) reaches.

@@ -48,6 +48,8 @@ CACHE = ResultCache(default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_
 # most CONCURRENCY jobs compute at once and the same threads serve every job. (A cancelled job may need up
 # to one window to notice; the next job queues here behind it.)
 INFERENCE = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="stroke-seg-infer")
+# Set when the server stops (Ctrl-C): a running job then stops within one window instead of holding the process.
+STOPPING = threading.Event()
 TICK_S = 0.5  # the handler yields a status update at least this often while a job runs
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
@@ -102,15 +104,18 @@ class _Job:
         self.stage = f"{description} ({fraction:.0%})"
         self.progress(fraction, desc=description)
 
+    def should_cancel(self) -> bool:
+        return self.cancel.is_set() or STOPPING.is_set()
+
     def run(self, case: stroke_seg.Case) -> None:
         outcome = "error"
         try:
             log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
             try:
-                if self.cancel.is_set():
+                if self.should_cancel():
                     raise stroke_seg.Cancelled("cancelled while waiting for the device")
                 config = stroke_seg.SegmentConfig(mode=self.mode)
-                self.result = stroke_seg.segment(case, model=self.model, config=config, progress=self.report, should_cancel=self.cancel.is_set)
+                self.result = stroke_seg.segment(case, model=self.model, config=config, progress=self.report, should_cancel=self.should_cancel)
                 outcome = "ok"
             except stroke_seg.Cancelled:
                 outcome = "cancelled"
@@ -450,9 +455,12 @@ def _warm_up() -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     INFERENCE.submit(_warm_up)  # on an inference thread: the first job simply queues behind the load
-    demo.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        max_file_size=MAX_FILE_SIZE,
-        allowed_paths=[str(CACHE.root)],
-    )
+    try:
+        demo.launch(
+            server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            max_file_size=MAX_FILE_SIZE,
+            allowed_paths=[str(CACHE.root)],
+        )
+    finally:  # launch() returns after Ctrl-C; the interpreter then joins the inference threads
+        STOPPING.set()

@@ -1,7 +1,7 @@
 """``segment()``: the one call the app, the CLI and the tests use.
 
 load/validate -> preprocess (canonical orientation, brain mask, normalisation) -> model ->
-postprocess (threshold, small and unrestricted components) -> metrics, with progress and cancel at every stage.
+postprocess (threshold; small, unrestricted and skull-base artefact components) -> metrics, with progress and cancel at every stage.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from . import metrics as metrics_mod
 from .io import ImageLike, load_case, make_image
 from .models import get_model
 from .models.base import check_cancel
+from .anatomy import MniMap
 from .postprocess import binarize
 from .preprocess import from_canonical, preprocess
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
@@ -94,6 +95,14 @@ def _as_case(case: CaseInput, config: SegmentConfig) -> Case:
     return load_case(files["dwi"], files["adc"], files.get("flair"), files.get("ground_truth"), max_voxels=config.max_voxels)
 
 
+def _mni_map(volumes) -> MniMap | None:
+    try:
+        return MniMap.from_brain(volumes.brain, volumes.affine)
+    except ValueError as err:
+        log.warning("susceptibility-zone rule skipped: %s", err)
+        return None
+
+
 def segment(
     case: CaseInput,
     *,
@@ -153,10 +162,13 @@ def segment(
     t = timed("inference", t)
 
     report = bar.stage("postprocess")
-    report(0.0, "threshold, small and unrestricted component removal")
+    report(0.0, "threshold; small, unrestricted and skull-base artefact component removal")
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-    mask = binarize(prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc)
+    mask = binarize(
+        prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc,
+        zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes),
+    )
     report(1.0, "mask ready")
     t = timed("postprocess", t)
 

@@ -1,5 +1,5 @@
-"""Probability map -> binary lesion mask: threshold, then remove components that are too small or
-that do not restrict diffusion (median ADC too high)."""
+"""Probability map -> binary lesion mask: threshold, then remove components that are too small, that do not
+restrict diffusion (median ADC too high), or that sit in a skull-base susceptibility zone without core restriction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
 
 __all__ = ["binarize", "filter_components", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
 
@@ -16,7 +18,16 @@ CONNECTIVITY_26 = ndi.generate_binary_structure(3, 3)
 """26-connectivity, as the ISLES'22 evaluation counts lesions."""
 
 
-def filter_components(mask: np.ndarray, *, min_voxels: int = 1, adc: np.ndarray | None = None, max_median_adc: float | None = None) -> np.ndarray:
+def filter_components(
+    mask: np.ndarray,
+    *,
+    min_voxels: int = 1,
+    adc: np.ndarray | None = None,
+    max_median_adc: float | None = None,
+    zone_max_adc: float | None = None,
+    affine: np.ndarray | None = None,
+    mni: MniMap | None = None,
+) -> np.ndarray:
     """Keep the connected components (26-connectivity) that pass every given rule.
 
     The mask is labelled once, inside its bounding box.
@@ -24,22 +35,35 @@ def filter_components(mask: np.ndarray, *, min_voxels: int = 1, adc: np.ndarray 
     Args:
         mask: bool array, shape (X, Y, Z).
         min_voxels: smallest kept component, in voxels; <= 1 keeps every size.
-        adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s; needed for ``max_median_adc``.
+        adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s; needed by both ADC rules.
         max_median_adc: largest kept component median ADC, 1e-6 mm²/s; None skips this rule.
+        zone_max_adc: a component whose centre lies in a skull-base susceptibility zone
+            (:func:`stroke_seg.anatomy.in_susceptibility_zone`) is kept only when its median ADC is below this,
+            1e-6 mm²/s; None skips this rule (as does a missing ``adc``, ``affine`` or ``mni``).
+        affine: 4x4 voxel-to-world affine of ``mask`` (mm), for the zone rule.
+        mni: world-to-MNI map of the case (:class:`stroke_seg.anatomy.MniMap`), for the zone rule.
     """
     by_adc = max_median_adc is not None and adc is not None
-    if (min_voxels <= 1 and not by_adc) or not mask.any():
+    by_zone = zone_max_adc is not None and adc is not None and affine is not None and mni is not None
+    if (min_voxels <= 1 and not by_adc and not by_zone) or not mask.any():
         return mask
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
-    if by_adc:
+    if by_adc or by_zone:
         inside = labels > 0
         medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
+    if by_adc:
         unrestricted = keep[1:] & (medians > max_median_adc)
         if unrestricted.any():
             log.info("dropped %d of %d components with median ADC > %g (not restricted)", int(unrestricted.sum()), n, max_median_adc)
         keep[1:] &= ~unrestricted
+    if by_zone:
+        centres = mni(component_centres_world(labels, n, affine, offset=[s.start for s in box]))
+        artefact = keep[1:] & in_susceptibility_zone(centres) & (medians >= zone_max_adc)
+        if artefact.any():
+            log.info("dropped %d of %d components in skull-base susceptibility zones with median ADC >= %g", int(artefact.sum()), n, zone_max_adc)
+        keep[1:] &= ~artefact
     keep[0] = False
     if keep[1:].all():
         return mask
@@ -65,9 +89,15 @@ def binarize(
     voxel_ml: float,
     adc: np.ndarray | None = None,
     max_median_adc: float | None = None,
+    *,
+    zone_max_adc: float | None = None,
+    affine: np.ndarray | None = None,
+    mni: MniMap | None = None,
 ) -> np.ndarray:
-    """Threshold a probability map, then remove lesions smaller than ``min_lesion_ml`` and (when ``adc``
-    and ``max_median_adc`` are given) lesions whose median ADC is above ``max_median_adc``.
+    """Threshold a probability map, then remove lesions smaller than ``min_lesion_ml``, (when ``adc``
+    and ``max_median_adc`` are given) lesions whose median ADC is above ``max_median_adc``, and (when
+    ``zone_max_adc``, ``affine`` and ``mni`` are given too) lesions in a skull-base susceptibility zone whose
+    median ADC is not below ``zone_max_adc``.
 
     Args:
         probability: float array in [0, 1], shape (X, Y, Z).
@@ -76,6 +106,9 @@ def binarize(
         voxel_ml: volume of one voxel, mL.
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s.
         max_median_adc: largest kept lesion median ADC, 1e-6 mm²/s; None skips the rule.
+        zone_max_adc: in a susceptibility zone, a lesion's median ADC must be below this (1e-6 mm²/s); None skips.
+        affine: 4x4 voxel-to-world affine of ``probability`` (mm).
+        mni: world-to-MNI map of the case.
 
     Returns:
         bool array, shape (X, Y, Z).
@@ -85,4 +118,7 @@ def binarize(
         min_voxels=int(np.ceil(min_lesion_ml / voxel_ml - 1e-9)),
         adc=adc,
         max_median_adc=max_median_adc,
+        zone_max_adc=zone_max_adc,
+        affine=affine,
+        mni=mni,
     )

@@ -47,6 +47,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from .anatomy import SUSCEPTIBILITY_SITES_MNI
+
 __all__ = [
     "GENERATOR_VERSION",
     "PATTERNS",
@@ -306,13 +308,7 @@ def _smooth_field(rng: np.random.Generator, shape, strength: float, scale_vox: f
     return (strength * field / max(1e-6, np.abs(field).max() * 2)).astype(np.float32)
 
 
-_ARTEFACT_SITES = np.array([  # MNI mm, left-right mirrored at use
-    [38.0, 12.0, -32.0],  # temporal pole
-    [45.0, -15.0, -30.0],  # inferior temporal, petrous bone
-    [12.0, 35.0, -22.0],  # gyrus rectus / orbitofrontal, above the sinuses
-    [32.0, -62.0, -40.0],  # inferior cerebellum, mastoid air cells
-    [5.0, -30.0, -38.0],  # pons, clivus
-])
+_ARTEFACT_SITES = SUSCEPTIBILITY_SITES_MNI  # temporal poles, inferior temporal, orbitofrontal, cerebellum, pons
 
 
 def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:

@@ -57,6 +57,12 @@ class SegmentConfig:
             T2 shine-through range (950-1300). In the real ISLES'22 case 5 of the 29 small DeepISLES lesions
             (<= 20 voxels, 44 voxels in all; partial volume with CSF) have medians above 1000 and would be
             removed (8 were above the old 900).
+        artefact_zone_adc: a component whose centre lies in a skull-base susceptibility zone (temporal poles,
+            inferior temporal lobes, orbitofrontal cortex, inferior cerebellum, pons; within 20 mm of the sites in
+            :data:`stroke_seg.anatomy.SUSCEPTIBILITY_SITES_MNI`, placed by :class:`stroke_seg.anatomy.MniMap`) is
+            kept only when its median ADC is below this, in 1e-6 mm²/s: there, DWI brightness without core
+            restriction is most often an echo-planar artefact. The default, 620, is the RAPID core threshold.
+            None keeps them (a true infarct there with milder restriction is then not dropped).
         device: torch device for deep backends (``"cpu"``, ``"cuda"``); None picks CUDA when present.
         max_voxels: largest accepted image, in voxels (guards memory on shared servers).
     """
@@ -65,6 +71,7 @@ class SegmentConfig:
     threshold: float = 0.5
     min_lesion_ml: float = 0.01
     max_lesion_adc: float | None = 1000.0
+    artefact_zone_adc: float | None = 620.0
     device: str | None = None
     max_voxels: int = 400 * 400 * 300
 
@@ -77,6 +84,8 @@ class SegmentConfig:
             raise ValueError(f"min_lesion_ml must be >= 0, but it is {self.min_lesion_ml}")
         if self.max_lesion_adc is not None and self.max_lesion_adc <= 0:
             raise ValueError(f"max_lesion_adc must be > 0 (1e-6 mm²/s) or None, but it is {self.max_lesion_adc}")
+        if self.artefact_zone_adc is not None and self.artefact_zone_adc <= 0:
+            raise ValueError(f"artefact_zone_adc must be > 0 (1e-6 mm²/s) or None, but it is {self.artefact_zone_adc}")
         if self.max_voxels < 16**3:
             raise ValueError(f"max_voxels must be >= {16**3}, but it is {self.max_voxels}")
 
@@ -230,6 +239,7 @@ class Result:
             "threshold": self.config.threshold,
             "min_lesion_ml": self.config.min_lesion_ml,
             "max_lesion_adc": self.config.max_lesion_adc,
+            "artefact_zone_adc": self.config.artefact_zone_adc,
             "lesion_volume_ml": round(m.volume_ml, 4),
             "lesion_count": m.count,
             "lesions": [

@@ -33,8 +33,9 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def launched_app(tmp: Path, **env: str):
-    """Start app.py with ``env`` added; yields (base_url, log_path); stops it afterwards."""
+def launched_app(tmp: Path, *, with_process: bool = False, **env: str):
+    """Start app.py with ``env`` added; yields (base_url, log_path), plus the Popen when ``with_process``;
+    stops it afterwards."""
     port = free_port()
     log_path = tmp / f"app-{port}.log"
     full_env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), STROKE_SEG_CACHE_DIR=str(tmp / f"cache-{port}"), GRADIO_ANALYTICS_ENABLED="False", **env)
@@ -46,7 +47,7 @@ def launched_app(tmp: Path, **env: str):
         wait_http(url)
         bind_s = time.monotonic() - t0
         (tmp / f"app-{port}.bind_seconds").write_text(f"{bind_s:.2f}")
-        yield url, log_path
+        yield (url, log_path, proc) if with_process else (url, log_path)
     finally:
         proc.terminate()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -135,6 +136,22 @@ def test_cancel_stops_server_loop_and_next_job_runs(app, case_1mm):
     # and the next job starts clean and completes
     result = submit(client, EXAMPLE, model="adc-threshold", with_gt=True).result()
     assert result[1]["lesion_count"] >= 1
+
+
+def test_ctrl_c_stops_a_running_job_within_a_window(tmp_path, weights, case_1mm):
+    with launched_app(tmp_path, with_process=True) as (url, log, proc):
+        job = submit(Client(url, verbose=False), case_1mm, mode="accurate", with_gt=False)
+        deadline = time.monotonic() + 120
+        while not (job.status().progress_data and "window" in (job.status().progress_data[-1].desc or "")):
+            if time.monotonic() > deadline:
+                pytest.fail("the job never reached the sliding-window stage")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        proc.wait(60)
+        text = log_text(log)
+    # the job stopped at its next window instead of running to the end (status=ok) before the process could exit
+    assert "inference end status=cancelled" in text, text[-2000:]
+    assert "inference end status=ok" not in text
 
 
 def _intervals(log: str) -> list[tuple[float, float]]:

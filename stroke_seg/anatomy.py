@@ -1,0 +1,96 @@
+"""Approximate MNI152 coordinates for a case, and the skull-base zones where DWI has susceptibility artefacts.
+
+Echo-planar DWI is distorted next to air and bone: at the temporal poles and inferior temporal lobes (sphenoid
+sinus, petrous bone), the gyrus rectus and orbitofrontal cortex (frontal and ethmoid sinuses), the inferior
+cerebellum (mastoid air cells) and the pons (clivus). There the signal piles up into bright bands whose ADC is
+normal or only mildly low, which both the rule and the network call infarct (the ISLES'22 case: 237 of the
+unet's 326 false-positive voxels lie in such bands, see MODEL_CARD.md). The synthetic generator puts its
+susceptibility hot spots at the same sites (:data:`SUSCEPTIBILITY_SITES_MNI`).
+
+:class:`MniMap` is a deliberately simple registration: per world axis, the brain mask's centroid and spread
+(standard deviation of its voxel positions, mm) are matched to those of the MNI152 2009a intracranial mask.
+It assumes the head is roughly aligned with the scanner's axes (RAS+ world; tilts of ~10 degrees are fine) and is
+accurate to about a centimetre, which is enough to tell the skull base from the rest of the brain; it is not
+an atlas registration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["MniMap", "SUSCEPTIBILITY_SITES_MNI", "SUSCEPTIBILITY_RADIUS_MM", "MNI_BRAIN_MEAN_MM", "MNI_BRAIN_STD_MM", "in_susceptibility_zone", "component_centres_world"]
+
+SUSCEPTIBILITY_SITES_MNI = np.array([  # MNI mm, right hemisphere; mirrored in x at use
+    [38.0, 12.0, -32.0],  # temporal pole (sphenoid sinus, middle cranial fossa)
+    [45.0, -15.0, -30.0],  # inferior temporal lobe (petrous bone)
+    [12.0, 35.0, -22.0],  # gyrus rectus / orbitofrontal cortex (frontal and ethmoid sinuses)
+    [32.0, -62.0, -40.0],  # inferior cerebellum (mastoid air cells)
+    [5.0, -30.0, -38.0],  # pons (clivus)
+])
+"""Centres of the susceptibility-prone zones at the skull base, MNI152 mm (x > 0: right)."""
+
+SUSCEPTIBILITY_RADIUS_MM = 20.0
+"""A point within this distance (MNI mm) of a site, either hemisphere, is in a susceptibility-prone zone."""
+
+MNI_BRAIN_MEAN_MM = np.array([0.0, -21.68, 9.63])
+MNI_BRAIN_STD_MM = np.array([33.86, 41.06, 32.05])
+"""Centroid and per-axis standard deviation (mm) of the MNI152 2009a intracranial mask that
+``stroke_seg.synth`` builds from the nilearn template (``tests/test_anatomy.py`` recomputes them)."""
+
+
+@dataclass(frozen=True)
+class MniMap:
+    """World (scanner RAS+ mm) to approximate MNI152 mm, per axis: ``mni = (world - centre) / spread * MNI spread + MNI centre``.
+
+    Attributes:
+        centre: (3,) brain-mask centroid in world mm.
+        spread: (3,) standard deviation of the brain-mask voxel positions along each world axis, mm.
+    """
+
+    centre: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def from_brain(cls, brain: np.ndarray, affine: np.ndarray) -> MniMap:
+        """Fit the map from a brain mask.
+
+        Args:
+            brain: bool array (X, Y, Z), any orientation; at least 1000 voxels.
+            affine: its 4x4 voxel-to-world affine (mm).
+
+        Raises:
+            ValueError: the mask has fewer than 1000 voxels (too little to say where the brain is).
+        """
+        idx = np.argwhere(brain)
+        if len(idx) < 1000:
+            raise ValueError(f"brain mask: expected at least 1000 voxels to place the brain in MNI space, but it has {len(idx)}")
+        world = idx.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
+        return cls(world.mean(axis=0), np.maximum(world.std(axis=0), 1e-3))
+
+    def __call__(self, world_mm: np.ndarray) -> np.ndarray:
+        """Map (N, 3) or (3,) world mm to approximate MNI mm (same shape)."""
+        return (np.asarray(world_mm, np.float64) - self.centre) / self.spread * MNI_BRAIN_STD_MM + MNI_BRAIN_MEAN_MM
+
+
+def in_susceptibility_zone(points_mni: np.ndarray, radius_mm: float = SUSCEPTIBILITY_RADIUS_MM) -> np.ndarray:
+    """Whether each (N, 3) MNI point lies within ``radius_mm`` of a site in :data:`SUSCEPTIBILITY_SITES_MNI`.
+
+    Returns:
+        (N,) bool.
+    """
+    pts = np.atleast_2d(np.asarray(points_mni, np.float64))
+    sites = np.concatenate([SUSCEPTIBILITY_SITES_MNI, SUSCEPTIBILITY_SITES_MNI * np.array([-1.0, 1.0, 1.0])])
+    dist = np.linalg.norm(pts[:, None, :] - sites[None, :, :], axis=2)
+    return dist.min(axis=1) < radius_mm
+
+
+def component_centres_world(labels: np.ndarray, n: int, affine: np.ndarray, offset=(0, 0, 0)) -> np.ndarray:
+    """World-mm centroids (n, 3) of labelled components 1..n; ``offset`` is the label array's voxel origin."""
+    if n == 0:
+        return np.zeros((0, 3))
+    com = np.asarray(ndi.center_of_mass(labels > 0, labels, index=np.arange(1, n + 1)), np.float64).reshape(n, 3)
+    com += np.asarray(offset, np.float64)
+    return com @ affine[:3, :3].T + affine[:3, 3]

@@ -1,5 +1,5 @@
-"""Picture of the real ISLES'22 case: DWI slices with the unet mask (red) and the DeepISLES mask
-(green outline).
+"""Picture of the real ISLES'22 case: the 12 DWI slices with the most lesion voxels, with the unet mask (red) and
+the DeepISLES mask (green outline).
 
     python bench/figure_real_case.py [--case ../shared/data/isles22-strokecase0001] [--model unet] [--out docs/real_case_unet.png]
 """
@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 import stroke_seg  # noqa: E402
 from stroke_seg import render  # noqa: E402
+from stroke_seg.preprocess import to_canonical  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +30,10 @@ def main() -> None:
     r = stroke_seg.segment({"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz", "ground_truth": case / "deepisles_mask.nii.gz"}, model=a.model)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    render.save_png(render.result_montage(r.case, np.asarray(r.mask.dataobj) > 0, n=12, cols=6), out)
+    # the 12 axial slices with the most predicted or DeepISLES voxels, so that both outlines show
+    both = to_canonical(((np.asarray(r.mask.dataobj) > 0) | r.case.ground_truth).astype(np.uint8), r.case.affine)[0] > 0
+    slices = [int(k) for k in np.argsort(-both.sum(axis=(0, 1)), kind="stable")[:12]]
+    render.save_png(render.result_montage(r.case, np.asarray(r.mask.dataobj) > 0, cols=6, slices=slices), out)
     c = r.metrics.comparison
     print(f"{a.model}: Dice {c.dice:.3f}, lesion F1 {c.lesion_f1:.3f}, {r.metrics.volume_ml:.2f} mL -> {out}")
 

@@ -91,20 +91,23 @@ def input_montage(case: Case, n: int = 6) -> bytes:
     return _compose(tiles, len(ks), labels)
 
 
-def result_montage(case: Case, mask: np.ndarray, n: int = 12, cols: int = 6) -> bytes:
+def result_montage(case: Case, mask: np.ndarray, n: int = 12, cols: int = 6, slices: list[int] | None = None) -> bytes:
     """PNG bytes: DWI slices through the lesion with the predicted mask in red (filled, 45 %)
     and, when the case has one, the ground-truth outline in green.
 
     Args:
         case: the validated case.
         mask: bool array on the case's DWI grid.
+        n: number of slices, evenly spaced through the lesions (predicted or ground truth).
+        cols: tiles per row.
+        slices: canonical axial indices (axis 2, inferior to superior) to show instead of ``n`` evenly spaced ones.
     """
     dwi_c, aff_c, _ = to_canonical(case.dwi, case.affine)
     mask_c = to_canonical(mask.astype(np.uint8), case.affine)[0] > 0
     gt_c = to_canonical(case.ground_truth.astype(np.uint8), case.affine)[0] > 0 if case.ground_truth is not None else None
     vs = tuple(float(v) for v in np.sqrt((aff_c[:3, :3] ** 2).sum(0)))
     focus = mask_c | gt_c if gt_c is not None else mask_c
-    ks = pick_slices(dwi_c, focus, n)
+    ks = sorted(slices) if slices else pick_slices(dwi_c, focus, n)
     base = _window(dwi_c)
     tiles = []
     for k in ks:

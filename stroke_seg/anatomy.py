@@ -4,8 +4,9 @@ Echo-planar DWI is distorted next to air and bone: at the temporal poles and inf
 sinus, petrous bone), the gyrus rectus and orbitofrontal cortex (frontal and ethmoid sinuses), the inferior
 cerebellum (mastoid air cells) and the pons (clivus). There the signal piles up into bright bands whose ADC is
 normal or only mildly low, which both the rule and the network call infarct (the ISLES'22 case: 237 of the
-unet's 326 false-positive voxels lie in such bands, see MODEL_CARD.md). The synthetic generator puts its
-susceptibility hot spots at the same sites (:data:`SUSCEPTIBILITY_SITES_MNI`).
+unet's 326 false-positive voxels lie in such bands at the temporal lobes, see MODEL_CARD.md). The synthetic
+generator puts its susceptibility hot spots at the five sites of :data:`SUSCEPTIBILITY_SITES_MNI`; the
+post-processing rule uses the zones of the three supratentorial ones (:data:`ARTEFACT_ZONE_SITES_MNI`).
 
 :class:`MniMap` is a deliberately simple registration: per world axis, the brain mask's centroid and spread
 (standard deviation of its voxel positions, mm) are matched to those of the MNI152 2009a intracranial mask.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["MniMap", "SUSCEPTIBILITY_SITES_MNI", "SUSCEPTIBILITY_RADIUS_MM", "MNI_BRAIN_MEAN_MM", "MNI_BRAIN_STD_MM", "in_susceptibility_zone", "component_centres_world"]
+__all__ = ["MniMap", "SUSCEPTIBILITY_SITES_MNI", "ARTEFACT_ZONE_SITES_MNI", "SUSCEPTIBILITY_RADIUS_MM", "MNI_BRAIN_MEAN_MM", "MNI_BRAIN_STD_MM", "in_susceptibility_zone", "component_centres_world"]
 
 SUSCEPTIBILITY_SITES_MNI = np.array([  # MNI mm, right hemisphere; mirrored in x at use
     [38.0, 12.0, -32.0],  # temporal pole (sphenoid sinus, middle cranial fossa)
@@ -32,8 +33,14 @@ SUSCEPTIBILITY_SITES_MNI = np.array([  # MNI mm, right hemisphere; mirrored in x
 ])
 """Centres of the susceptibility-prone zones at the skull base, MNI152 mm (x > 0: right)."""
 
+ARTEFACT_ZONE_SITES_MNI = SUSCEPTIBILITY_SITES_MNI[:3]
+"""The sites whose zones the post-processing uses: the supratentorial three (temporal pole, inferior temporal lobe,
+orbitofrontal cortex). The inferior cerebellum and pons are left out: a cerebellar infarct in the generator's
+``posterior`` pattern is centred within 8 mm of the cerebellar site and its ADC rises toward the rim, and posterior
+circulation strokes are too common and too important to put behind a stricter rule."""
+
 SUSCEPTIBILITY_RADIUS_MM = 20.0
-"""A point within this distance (MNI mm) of a site, either hemisphere, is in a susceptibility-prone zone."""
+"""A point within this distance (MNI mm) of a zone site, either hemisphere, is in a susceptibility-prone zone."""
 
 MNI_BRAIN_MEAN_MM = np.array([0.0, -21.68, 9.63])
 MNI_BRAIN_STD_MM = np.array([33.86, 41.06, 32.05])
@@ -76,13 +83,13 @@ class MniMap:
 
 
 def in_susceptibility_zone(points_mni: np.ndarray, radius_mm: float = SUSCEPTIBILITY_RADIUS_MM) -> np.ndarray:
-    """Whether each (N, 3) MNI point lies within ``radius_mm`` of a site in :data:`SUSCEPTIBILITY_SITES_MNI`.
+    """Whether each (N, 3) MNI point lies within ``radius_mm`` of a site in :data:`ARTEFACT_ZONE_SITES_MNI`.
 
     Returns:
         (N,) bool.
     """
     pts = np.atleast_2d(np.asarray(points_mni, np.float64))
-    sites = np.concatenate([SUSCEPTIBILITY_SITES_MNI, SUSCEPTIBILITY_SITES_MNI * np.array([-1.0, 1.0, 1.0])])
+    sites = np.concatenate([ARTEFACT_ZONE_SITES_MNI, ARTEFACT_ZONE_SITES_MNI * np.array([-1.0, 1.0, 1.0])])
     dist = np.linalg.norm(pts[:, None, :] - sites[None, :, :], axis=2)
     return dist.min(axis=1) < radius_mm
 

@@ -29,7 +29,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--min-lesion-ml", type=float, default=0.01, help="drop lesions smaller than this (mL)")
     p.add_argument("--max-lesion-adc", type=float, default=1000.0, help="drop lesions whose median ADC is above this (1e-6 mm2/s; T2 shine-through); 0 keeps them")
-    p.add_argument("--artefact-zone-adc", type=float, default=620.0, help="in skull-base susceptibility zones keep a lesion only when its median ADC is below this (1e-6 mm2/s); 0 keeps them")
+    p.add_argument("--artefact-zone-adc", type=float, default=620.0, help="in skull-base susceptibility zones (temporal poles, orbitofrontal) keep a lesion only when a quarter of it has ADC below this (1e-6 mm2/s); 0 keeps them")
     p.add_argument("--device", default=None, help="torch device for deep models (default: cuda if present, else cpu)")
 
 

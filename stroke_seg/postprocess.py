@@ -38,7 +38,8 @@ def filter_components(
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s; needed by both ADC rules.
         max_median_adc: largest kept component median ADC, 1e-6 mm²/s; None skips this rule.
         zone_max_adc: a component whose centre lies in a skull-base susceptibility zone
-            (:func:`stroke_seg.anatomy.in_susceptibility_zone`) is kept only when its median ADC is below this,
+            (:func:`stroke_seg.anatomy.in_susceptibility_zone`) is kept only when at least a quarter of its voxels
+            have ADC below this (its 25th percentile; the median would count the DWI-bright rim the models include),
             1e-6 mm²/s; None skips this rule (as does a missing ``adc``, ``affine`` or ``mni``).
         affine: 4x4 voxel-to-world affine of ``mask`` (mm), for the zone rule.
         mni: world-to-MNI map of the case (:class:`stroke_seg.anatomy.MniMap`), for the zone rule.
@@ -50,8 +51,8 @@ def filter_components(
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
-    if by_adc or by_zone:
-        inside = labels > 0
+    inside = labels > 0
+    if by_adc:
         medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
     if by_adc:
         unrestricted = keep[1:] & (medians > max_median_adc)
@@ -60,9 +61,14 @@ def filter_components(
         keep[1:] &= ~unrestricted
     if by_zone:
         centres = mni(component_centres_world(labels, n, affine, offset=[s.start for s in box]))
-        artefact = keep[1:] & in_susceptibility_zone(centres) & (medians >= zone_max_adc)
+        in_zone = keep[1:] & in_susceptibility_zone(centres)
+        artefact = np.zeros(n, bool)
+        if in_zone.any():
+            index = np.flatnonzero(in_zone) + 1
+            p25 = ndi.labeled_comprehension(adc[box][inside], labels[inside], index, lambda a: np.percentile(a, 25), np.float64, np.inf)
+            artefact[index - 1] = np.asarray(p25).reshape(-1) >= zone_max_adc
         if artefact.any():
-            log.info("dropped %d of %d components in skull-base susceptibility zones with median ADC >= %g", int(artefact.sum()), n, zone_max_adc)
+            log.info("dropped %d of %d components in skull-base susceptibility zones without a core (ADC p25 >= %g)", int(artefact.sum()), n, zone_max_adc)
         keep[1:] &= ~artefact
     keep[0] = False
     if keep[1:].all():
@@ -96,8 +102,8 @@ def binarize(
 ) -> np.ndarray:
     """Threshold a probability map, then remove lesions smaller than ``min_lesion_ml``, (when ``adc``
     and ``max_median_adc`` are given) lesions whose median ADC is above ``max_median_adc``, and (when
-    ``zone_max_adc``, ``affine`` and ``mni`` are given too) lesions in a skull-base susceptibility zone whose
-    median ADC is not below ``zone_max_adc``.
+    ``zone_max_adc``, ``affine`` and ``mni`` are given too) lesions in a skull-base susceptibility zone less than
+    a quarter of which has ADC below ``zone_max_adc``.
 
     Args:
         probability: float array in [0, 1], shape (X, Y, Z).
@@ -106,7 +112,7 @@ def binarize(
         voxel_ml: volume of one voxel, mL.
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s.
         max_median_adc: largest kept lesion median ADC, 1e-6 mm²/s; None skips the rule.
-        zone_max_adc: in a susceptibility zone, a lesion's median ADC must be below this (1e-6 mm²/s); None skips.
+        zone_max_adc: in a susceptibility zone, a lesion's ADC 25th percentile must be below this (1e-6 mm²/s); None skips.
         affine: 4x4 voxel-to-world affine of ``probability`` (mm).
         mni: world-to-MNI map of the case.
 

@@ -58,11 +58,11 @@ class SegmentConfig:
             (<= 20 voxels, 44 voxels in all; partial volume with CSF) have medians above 1000 and would be
             removed (8 were above the old 900).
         artefact_zone_adc: a component whose centre lies in a skull-base susceptibility zone (temporal poles,
-            inferior temporal lobes, orbitofrontal cortex, inferior cerebellum, pons; within 20 mm of the sites in
-            :data:`stroke_seg.anatomy.SUSCEPTIBILITY_SITES_MNI`, placed by :class:`stroke_seg.anatomy.MniMap`) is
-            kept only when its median ADC is below this, in 1e-6 mm²/s: there, DWI brightness without core
-            restriction is most often an echo-planar artefact. The default, 620, is the RAPID core threshold.
-            None keeps them (a true infarct there with milder restriction is then not dropped).
+            inferior temporal lobes, orbitofrontal cortex; within 20 mm of the sites in
+            :data:`stroke_seg.anatomy.ARTEFACT_ZONE_SITES_MNI`, placed by :class:`stroke_seg.anatomy.MniMap`) is
+            kept only when at least a quarter of its voxels have ADC below this, in 1e-6 mm²/s (a core): there,
+            DWI brightness without core restriction is most often an echo-planar artefact. The default, 620, is
+            the RAPID core threshold. None keeps them (a true infarct there without a core is then not dropped).
         device: torch device for deep backends (``"cpu"``, ``"cuda"``); None picks CUDA when present.
         max_voxels: largest accepted image, in voxels (guards memory on shared servers).
     """

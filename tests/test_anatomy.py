@@ -41,7 +41,8 @@ def test_mni_map_needs_a_brain():
 
 def test_zones_cover_the_skull_base_not_the_centrum_semiovale():
     assert in_susceptibility_zone(np.array([[-38.0, 12.0, -30.0], [12.0, 40.0, -20.0]])).all()  # left temporal pole, gyrus rectus
-    assert not in_susceptibility_zone(np.array([[-28.0, -10.0, 40.0], [20.0, -90.0, 5.0]])).any()  # centrum semiovale, occipital
+    # centrum semiovale, occipital, and the infratentorial generator sites (cerebellum, pons) are not in a zone
+    assert not in_susceptibility_zone(np.array([[-28.0, -10.0, 40.0], [20.0, -90.0, 5.0], [-32.0, -62.0, -40.0], [5.0, -30.0, -38.0]])).any()
 
 
 def _world_grid(shape=(100, 120, 100)):
@@ -63,8 +64,10 @@ def test_zone_rule_drops_unrestricted_components_at_the_skull_base_only():
     pole = _blob_at(mask, aff, (40.0, 10.0, -30.0))  # temporal pole, ADC 800: a susceptibility band
     deep = _blob_at(mask, aff, (-28.0, -10.0, 40.0))  # centrum semiovale, ADC 800: kept
     core_mask, _ = _world_grid()
-    core = _blob_at(core_mask, aff, (-40.0, 10.0, -30.0))  # other temporal pole, restricted core: kept
-    adc[core_mask] = 450.0
+    core = _blob_at(core_mask, aff, (-40.0, 10.0, -30.0), r=3)  # other temporal pole, 216 voxels: kept
+    adc[core_mask] = 800.0
+    ring = np.argwhere(core_mask)
+    adc[tuple(ring[: int(0.3 * len(ring))].T)] = 450.0  # a core in 30 % of it: its median (800) is not what counts
     mask |= core_mask
     kept = filter_components(mask, adc=adc, zone_max_adc=620.0, affine=aff, mni=IDENTITY)
     assert not kept[pole] and kept[deep] and kept[core]

@@ -52,3 +52,13 @@ def test_montages_are_pngs(phantom_files):
     assert render.input_montage(r.case).startswith(PNG)
     ks = render.pick_slices(r.case.dwi, mask, 6)
     assert all(np.any(mask[:, :, k]) for k in ks[1:-1])  # slices go through the lesion
+
+
+def test_montage_shows_the_slices_asked_for(phantom_files):
+    import struct
+
+    r = stroke_seg.segment(phantom_files)
+    mask = np.asarray(r.mask.dataobj) > 0
+    width = lambda png: struct.unpack(">I", png[16:20])[0]  # noqa: E731  (IHDR width)
+    one, three = (render.result_montage(r.case, mask, cols=6, slices=s) for s in ([10], [10, 12, 14]))
+    assert width(three) > 2 * width(one)

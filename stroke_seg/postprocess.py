@@ -54,7 +54,6 @@ def filter_components(
     inside = labels > 0
     if by_adc:
         medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
-    if by_adc:
         unrestricted = keep[1:] & (medians > max_median_adc)
         if unrestricted.any():
             log.info("dropped %d of %d components with median ADC > %g (not restricted)", int(unrestricted.sum()), n, max_median_adc)

@@ -31,9 +31,10 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # the 12 axial slices with the most predicted or DeepISLES voxels, so that both outlines show
-    both = to_canonical(((np.asarray(r.mask.dataobj) > 0) | r.case.ground_truth).astype(np.uint8), r.case.affine)[0] > 0
+    mask = np.asarray(r.mask.dataobj) > 0
+    both = to_canonical((mask | r.case.ground_truth).astype(np.uint8), r.case.affine)[0] > 0
     slices = [int(k) for k in np.argsort(-both.sum(axis=(0, 1)), kind="stable")[:12]]
-    render.save_png(render.result_montage(r.case, np.asarray(r.mask.dataobj) > 0, cols=6, slices=slices), out)
+    render.save_png(render.result_montage(r.case, mask, cols=6, slices=slices), out)
     c = r.metrics.comparison
     print(f"{a.model}: Dice {c.dice:.3f}, lesion F1 {c.lesion_f1:.3f}, {r.metrics.volume_ml:.2f} mL -> {out}")
 

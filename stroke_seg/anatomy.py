@@ -10,9 +10,9 @@ post-processing rule uses the zones of the three supratentorial ones (:data:`ART
 
 :class:`MniMap` is a deliberately simple registration: per world axis, the brain mask's centroid and spread
 (standard deviation of its voxel positions, mm) are matched to those of the MNI152 2009a intracranial mask.
-It assumes the head is roughly aligned with the scanner's axes (RAS+ world; tilts of ~10 degrees are fine) and is
-accurate to about a centimetre, which is enough to tell the skull base from the rest of the brain; it is not
-an atlas registration.
+It assumes the head is roughly aligned with the scanner's axes (RAS+ world) and that the brain is shaped like the
+template's. On synthetic heads (the template itself, tilted up to 6 degrees) it places the sites within 1.5 mm;
+on real heads its error is not measured. It is not an atlas registration.
 """
 
 from __future__ import annotations
@@ -71,11 +71,23 @@ class MniMap:
         Raises:
             ValueError: the mask has fewer than 1000 voxels (too little to say where the brain is).
         """
-        idx = np.argwhere(brain)
-        if len(idx) < 1000:
-            raise ValueError(f"brain mask: expected at least 1000 voxels to place the brain in MNI space, but it has {len(idx)}")
-        world = idx.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
-        return cls(world.mean(axis=0), np.maximum(world.std(axis=0), 1e-3))
+        # Moments from the three 2D projections (fast at 1 mm: no list of every brain voxel); world = A @ ijk + t.
+        p_xy, p_xz, p_yz = (brain.sum(axis=ax, dtype=np.float64) for ax in (2, 1, 0))
+        n = float(p_xy.sum())
+        if n < 1000:
+            raise ValueError(f"brain mask: expected at least 1000 voxels to place the brain in MNI space, but it has {int(n)}")
+        i, j, k = (np.arange(size, dtype=np.float64) for size in brain.shape)
+        p_x, p_y, p_z = p_xy.sum(1), p_xy.sum(0), p_xz.sum(0)
+        mean = np.array([p_x @ i, p_y @ j, p_z @ k]) / n
+        second = np.empty((3, 3))
+        second[0, 0], second[1, 1], second[2, 2] = p_x @ i**2, p_y @ j**2, p_z @ k**2
+        second[0, 1] = second[1, 0] = i @ p_xy @ j
+        second[0, 2] = second[2, 0] = i @ p_xz @ k
+        second[1, 2] = second[2, 1] = j @ p_yz @ k
+        cov = second / n - np.outer(mean, mean)
+        a = affine[:3, :3]
+        spread = np.sqrt(np.maximum(np.diag(a @ cov @ a.T), 0.0))
+        return cls(a @ mean + affine[:3, 3], np.maximum(spread, 1e-3))
 
     def __call__(self, world_mm: np.ndarray) -> np.ndarray:
         """Map (N, 3) or (3,) world mm to approximate MNI mm (same shape)."""

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as metrics_mod
+from .anatomy import MniMap
 from .io import ImageLike, load_case, make_image
 from .models import get_model
 from .models.base import check_cancel
-from .anatomy import MniMap
 from .postprocess import binarize
 from .preprocess import from_canonical, preprocess
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
@@ -95,7 +95,10 @@ def _as_case(case: CaseInput, config: SegmentConfig) -> Case:
     return load_case(files["dwi"], files["adc"], files.get("flair"), files.get("ground_truth"), max_voxels=config.max_voxels)
 
 
-def _mni_map(volumes) -> MniMap | None:
+def _mni_map(volumes, config: SegmentConfig) -> MniMap | None:
+    """The case's world-to-MNI map for the susceptibility-zone rule; None when the rule is off or the brain too small."""
+    if config.artefact_zone_adc is None:
+        return None
     try:
         return MniMap.from_brain(volumes.brain, volumes.affine)
     except ValueError as err:
@@ -167,7 +170,7 @@ def segment(
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
     mask = binarize(
         prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc,
-        zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes),
+        zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes, config),
     )
     report(1.0, "mask ready")
     t = timed("postprocess", t)

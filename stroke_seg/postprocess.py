@@ -51,7 +51,7 @@ def filter_components(
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
-    inside = labels > 0
+    inside = labels > 0 if (by_adc or by_zone) else None
     if by_adc:
         medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
         unrestricted = keep[1:] & (medians > max_median_adc)

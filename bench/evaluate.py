@@ -40,11 +40,12 @@ def main() -> None:
     p.add_argument("--mode", default="fast")
     p.add_argument("--max-lesion-adc", type=float, default=stroke_seg.SegmentConfig().max_lesion_adc or 0.0, help="SegmentConfig.max_lesion_adc; 0 turns the rule off")
     p.add_argument("--artefact-zone-adc", type=float, default=stroke_seg.SegmentConfig().artefact_zone_adc or 0.0, help="SegmentConfig.artefact_zone_adc; 0 turns the rule off")
+    p.add_argument("--edge-level", type=float, default=stroke_seg.SegmentConfig().edge_level or 0.0, help="SegmentConfig.edge_level; 0 keeps the models' own edges")
     p.add_argument("--real", default=None, help="folder of the real case (dwi, adc, deepisles_mask)")
     p.add_argument("--record", default=None, help="also write the summary figures as JSON (stroke_seg/models/validation.json is what `python -m stroke_seg models` shows)")
     a = p.parse_args()
-    config = stroke_seg.SegmentConfig(mode=a.mode, max_lesion_adc=a.max_lesion_adc or None, artefact_zone_adc=a.artefact_zone_adc or None)
-    record: dict = {"command": "python bench/evaluate.py " + " ".join(sys.argv[1:]), "generator_version": synth.GENERATOR_VERSION, "mode": a.mode, "max_lesion_adc": config.max_lesion_adc, "artefact_zone_adc": config.artefact_zone_adc, "models": {}}
+    config = stroke_seg.SegmentConfig(mode=a.mode, max_lesion_adc=a.max_lesion_adc or None, artefact_zone_adc=a.artefact_zone_adc or None, edge_level=a.edge_level or None)
+    record: dict = {"command": "python bench/evaluate.py " + " ".join(sys.argv[1:]), "generator_version": synth.GENERATOR_VERSION, "mode": a.mode, "max_lesion_adc": config.max_lesion_adc, "artefact_zone_adc": config.artefact_zone_adc, "edge_level": config.edge_level, "models": {}}
     rows = []
     print("| case | pattern | acquisition | GT mL | " + " | ".join(f"{m} Dice / F1 / mL" for m in a.models) + " |")
     print("|---|---|---|---|" + "---|" * len(a.models))

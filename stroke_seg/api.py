@@ -1,7 +1,7 @@
 """``segment()``: the one call the app, the CLI and the tests use.
 
 load/validate -> preprocess (canonical orientation, brain mask, normalisation) -> model ->
-postprocess (threshold; small, unrestricted and skull-base artefact components) -> metrics, with progress and cancel at every stage.
+postprocess (threshold; small, unrestricted and skull-base artefact components; lesion edges at their DWI level) -> metrics, with progress and cancel at every stage.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from .anatomy import MniMap
 from .io import ImageLike, load_case, make_image
 from .models import get_model
 from .models.base import check_cancel
-from .postprocess import binarize
-from .preprocess import from_canonical, preprocess
+from .postprocess import binarize, refine_edges
+from .preprocess import from_canonical, preprocess, voxel_sizes
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
@@ -172,6 +172,12 @@ def segment(
         prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc,
         zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes, config),
     )
+    if config.edge_level is not None:
+        report(0.5, "lesion edges at their DWI level")
+        mask = refine_edges(
+            mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level,
+            brain=from_canonical(volumes.brain, volumes.ornt),
+        )
     report(1.0, "mask ready")
     t = timed("postprocess", t)
 

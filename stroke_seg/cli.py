@@ -29,12 +29,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--min-lesion-ml", type=float, default=0.01, help="drop lesions smaller than this (mL)")
     p.add_argument("--max-lesion-adc", type=float, default=1000.0, help="drop lesions whose median ADC is above this (1e-6 mm2/s; T2 shine-through); 0 keeps them")
+    p.add_argument("--edge-level", type=float, default=0.5, help="extend each lesion to the voxels brighter on DWI than this fraction of the way from the surrounding tissue to the lesion (within 4 mm); 0 keeps the model's edges")
     p.add_argument("--artefact-zone-adc", type=float, default=620.0, help="in skull-base susceptibility zones (temporal poles, orbitofrontal) keep a lesion only when a quarter of it has ADC below this (1e-6 mm2/s); 0 keeps them")
     p.add_argument("--device", default=None, help="torch device for deep models (default: cuda if present, else cpu)")
 
 
 def _config(args: argparse.Namespace) -> SegmentConfig:
-    return SegmentConfig(mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, max_lesion_adc=args.max_lesion_adc or None, artefact_zone_adc=args.artefact_zone_adc or None, device=args.device)
+    return SegmentConfig(
+        mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, max_lesion_adc=args.max_lesion_adc or None,
+        artefact_zone_adc=args.artefact_zone_adc or None, edge_level=args.edge_level or None, device=args.device,
+    )
 
 
 def _write_outputs(result, mask_path: Path, json_path: Path | None, prob_path: Path | None = None) -> None:

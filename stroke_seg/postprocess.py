@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
 
-__all__ = ["binarize", "filter_components", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
+__all__ = ["binarize", "filter_components", "refine_edges", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +127,72 @@ def binarize(
         affine=affine,
         mni=mni,
     )
+
+
+def refine_edges(
+    mask: np.ndarray,
+    dwi: np.ndarray,
+    adc: np.ndarray,
+    voxel_size,
+    *,
+    level: float = 0.5,
+    reach_mm: float = 4.0,
+    shell_mm: tuple[float, float] = (4.0, 8.0),
+    brain: np.ndarray | None = None,
+    max_adc: float = 1500.0,
+) -> np.ndarray:
+    """Extend each lesion out to its own DWI edge at ``level`` between the surrounding tissue and the lesion.
+
+    A lesion's edge voxel is part lesion, part tissue (partial volume), so its DWI lies between the two; a lesion
+    mask counts the voxels that are at least half lesion (the synthetic ground truth is exactly that), whose DWI
+    is above the half-way level. Per component (26-connectivity): ``peak`` is the median DWI inside it, ``background``
+    the median DWI of the tissue in a shell ``shell_mm`` away from it (not lesion, ADC in (50, ``max_adc``), inside
+    ``brain``). Voxels within ``reach_mm`` of the component, connected to it, that are tissue and whose DWI is above
+    ``background + level * (peak - background)`` are added. Nothing is removed; a component not brighter than
+    its surroundings is left as it is.
+
+    Args:
+        mask: bool lesion mask, shape (X, Y, Z).
+        dwi: DWI on the same grid (any scale: the level is relative).
+        adc: ADC on the same grid, 1e-6 mm²/s.
+        voxel_size: voxel edge lengths of the grid, mm.
+        level: fraction of the way from background to peak DWI that an added voxel must exceed, in (0, 1).
+        reach_mm: how far a lesion may grow, mm.
+        shell_mm: inner and outer distance (mm) of the background shell.
+        brain: optional bool brain mask, same shape; growth and background stay inside it.
+        max_adc: voxels with ADC at or above this (1e-6 mm²/s; CSF) are neither background nor added.
+
+    Returns:
+        bool array, shape (X, Y, Z), a superset of ``mask``.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), but it is {level}")
+    if not mask.any():
+        return mask
+    vs = np.asarray(voxel_size, float)
+    tissue = (adc > 50) & (adc < max_adc)
+    if brain is not None:
+        tissue &= brain
+    pad = np.ceil(max(shell_mm[1], reach_mm) / vs).astype(int) + 1
+    labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
+    out = mask.copy()
+    added = 0
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        box = tuple(slice(max(s.start - p, 0), min(s.stop + p, dim)) for s, p, dim in zip(box, pad, mask.shape))
+        lesion = labels[box] == i
+        dist = ndi.distance_transform_edt(~lesion, sampling=vs)
+        t = tissue[box]
+        d = dwi[box]
+        shell = (dist > shell_mm[0]) & (dist <= shell_mm[1]) & t & ~mask[box]
+        if shell.sum() < 5:
+            continue
+        peak, background = float(np.median(d[lesion])), float(np.median(d[shell]))
+        if peak <= background:
+            continue
+        candidates = (dist > 0) & (dist <= reach_mm) & t & (d > background + level * (peak - background))
+        grown, _ = ndi.label(lesion | candidates, structure=CONNECTIVITY_26)
+        reached = np.isin(grown, np.unique(grown[lesion])) & candidates
+        added += int((reached & ~out[box]).sum())
+        out[box] |= reached
+    log.info("edges: %d lesions grew by %d voxels to their DWI level %.2f", n, added, level)
+    return out

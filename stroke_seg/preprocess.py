@@ -24,6 +24,7 @@ __all__ = [
     "brain_mask",
     "zoom_to_spacing",
     "zoom_to_shape",
+    "voxel_sizes",
 ]
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
 def test_post_processing_options_reach_the_report(phantom_files, tmp_path):
     args = ["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--out", str(tmp_path / "m.nii.gz")]
     assert main(args + ["--json", str(tmp_path / "a.json")]) == 0
-    assert main(args + ["--json", str(tmp_path / "b.json"), "--artefact-zone-adc", "0", "--max-lesion-adc", "900"]) == 0
+    assert main(args + ["--json", str(tmp_path / "b.json"), "--artefact-zone-adc", "0", "--max-lesion-adc", "900", "--edge-level", "0"]) == 0
     default, changed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
-    assert (default["artefact_zone_adc"], default["max_lesion_adc"]) == (620.0, 1000.0)
-    assert (changed["artefact_zone_adc"], changed["max_lesion_adc"]) == (None, 900.0)
+    assert (default["artefact_zone_adc"], default["max_lesion_adc"], default["edge_level"]) == (620.0, 1000.0, 0.5)
+    assert (changed["artefact_zone_adc"], changed["max_lesion_adc"], changed["edge_level"]) == (None, 900.0, None)
 
 
 def test_unknown_model_exit_2(phantom_files, tmp_path, capsys):

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from stroke_seg import SegmentConfig
-from stroke_seg.postprocess import binarize, remove_small_components, remove_unrestricted_components
+from stroke_seg.postprocess import binarize, refine_edges, remove_small_components, remove_unrestricted_components
 
 
 def _two_blobs():
@@ -38,3 +39,44 @@ def test_max_lesion_adc_is_validated():
     with pytest.raises(ValueError, match="max_lesion_adc"):
         SegmentConfig(max_lesion_adc=0.0)
     assert SegmentConfig(max_lesion_adc=None).max_lesion_adc is None
+
+
+def _blurred_ball(radius_mm: float = 6.0, contrast: float = 0.8):
+    """A DWI-bright ball (1 mm voxels) whose edge voxels are part lesion (sub-voxel partial volume)."""
+    g = (np.indices((40, 40, 40)).astype(np.float32) - 19.6)
+    sub = np.stack(np.meshgrid(*[np.arange(4) / 4 - 0.375] * 3, indexing="ij")).reshape(3, -1)
+    frac = np.mean([np.sqrt(((g + s[:, None, None, None]) ** 2).sum(0)) < radius_mm for s in sub.T], axis=0)
+    dwi = 1.0 + contrast * frac
+    adc = np.full(frac.shape, 800.0, np.float32)
+    return frac, dwi.astype(np.float32), adc
+
+
+def test_refine_edges_grows_a_lesion_to_its_half_partial_volume_edge():
+    frac, dwi, adc = _blurred_ball()
+    truth = frac >= 0.5
+    seed = frac >= 0.999  # what a coarse model draws: only the full-lesion voxels
+    assert truth.sum() > seed.sum() + 100
+    grown = refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=0.5)
+    assert (grown & seed).sum() == seed.sum()  # nothing removed
+    assert (grown ^ truth).sum() <= 0.02 * truth.sum()  # the half-way DWI level is the 50 % partial-volume edge
+    assert not grown[frac == 0].any()  # never into plain tissue
+
+
+def test_refine_edges_stops_at_csf_at_its_reach_and_at_the_brain():
+    frac, dwi, adc = _blurred_ball()
+    seed = frac >= 0.999
+    edge = (frac > 0) & ~seed  # the partial-volume voxels that a plain run adds (previous test)
+    radius = np.sqrt(((np.indices(frac.shape) - 19.6) ** 2).sum(0))
+    # a bright plateau (DWI 1.5, lesion 1.8, tissue 1.0) out to 12 mm from the centre: growth stops after reach_mm
+    plateau = np.where(radius < 12, np.maximum(dwi, 1.5), 1.0).astype(np.float32)
+    grown = refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=2.0, shell_mm=(8.0, 12.0))
+    dist = ndi.distance_transform_edt(~seed)
+    assert grown.sum() > seed.sum() + 100 and dist[grown].max() <= 2.0
+    assert refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0)).sum() > grown.sum()
+    # CSF (ADC >= max_adc) and voxels outside the brain are never added
+    assert refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0))[edge].any()
+    csf = np.where(edge, 3000.0, adc).astype(np.float32)
+    assert (refine_edges(seed, dwi, csf, (1.0, 1.0, 1.0)) == seed).all()
+    assert (refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), brain=~edge) == seed).all()
+    with pytest.raises(ValueError, match="level"):
+        refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=1.0)

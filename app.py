@@ -51,6 +51,7 @@ INFERENCE = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="stro
 # Set when the server stops (Ctrl-C): a running job then stops within one window instead of holding the process.
 STOPPING = threading.Event()
 TICK_S = 0.5  # the handler yields a status update at least this often while a job runs
+CANCEL_NOTICE_DELAY_S = 1.0
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
@@ -299,7 +300,10 @@ def describe_model(model: str) -> str:
     return f"*{info['description']}* Validated on: {info['validated_on']}" if info else ""
 
 
-def cancel_notice() -> str:
+async def cancel_notice() -> str:
+    # The click cancels the run and calls this at the same time; a status message of the run already on its way
+    # (a tick, the input summary) could land after this notice and hide it, so it waits a moment first.
+    await asyncio.sleep(CANCEL_NOTICE_DELAY_S)
     return "Cancelled. The server stopped the job at its next step; you can run again."
 
 

@@ -1,5 +1,6 @@
 """Probability map -> binary lesion mask: threshold, then remove components that are too small, that do not
-restrict diffusion (median ADC too high), or that sit in a skull-base susceptibility zone without core restriction."""
+restrict diffusion (median ADC too high), or that sit in a skull-base susceptibility zone without core restriction;
+then (:func:`refine_edges`) extend each kept lesion to its own DWI edge."""
 
 from __future__ import annotations
 
@@ -170,9 +171,6 @@ def refine_edges(
     if not mask.any():
         return mask
     vs = np.asarray(voxel_size, float)
-    tissue = (adc > 50) & (adc < max_adc)
-    if brain is not None:
-        tissue &= brain
     pad = np.ceil(max(shell_mm[1], reach_mm) / vs).astype(int) + 1
     labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
     out = mask.copy()
@@ -181,7 +179,9 @@ def refine_edges(
         box = tuple(slice(max(s.start - p, 0), min(s.stop + p, dim)) for s, p, dim in zip(box, pad, mask.shape))
         lesion = labels[box] == i
         dist = ndi.distance_transform_edt(~lesion, sampling=vs)
-        t = tissue[box]
+        t = (adc[box] > 50) & (adc[box] < max_adc)  # tissue: no CSF, no background
+        if brain is not None:
+            t &= brain[box]
         d = dwi[box]
         shell = (dist > shell_mm[0]) & (dist <= shell_mm[1]) & t & ~mask[box]
         if shell.sum() < 5:
@@ -191,7 +191,7 @@ def refine_edges(
             continue
         candidates = (dist > 0) & (dist <= reach_mm) & t & (d > background + level * (peak - background))
         grown, _ = ndi.label(lesion | candidates, structure=CONNECTIVITY_26)
-        reached = np.isin(grown, np.unique(grown[lesion])) & candidates
+        reached = (grown == grown[lesion][0]) & candidates  # the lesion is one connected piece of the union
         added += int((reached & ~out[box]).sum())
         out[box] |= reached
     log.info("edges: %d lesions grew by %d voxels to their DWI level %.2f", n, added, level)

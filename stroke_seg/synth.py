@@ -308,9 +308,6 @@ def _smooth_field(rng: np.random.Generator, shape, strength: float, scale_vox: f
     return (strength * field / max(1e-6, np.abs(field).max() * 2)).astype(np.float32)
 
 
-_ARTEFACT_SITES = SUSCEPTIBILITY_SITES_MNI  # temporal poles, inferior temporal, orbitofrontal, cerebellum, pons
-
-
 def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     """Multiplicative gains for S0 and S (b=1000): inferior brightening plus susceptibility hot spots.
 
@@ -324,7 +321,7 @@ def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tup
     z0, width = rng.uniform(-32, -12), rng.uniform(5, 10)
     base = 1 + amp / (1 + np.exp((world[2] - z0) / width))
     spots = np.zeros(shape, np.float32)
-    for site in _ARTEFACT_SITES:
+    for site in SUSCEPTIBILITY_SITES_MNI:  # temporal poles, inferior temporal, orbitofrontal, cerebellum, pons
         for side in (-1.0, 1.0):
             if rng.random() < 0.5:
                 continue

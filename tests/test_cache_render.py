@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import time
 
 import numpy as np
@@ -55,8 +56,6 @@ def test_montages_are_pngs(phantom_files):
 
 
 def test_montage_shows_the_slices_asked_for(phantom_files):
-    import struct
-
     r = stroke_seg.segment(phantom_files)
     mask = np.asarray(r.mask.dataobj) > 0
     width = lambda png: struct.unpack(">I", png[16:20])[0]  # noqa: E731  (IHDR width)

@@ -47,8 +47,8 @@ def test_accuracy_floor_on_four_held_out_cases(weights, cases):
             assert r.metrics.comparison.lesion_f1 >= 0.5, (pattern, r.metrics.comparison)
         else:
             assert r.metrics.volume_ml < 1.0, (pattern, r.metrics.volume_ml)
-    # A regression floor, below the shipped model's 0.731 on these cases (0.763 before the edge step of version 0.4.0) (the 0.85 target is measured
-    # on 28 cases by bench/evaluate.py: 0.876 for the shipped model with the post-processing of version 0.4.0; see MODEL_CARD.md).
+    # A regression floor, below the shipped model's 0.731 on these cases (0.763 before the edge step of version
+    # 0.4.0). The 0.85 target is measured on 28 cases by bench/evaluate.py: 0.876; see MODEL_CARD.md.
     assert np.mean(dice) >= 0.6, dice
 
 

@@ -6,7 +6,8 @@ Every inference event runs on Gradio's queue under one ``concurrency_id``, strea
 
 Environment:
     STROKE_SEG_MAX_QUEUE (20), STROKE_SEG_CONCURRENCY (1), STROKE_SEG_CACHE_DIR (<tmp>/stroke-seg-cache),
-    STROKE_SEG_CACHE_TTL seconds (3600), STROKE_SEG_MAX_FILE_SIZE ("200mb"),
+    STROKE_SEG_CACHE_TTL seconds a result is reused for identical inputs (3600; 0: no reuse),
+    STROKE_SEG_RESULT_KEEP seconds a result stays downloadable whatever the TTL (900), STROKE_SEG_MAX_FILE_SIZE ("200mb"),
     STROKE_SEG_DEFAULT_MODEL ("unet" when its weights load, else "adc-threshold"),
     GRADIO_HEARTBEAT_INTERVAL seconds (set to 1 here unless given: below any gateway idle timeout).
 """
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import stroke_seg  # noqa: E402
 from stroke_seg import render  # noqa: E402
-from stroke_seg.cache import ResultCache, default_cache_dir  # noqa: E402
+from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
 from stroke_seg.io import save_image  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
@@ -43,7 +44,9 @@ NIIVUE_JS = ROOT / "node_modules" / "@niivue" / "niivue" / "dist" / "niivue.umd.
 MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
-CACHE = ResultCache(default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")))
+CACHE = ResultCache(
+    default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")), float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S)))
+)
 # The device is the one resource shared by all sessions: long-lived inference threads, one per slot, so at
 # most CONCURRENCY jobs compute at once and the same threads serve every job. (A cancelled job may need up
 # to one window to notice; the next job queues here behind it.)
@@ -264,7 +267,7 @@ async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, progress=
     async for kind, payload in _guard(_job_steps(dwi, adc, flair, ground_truth, model, mode, progress)):
         if kind == "summary":
             case, png = payload
-            yield {status: _summary_md(case), inputs_img: str(png)}
+            yield {status: _summary_md(case), warnings_box: gr.update(value="", visible=False), inputs_img: str(png)}
         elif kind == "tick":
             yield {status: gr.update(value=payload)}
         else:
@@ -274,6 +277,7 @@ async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, progress=
             yield {
                 status: f"Done in {report['timings']['total']:.1f} s with `{report['model']}` ({report['mode']})."
                 + (" Served from the result cache." if kind == "cached" else ""),
+                warnings_box: _warnings_md(report),
                 inputs_img: str(folder / "inputs.png"),
                 viewer: _viewer_value(folder),
                 montage_img: str(folder / "montage.png"),
@@ -293,6 +297,34 @@ async def segment_api(dwi, adc, flair, ground_truth, model, mode, progress=gr.Pr
         elif kind in ("done", "cached"):
             folder = payload
             yield str(folder / "mask.nii.gz"), json.loads((folder / "report.json").read_text()), str(folder / "montage.png")
+
+
+START_STATUS = "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
+INPUT_NAMES = ("dwi", "adc", "flair", "ground_truth")
+
+
+def example_loaded(dwi, adc, flair, ground_truth):
+    """An example filled all four inputs: remember which, so that a later upload clears the others."""
+    filled = [n for n, v in zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)) if v]
+    return filled, "Example case loaded (DWI, ADC" + (", FLAIR" if flair else "") + (", ground truth" if ground_truth else "") + "): press **Run**.", gr.update(value="", visible=False)
+
+
+def user_upload(name: str):
+    """Handler factory: an upload into ``name`` clears every input still holding an example's file."""
+
+    def handler(from_example: list[str]):
+        updates = [gr.update(value=None) if (n in from_example and n != name) else gr.update() for n in INPUT_NAMES]
+        note = "Your file replaced the example case: its other files were cleared. " if from_example else ""
+        return (*updates, [], note + START_STATUS, gr.update(value="", visible=False))
+
+    return handler
+
+
+def _warnings_md(report: dict):
+    found = report.get("warnings") or []
+    if not found:
+        return gr.update(value="", visible=False)
+    return gr.update(value="### ⚠️ Check this result\n" + "\n".join(f"- {w}" for w in found), visible=True)
 
 
 def describe_model(model: str) -> str:
@@ -389,27 +421,34 @@ def _examples() -> tuple[list[list], list[str]]:
     return rows, labels
 
 
-# Gradio's own upload/output cache is swept like ours: every 10 min, files older than the TTL go.
-with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.ttl_s))) as demo:
+# Gradio's own upload/output cache is swept like ours: every 10 min, files older than the cache lifetime go.
+with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.lifetime_s))) as demo:
     gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + DISCLAIMER)
+    status = gr.Markdown(START_STATUS, elem_id="status", render=False)
+    warnings_box = gr.Markdown("", elem_id="qc-warnings", visible=False, render=False)
     with gr.Row():
         with gr.Column(scale=1):
             example_rows, example_labels = _examples()
-            first = example_rows[0] if example_rows else [None] * 4  # start on a bundled example: press Run
-            dwi_in = gr.File(value=first[0], label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
-            adc_in = gr.File(value=first[1], label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
+            from_example = gr.State([])  # names of the inputs an example filled; a user upload clears the rest
+            dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
+            adc_in = gr.File(label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
             with gr.Accordion("Optional: FLAIR and ground truth", open=False):
-                flair_in = gr.File(value=first[2], label="FLAIR (optional)", file_types=[".nii", ".gz"])
-                gt_in = gr.File(value=first[3], label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"])
+                flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"], elem_id="flair-in")
+                gt_in = gr.File(label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in")
             model_in = gr.Dropdown(choices=_model_choices(), value=_default_model(), label="Model")
             model_info = gr.Markdown(describe_model(_default_model()))
             mode_in = gr.Radio(["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)")
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-            gr.Examples(example_rows, inputs=[dwi_in, adc_in, flair_in, gt_in], example_labels=example_labels, label="Bundled synthetic examples (with ground truth) — click one to load it")
+            gr.Examples(
+                example_rows, inputs=[dwi_in, adc_in, flair_in, gt_in], example_labels=example_labels, fn=example_loaded,
+                outputs=[from_example, status, warnings_box], run_on_click=True, cache_examples=False,
+                label="Bundled synthetic examples (with ground truth) — click one to load the whole case",
+            )
         with gr.Column(scale=2):
-            status = gr.Markdown("A bundled example is loaded: press **Run**, or upload your DWI and ADC (or click another example).", elem_id="status")
+            status.render()
+            warnings_box.render()
             viewer = gr.HTML(value="", html_template=_VIEWER_HTML, css_template=_VIEWER_CSS, js_on_load=_VIEWER_JS, head=_viewer_head(), elem_id="viewer", padding=False)
             if not NIIVUE_JS.is_file():
                 gr.Markdown("*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). The PNG montage below shows the result.*")
@@ -427,10 +466,15 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
     model_in.change(describe_model, model_in, model_info, api_visibility="private", queue=False)
+    for name, component in zip(INPUT_NAMES, (dwi_in, adc_in, flair_in, gt_in)):
+        component.upload(
+            user_upload(name), from_example, [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
+            api_visibility="private", queue=False,
+        )
     run_event = run_btn.click(
         run_segmentation,
         inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in],
-        outputs=[status, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
+        outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
         concurrency_id="inference",
         concurrency_limit=CONCURRENCY,
         api_visibility="private",

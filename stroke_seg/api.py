@@ -16,19 +16,22 @@ import numpy as np
 
 from . import metrics as metrics_mod
 from .anatomy import MniMap
+from .errors import InvalidImageError, check_cancel
 from .io import ImageLike, load_case, make_image
 from .models import get_model
-from .models.base import check_cancel
-from .postprocess import binarize, refine_edges
+from .postprocess import apply_physics_guard, binarize, refine_edges
 from .preprocess import from_canonical, preprocess, voxel_sizes
+from .qc import quality_warnings
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
 
 log = logging.getLogger(__name__)
 
-CaseInput = Case | Mapping[str, ImageLike | None] | str | os.PathLike
-"""A :class:`Case`, a mapping with keys dwi, adc (+ flair, ground_truth), or a case folder."""
+CaseInput = Case | Mapping[str, ImageLike | float | None] | str | os.PathLike
+"""A :class:`Case`; a mapping with keys dwi and adc and/or b0 (+ flair, ground_truth, b_value in s/mm²); or a case folder."""
+
+CASE_KEYS = ("dwi", "adc", "b0", "flair", "ground_truth", "b_value")
 
 # Share of the progress bar each stage gets: (start, end).
 _STAGES = {
@@ -73,6 +76,7 @@ def find_case_files(folder: str | os.PathLike) -> dict[str, Path | None]:
     return {
         "dwi": pick("dwi"),
         "adc": pick("adc"),
+        "b0": pick("b0"),
         "flair": pick("flair"),
         "ground_truth": pick("mask", "ground_truth", "msk"),
     }
@@ -85,14 +89,17 @@ def _as_case(case: CaseInput, config: SegmentConfig) -> Case:
         files = dict(case)
     else:
         files = find_case_files(case)
-        if files["dwi"] is None or files["adc"] is None:
-            from .errors import InvalidImageError
-
-            raise InvalidImageError(f"case folder {Path(case).name}: expected dwi.nii.gz and adc.nii.gz in it, but found {sorted(p.name for p in Path(case).glob('*'))[:8]}")
-    unknown = set(files) - {"dwi", "adc", "flair", "ground_truth"}
+        if files["dwi"] is None or (files["adc"] is None and files["b0"] is None):
+            raise InvalidImageError(f"case folder {Path(case).name}: expected dwi.nii.gz and adc.nii.gz (or b0.nii.gz) in it, but found {sorted(p.name for p in Path(case).glob('*'))[:8]}")
+    unknown = set(files) - set(CASE_KEYS)
     if unknown:
-        raise TypeError(f"case keys must be dwi, adc, flair, ground_truth, but got {sorted(unknown)}")
-    return load_case(files["dwi"], files["adc"], files.get("flair"), files.get("ground_truth"), max_voxels=config.max_voxels)
+        raise TypeError(f"case keys must be among {', '.join(CASE_KEYS)}, but got {sorted(unknown)}")
+    if files.get("dwi") is None:
+        raise InvalidImageError("case: expected a DWI image, but none was given")
+    return load_case(
+        files["dwi"], files.get("adc"), files.get("flair"), files.get("ground_truth"),
+        b0=files.get("b0"), b_value=float(files.get("b_value") or 1000.0), max_voxels=config.max_voxels,
+    )
 
 
 def _mni_map(volumes, config: SegmentConfig) -> MniMap | None:
@@ -172,18 +179,22 @@ def segment(
         prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc,
         zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes, config),
     )
+    brain = from_canonical(volumes.brain, volumes.ornt)
     if config.edge_level is not None:
         report(0.5, "lesion edges at their DWI level")
-        mask = refine_edges(
-            mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level,
-            brain=from_canonical(volumes.brain, volumes.ornt),
-        )
+        mask = refine_edges(mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain)
+    report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")
+    mask = apply_physics_guard(mask, loaded.adc, brain, voxel_sizes(loaded.affine))
     report(1.0, "mask ready")
     t = timed("postprocess", t)
 
     report = bar.stage("metrics")
     report(0.0, "lesion volume and count")
     lesion_metrics = metrics_mod.measure(mask, loaded.affine, loaded.adc, loaded.ground_truth)
+    report(0.5, "plausibility checks")
+    warnings = quality_warnings(loaded, mask, brain, volume_ml=lesion_metrics.volume_ml, count=lesion_metrics.count, outside_ml=volumes.outside_ml)
+    for w in warnings:
+        log.info("QC warning: %s", w)
     report(1.0, "done")
     t = timed("metrics", t)
     timings["total"] = t - t_start
@@ -197,4 +208,6 @@ def segment(
         model_version=backend.version,
         config=config,
         case=loaded,
+        warnings=warnings,
+        brain_ml=float(brain.sum()) * voxel_ml,
     )

@@ -1,8 +1,13 @@
 """On-disk cache of finished results, keyed by the input files' content + model + options.
 
 An entry is a folder ``<root>/<key>/`` holding the outputs; it becomes visible atomically (written
-to a temporary folder, then renamed) and is deleted once older than the TTL. Finished results thus
-survive a dropped connection: resubmitting the same case returns them at once.
+to a temporary folder, then renamed). Two lifetimes, on purpose distinct:
+
+* ``ttl_s``: how long an entry may be *reused* for a request with identical inputs (0: never reused);
+* ``keep_s``: how long it stays on disk at least, so the client that asked for it can download it whatever the
+  TTL (the sweep deletes entries older than ``max(ttl_s, keep_s)``).
+
+Finished results thus survive a dropped connection: resubmitting the same case returns them at once.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["ResultCache", "default_cache_dir"]
+__all__ = ["ResultCache", "default_cache_dir", "DELIVERY_S"]
 
 log = logging.getLogger(__name__)
+
+DELIVERY_S = 900.0
+"""Default ``keep_s``: seconds a finished result stays downloadable by the client that asked for it."""
 
 
 def default_cache_dir() -> Path:
@@ -27,19 +35,28 @@ def default_cache_dir() -> Path:
 
 
 class ResultCache:
-    """Folders of finished results under ``root``, each kept ``ttl_s`` seconds.
+    """Folders of finished results under ``root``: reused for ``ttl_s`` seconds, kept for at least ``keep_s``.
 
     Args:
         root: cache folder (created).
-        ttl_s: lifetime of an entry, seconds.
+        ttl_s: seconds an entry may be reused for identical inputs; 0 disables reuse.
+        keep_s: seconds an entry stays on disk at least (download window of its own request).
     """
 
     DONE = "report.json"  # an entry is complete when this file exists
 
-    def __init__(self, root: str | Path, ttl_s: float = 3600.0) -> None:
+    def __init__(self, root: str | Path, ttl_s: float = 3600.0, keep_s: float = DELIVERY_S) -> None:
+        if ttl_s < 0 or keep_s < 0:
+            raise ValueError(f"ttl_s and keep_s must be >= 0 seconds, but they are {ttl_s} and {keep_s}")
         self.root = Path(root)
         self.ttl_s = float(ttl_s)
+        self.keep_s = float(keep_s)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def lifetime_s(self) -> float:
+        """Seconds an entry stays on disk: ``max(ttl_s, keep_s)``."""
+        return max(self.ttl_s, self.keep_s)
 
     @staticmethod
     def key(files: Iterable[str | Path | None], *options: str) -> str:
@@ -78,11 +95,11 @@ class ResultCache:
         return target
 
     def sweep(self) -> int:
-        """Delete entries (and abandoned staging folders) older than the TTL; returns how many."""
+        """Delete entries (and abandoned staging folders) older than :attr:`lifetime_s`; returns how many."""
         now, removed = time.time(), 0
         for folder in self.root.iterdir() if self.root.is_dir() else ():
             try:
-                if folder.is_dir() and now - folder.stat().st_mtime >= self.ttl_s:
+                if folder.is_dir() and now - folder.stat().st_mtime >= self.lifetime_s:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed += 1
             except FileNotFoundError:

@@ -51,7 +51,9 @@ def _write_outputs(result, mask_path: Path, json_path: Path | None, prob_path: P
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    files = {"dwi": args.dwi, "adc": args.adc, "flair": args.flair, "ground_truth": args.ground_truth}
+    if args.adc is None and args.b0 is None:
+        raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
+    files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
     result = api.segment(files, model=args.model, config=_config(args))
     _write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
     m = result.metrics
@@ -59,6 +61,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if m.comparison is not None:
         line += f"; Dice {m.comparison.dice:.3f}, lesion F1 {m.comparison.lesion_f1:.3f}"
     print(line)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -80,12 +84,12 @@ def discover_cases(root: Path) -> list[tuple[str, dict[str, Path | None]]]:
         return cases
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = api.find_case_files(folder)
-        if files["dwi"] is not None or files["adc"] is not None:
+        if files["dwi"] is not None or files["adc"] is not None or files["b0"] is not None:
             cases.append((folder.name, files))
     return cases
 
 
-_CSV_FIELDS = ["case", "status", "model", "lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff", "seconds", "error"]
+_CSV_FIELDS = ["case", "status", "model", "lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff", "seconds", "warnings", "error"]
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -107,8 +111,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 rows.append(_row(name, "skipped (done)", previous))
                 continue
         try:
-            if files.get("adc") is None or files.get("dwi") is None:
-                raise StrokeSegError(f"case {name}: expected a DWI and an ADC, but {'the ADC' if files.get('adc') is None else 'the DWI'} is missing")
+            if files.get("dwi") is None or (files.get("adc") is None and files.get("b0") is None):
+                raise StrokeSegError(f"case {name}: expected a DWI and an ADC (or a b0), but {'the DWI' if files.get('dwi') is None else 'the ADC'} is missing")
             result = api.segment(files, model=args.model, config=config)
             _write_outputs(result, out / name / "mask.nii.gz", report_path)
             rows.append(_row(name, "ok", result.to_dict()))
@@ -126,7 +130,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _row(name: str, status: str, report: dict) -> dict:
-    row = {"case": name, "status": status, "model": report.get("model"), "seconds": report.get("timings", {}).get("total")}
+    row = {"case": name, "status": status, "model": report.get("model"), "seconds": report.get("timings", {}).get("total"), "warnings": " | ".join(report.get("warnings", []))}
     for key in ("lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
         row[key] = report.get(key)
     return row
@@ -144,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("segment", help="segment one case")
     p.add_argument("--dwi", required=True)
-    p.add_argument("--adc", required=True)
+    p.add_argument("--adc", help="ADC map (mm2/s, 1e-3 or 1e-6 mm2/s; detected); optional with --b0")
+    p.add_argument("--b0", help="b=0 image of the DWI acquisition: the ADC is computed from it when --adc is not given")
+    p.add_argument("--b-value", type=float, default=1000.0, help="the DWI's b-value in s/mm2, for --b0 (default 1000)")
     p.add_argument("--flair")
     p.add_argument("--ground-truth")
     p.add_argument("--out", required=True, help="mask NIfTI to write (on the DWI grid)")

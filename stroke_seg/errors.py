@@ -7,12 +7,15 @@ expected and what came, so they can be shown to a user as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = [
     "StrokeSegError",
     "InvalidImageError",
     "IncompatibleImagesError",
     "ModelError",
     "Cancelled",
+    "check_cancel",
 ]
 
 
@@ -34,3 +37,9 @@ class ModelError(StrokeSegError):
 
 class Cancelled(StrokeSegError):
     """The caller's ``should_cancel()`` returned True; the work stopped between two steps."""
+
+
+def check_cancel(should_cancel: Callable[[], bool], where: str) -> None:
+    """Raise :class:`Cancelled` when ``should_cancel()`` is true; ``where`` names the step for the message."""
+    if should_cancel():
+        raise Cancelled(f"cancelled by the caller during {where}")

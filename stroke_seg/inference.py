@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .models.base import check_cancel
+from .errors import check_cancel
 from .types import CancelCheck, ProgressCallback
 
 __all__ = ["gaussian_weight", "window_starts", "sliding_window", "MIRROR_AXES"]

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from .errors import IncompatibleImagesError, InvalidImageError
 from .types import Case
 
-__all__ = ["ImageLike", "load_case", "load_image", "save_image", "MIN_AXIS"]
+__all__ = ["ImageLike", "load_case", "load_image", "save_image", "adc_from_b0", "MIN_AXIS", "ADC_MAX", "ADC_UNITS"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ MIN_AXIS = 16
 
 _GRID_ATOL_MM = 1e-3
 # Median brain ADC of each unit, with generous bounds: (low, high, factor to 1e-6 mm²/s, name).
-_ADC_UNITS = (
+ADC_UNITS = (
     (1e-4, 5e-3, 1e6, "mm2/s"),
     (0.1, 5.0, 1e3, "1e-3 mm2/s"),
     (100.0, 5000.0, 1.0, "1e-6 mm2/s"),
@@ -43,6 +43,17 @@ def _name(image: ImageLike) -> str:
         fname = image.get_filename()
         return Path(fname).name if fname else "<in-memory image>"
     return Path(image).name
+
+
+def _without_paths(err: BaseException, path: Path, name: str) -> str:
+    """An exception's text with the file's full path (a server path, in the app) replaced by its name."""
+    text = str(err)
+    for full in sorted({str(path), str(path.resolve())}, key=len, reverse=True):
+        text = text.replace(full, name)
+    for folder in sorted({str(path.parent), str(path.resolve().parent)}, key=len, reverse=True):
+        if folder not in ("", ".", "/"):
+            text = text.replace(folder + "/", "").replace(folder, "<folder>")
+    return text
 
 
 def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
@@ -66,20 +77,21 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
     else:
         path = Path(image)
         if not path.is_file():
-            raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist ({path})")
+            raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist")
         if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in {''.join(path.suffixes) or 'no suffix'}")
         try:
             loaded = nib.load(str(path))
         except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
-            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: {err})") from err
+            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: {_without_paths(err, path, name)})") from err
         if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it is {type(loaded).__name__}")
         img = loaded if isinstance(loaded, nib.Nifti1Image) else nib.Nifti1Image.from_image(loaded)
     try:
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except (EOFError, zlib.error, OSError, ValueError) as err:
-        raise InvalidImageError(f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated ({type(err).__name__}: {err})") from err
+        where = Path(img.get_filename() or name)
+        raise InvalidImageError(f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated ({type(err).__name__}: {_without_paths(err, where, name)})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     return img, np.ascontiguousarray(data)
@@ -106,19 +118,45 @@ def _check_shape(data: np.ndarray, role: str, name: str, max_voxels: int) -> Non
         raise InvalidImageError(f"{role} file {name}: expected at most {max_voxels} voxels, but it has {data.size} (shape {data.shape})")
 
 
-def _reduce_dwi_4d(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
-    """A 4D DWI holding b0 + b1000 is reduced to the b1000 volume (the darker one in the head)."""
+def _split_dwi_4d(data: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 4D DWI holding b0 + b1000 is split into (b1000, b0); the b0 is the brighter one in the head."""
     if data.ndim == 4 and data.shape[3] == 2:
-        head = data[..., 0] > np.percentile(data[..., 0], 75)
-        means = [float(data[..., i][head].mean()) for i in range(2)]
-        keep = int(np.argmin(means))
-        note = f"DWI {name} is 4D with 2 volumes (b0 + b1000); kept volume {keep} (lower signal, the b1000)"
+        keep = int(np.argmin([float(np.sum(data[..., i], dtype=np.float64)) for i in range(2)]))
+        note = f"DWI {name} is 4D with 2 volumes (b0 + b1000); volume {keep} (lower signal) is the b1000, volume {1 - keep} the b0"
         log.info(note)
         notes.append(note)
-        return np.ascontiguousarray(data[..., keep])
+        return np.ascontiguousarray(data[..., keep]), np.ascontiguousarray(data[..., 1 - keep])
     if data.ndim == 4:
         raise InvalidImageError(f"DWI file {name}: expected a 3D b=1000 volume (or 4D with b0 + b1000), but it is 4D with {data.shape[3]} volumes")
-    return data
+    return data, None
+
+
+ADC_MAX = 5000.0
+"""Largest ADC (1e-6 mm²/s) kept when computing it from b0 + DWI (free water at 37 °C is ~3,000)."""
+
+
+def adc_from_b0(b0: np.ndarray, dwi: np.ndarray, b_value: float = 1000.0) -> np.ndarray:
+    """Apparent diffusion coefficient from a b=0 and a diffusion-weighted image (mono-exponential model).
+
+    ``ADC = ln(S_b0 / S_b) / b``, as a scanner computes it.
+
+    Args:
+        b0: b=0 signal, shape (X, Y, Z), any scale.
+        dwi: signal at ``b_value``, same shape and scale.
+        b_value: diffusion weighting of ``dwi`` in s/mm².
+
+    Returns:
+        ADC in 1e-6 mm²/s, float32, clipped to [0, :data:`ADC_MAX`]; 0 where either signal is <= 0
+        (no measurement there).
+    """
+    if b0.shape != dwi.shape:
+        raise ValueError(f"b0 and DWI must have one shape, but they are {b0.shape} and {dwi.shape}")
+    if not b_value > 0:
+        raise ValueError(f"b_value must be > 0 s/mm², but it is {b_value}")
+    valid = (b0 > 0) & (dwi > 0)
+    ratio = np.where(valid, b0, 1.0).astype(np.float32) / np.where(valid, dwi, 1.0).astype(np.float32)
+    adc = np.log(ratio, dtype=np.float32) * np.float32(1e6 / b_value)
+    return np.where(valid, np.clip(adc, 0.0, ADC_MAX), 0.0).astype(np.float32)
 
 
 def _has_world(img: nib.Nifti1Image) -> bool:
@@ -168,7 +206,7 @@ def _to_dwi_grid(img: nib.Nifti1Image, data: np.ndarray, dwi_img: nib.Nifti1Imag
     return out
 
 
-def _adc_to_micro(adc: np.ndarray, dwi: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray, str]:
+def _adc_to_micro(adc: np.ndarray, dwi: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray, str, float]:
     """Detect the ADC unit from the brain median and convert to 1e-6 mm²/s."""
     # The brain, roughly: positive ADC where the DWI is above its background.
     positive_dwi = dwi[dwi > 0]
@@ -179,7 +217,7 @@ def _adc_to_micro(adc: np.ndarray, dwi: np.ndarray, name: str, notes: list[str])
     if vals.size == 0:
         raise InvalidImageError(f"ADC file {name}: expected positive ADC values in the brain, but none are positive")
     median = float(np.median(vals))
-    for lo, hi, factor, unit in _ADC_UNITS:
+    for lo, hi, factor, unit in ADC_UNITS:
         if lo <= median <= hi:
             if factor != 1.0:
                 note = f"ADC {name}: brain median {median:g} looks like {unit}; converted to 1e-6 mm2/s (x{factor:g})"
@@ -188,7 +226,7 @@ def _adc_to_micro(adc: np.ndarray, dwi: np.ndarray, name: str, notes: list[str])
                 adc = adc * np.float32(factor)
             if (adc < 0).any():
                 adc = np.maximum(adc, 0)
-            return adc.astype(np.float32, copy=False), unit
+            return adc.astype(np.float32, copy=False), unit, median
     raise InvalidImageError(
         f"ADC file {name}: expected a brain median ADC near 0.0008 (mm2/s), 0.8 (1e-3 mm2/s) or 800 (1e-6 mm2/s), "
         f"but it is {median:g}, which fits no known unit"
@@ -205,20 +243,25 @@ def _check_mask(data: np.ndarray, name: str) -> np.ndarray:
 
 def load_case(
     dwi: ImageLike,
-    adc: ImageLike,
+    adc: ImageLike | None = None,
     flair: ImageLike | None = None,
     ground_truth: ImageLike | None = None,
     *,
+    b0: ImageLike | None = None,
+    b_value: float = 1000.0,
     max_voxels: int = 400 * 400 * 300,
 ) -> Case:
     """Load and validate a case; every image ends up on the grid of the DWI as given.
 
     Args:
-        dwi: DWI (b=1000), 3D; a 4D b0 + b1000 pair is reduced to the b1000 volume.
+        dwi: DWI (b=1000), 3D; or 4D holding b0 + b1000 (the b0 then serves as ``b0``).
         adc: ADC map in mm²/s, 1e-3 mm²/s or 1e-6 mm²/s (detected, converted to 1e-6 mm²/s).
             Resampled onto the DWI grid when its grid differs and world coordinates overlap.
+            Optional when a b0 is given: the ADC is then computed (:func:`adc_from_b0`).
         flair: optional FLAIR, resampled like the ADC.
         ground_truth: optional binary lesion mask on the DWI grid.
+        b0: optional b=0 image of the DWI's acquisition (same scale); used when no ADC map is given.
+        b_value: the DWI's b-value in s/mm², for computing the ADC from the b0.
         max_voxels: largest accepted image size, in voxels.
 
     Returns:
@@ -226,13 +269,15 @@ def load_case(
 
     Raises:
         InvalidImageError: an image is unreadable, not 3D, non-finite, constant, too small or too
-            large, or an ADC in no known unit, or a ground truth that is not binary.
+            large, an ADC in no known unit, a ground truth that is not binary, or neither ADC nor b0.
         IncompatibleImagesError: an image cannot be put on the DWI grid.
     """
+    if not b_value > 0:
+        raise InvalidImageError(f"b-value: expected a positive diffusion weighting in s/mm², but got {b_value}")
     notes: list[str] = []
     dwi_img, dwi_data = load_image(dwi, "DWI")
     dwi_name = _name(dwi)
-    dwi_data = _reduce_dwi_4d(dwi_data, dwi_name, notes)
+    dwi_data, b0_data = _split_dwi_4d(dwi_data, dwi_name, notes)
     _check_shape(dwi_data, "DWI", dwi_name, max_voxels)
     _check_values(dwi_data, "DWI", dwi_name)
     sources = {"dwi": dwi_name}
@@ -243,10 +288,29 @@ def load_case(
         _check_shape(data, role, name, max_voxels)
         return img, data, name
 
-    img, data, sources["adc"] = load_other(adc, "ADC")
-    _check_values(data, "ADC", sources["adc"])
-    adc_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "ADC", sources["adc"], notes)
-    adc_data, unit = _adc_to_micro(adc_data, dwi_data, sources["adc"], notes)
+    if adc is not None:
+        img, data, sources["adc"] = load_other(adc, "ADC")
+        _check_values(data, "ADC", sources["adc"])
+        adc_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "ADC", sources["adc"], notes)
+        adc_data, unit, adc_median = _adc_to_micro(adc_data, dwi_data, sources["adc"], notes)
+        if b0 is not None or b0_data is not None:
+            notes.append("an ADC map was given: it is used as it is, and the b0 is not")
+    else:
+        if b0 is not None:
+            img, data, sources["b0"] = load_other(b0, "b0")
+            _check_values(data, "b0", sources["b0"])
+            b0_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "b0", sources["b0"], notes)
+        elif b0_data is not None:
+            sources["b0"] = f"{dwi_name} (b0 volume)"
+        else:
+            raise InvalidImageError(
+                f"DWI file {dwi_name}: expected an ADC map or a b0 image to compute the ADC from, but neither was given"
+            )
+        adc_data = adc_from_b0(b0_data, dwi_data, b_value)
+        unit, adc_median = f"computed from b0 + b={b_value:g}", None
+        note = f"ADC computed from {sources['b0']} and {dwi_name} (ln(S_b0 / S_b) / {b_value:g} s/mm²)"
+        log.info(note)
+        notes.append(note)
 
     flair_data = None
     if flair is not None:
@@ -275,6 +339,7 @@ def load_case(
         ground_truth=gt,
         sources=sources,
         adc_unit=unit,
+        adc_median_input=adc_median,
         notes=tuple(notes),
     )
 

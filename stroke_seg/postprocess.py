@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
 
-__all__ = ["binarize", "filter_components", "refine_edges", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
+__all__ = ["apply_physics_guard", "measurable_diffusion", "MIN_LESION_ADC", "binarize", "filter_components", "refine_edges", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +196,58 @@ def refine_edges(
         out[box] |= reached
     log.info("edges: %d lesions grew by %d voxels to their DWI level %.2f", n, added, level)
     return out
+
+
+MIN_LESION_ADC = 50.0
+"""ADC (1e-6 mm²/s) at or below which a voxel cannot be an infarct: the most restricted acute core is ~200-300;
+lower values are fitting failures, signal voids or the zeros outside the ADC map."""
+
+
+def measurable_diffusion(adc: np.ndarray, voxel_size: tuple[float, float, float], edge_mm: float = 2.0) -> np.ndarray:
+    """Voxels with a diffusion measurement: inside the ADC map's support, minus its partial-volume edge.
+
+    The support is where the ADC is > 0 (holes filled slice by slice, so a dark lesion core inside it counts); its
+    outermost ``edge_mm`` (at least one voxel in-plane) is left out, because there the ADC mixes tissue and the
+    zeros outside.
+
+    Args:
+        adc: ADC in 1e-6 mm²/s, shape (X, Y, Z).
+        voxel_size: voxel edge lengths in mm, in the axis order of ``adc``.
+        edge_mm: width of the excluded edge, mm.
+
+    Returns:
+        bool array, shape (X, Y, Z).
+    """
+    support = adc > 0
+    if support.all():
+        return support
+    radius = np.maximum(0, np.round(edge_mm / np.asarray(voxel_size, float))).astype(int)
+    radius[:2] = np.maximum(radius[:2], 1)
+    support = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(support, 2, 0)], axis=2)
+    grid = np.ogrid[tuple(slice(-int(r), int(r) + 1) for r in radius)]
+    struct = sum((g / max(float(r), 1e-6)) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    return ndi.binary_erosion(support, structure=struct, border_value=1)
+
+
+def apply_physics_guard(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
+    """Remove lesion voxels that cannot be an infarct: ADC <= :data:`MIN_LESION_ADC`, no diffusion measurement
+    (:func:`measurable_diffusion`) or outside the brain mask.
+
+    Args:
+        mask: lesion mask, bool, shape (X, Y, Z).
+        adc: ADC in 1e-6 mm²/s, same shape.
+        brain: brain mask, bool, same shape.
+        voxel_size: voxel edge lengths in mm.
+
+    Returns:
+        The guarded mask, bool, same shape.
+    """
+    if mask.shape != adc.shape or mask.shape != brain.shape:
+        raise ValueError(f"mask, ADC and brain must have one shape, but they are {mask.shape}, {adc.shape} and {brain.shape}")
+    if not mask.any():
+        return mask
+    allowed = (adc > MIN_LESION_ADC) & brain & measurable_diffusion(adc, voxel_size)
+    removed = int((mask & ~allowed).sum())
+    if removed:
+        log.info("physics guard: removed %d lesion voxels without a plausible diffusion measurement or outside the brain", removed)
+    return mask & allowed

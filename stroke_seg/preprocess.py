@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 from .types import Case
 
 __all__ = [
+    "BRAIN_ML_MAX",
     "Preprocessed",
     "preprocess",
     "to_canonical",
@@ -45,6 +46,8 @@ class Preprocessed:
         voxel_size: voxel edge lengths (mm) in canonical axis order.
         ornt: nibabel orientation of the stored DWI (to go back with :func:`from_canonical`).
         dwi_median: the brain median of the raw DWI (the normalisation factor).
+        outside_ml: non-zero DWI more than 3 mm outside the brain mask, mL: 0 for a skull-stripped input (zeros
+            outside the brain), the head and background a raw scan holds besides the brain.
     """
 
     dwi: np.ndarray
@@ -55,6 +58,7 @@ class Preprocessed:
     voxel_size: tuple[float, float, float]
     ornt: np.ndarray
     dwi_median: float
+    outside_ml: float = 0.0
 
 
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,17 +84,34 @@ def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
 
 
-def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
-    """Brain mask from DWI + ADC, for skull-stripped and non-stripped inputs alike.
+BRAIN_ML_MAX = 2100.0
+"""Largest plausible intracranial volume (mL); a larger candidate mask still holds scalp or eyes."""
+_CORE_DEPTHS_MM = (5.0, 7.0, 9.0, 12.0)
 
-    Foreground is DWI above a threshold halfway between background and tissue (Otsu on the
-    log-intensity), with a valid ADC. A ~4 mm opening detaches the scalp, the largest component
-    is the brain, and holes (ventricles) are filled.
+
+def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
+    """Brain (intracranial) mask from DWI + ADC, for skull-stripped and raw clinical scans alike.
+
+    A skull-stripped input (exact zeros on at least a tenth of the grid, around a support no larger than
+    :data:`BRAIN_ML_MAX`) keeps its own support, holes filled. Otherwise:
+
+    1. Foreground: DWI above Otsu's threshold of the log-intensity (or half of it where the ADC is valid),
+       with a valid ADC.
+    2. Core: foreground voxels deeper than ``d`` mm inside the foreground (Euclidean distance in mm, so
+       thick slices count their real thickness); the largest connected core is the brain's. Scalp, eyes and
+       neck are thinner than the core depth or separated from the brain by the dark skull, so they hold no
+       core connected to it.
+    3. Brain: foreground within ``d`` mm (plus half a voxel) of that core, i.e. the core grown back to the
+       surface it was eroded from but never across a gap, then concavities closed and ventricles filled.
+       When the result is larger than :data:`BRAIN_ML_MAX` (scalp still attached by a bridge thicker
+       than ``d``), ``d`` grows (5, 7, 9, 12 mm) and the steps repeat.
+
+    Works on a grid of about 2 mm (full resolution in thick-slice directions) and returns to the input grid.
 
     Args:
         dwi: raw DWI, shape (X, Y, Z).
-        adc: ADC in 1e-6 mm²/s, same shape.
-        voxel_size: voxel edge lengths in mm (sets the structuring-element size).
+        adc: ADC in 1e-6 mm²/s, same shape (0 where the scanner gave no value).
+        voxel_size: voxel edge lengths in mm, axis order of the arrays.
 
     Returns:
         bool array, shape (X, Y, Z).
@@ -98,31 +119,46 @@ def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float,
     positive = dwi[dwi > 0]
     if positive.size == 0:
         return np.zeros(dwi.shape, bool)
+    support = _filled(dwi != 0)
+    if support.mean() < 0.9 and support.sum() * float(np.prod(voxel_size)) / 1000.0 <= BRAIN_ML_MAX:
+        return support  # skull-stripped: zeros outside the brain; its support is the brain
     thr = _otsu(np.log1p(positive[:: max(1, positive.size // 200_000)]))
-    fg = (np.log1p(np.maximum(dwi, 0)) > thr) | ((adc > 0) & (dwi > 0.5 * np.expm1(thr)))
-    fg &= adc > 0
-    # Morphology on a grid of about 2 mm (fast at 1 mm), then back to the full grid.
+    fg_full = (np.log1p(np.maximum(dwi, 0)) > thr) | ((adc > 0) & (dwi > 0.5 * np.expm1(thr)))
+    fg_full &= adc > 0
     step = np.maximum(1, np.floor(2.0 / np.asarray(voxel_size) + 1e-6)).astype(int)
-    coarse = fg[:: step[0], :: step[1], :: step[2]]
-    coarse_vs = np.asarray(voxel_size) * step
-    radius = np.maximum(1, np.round(4.0 / coarse_vs)).astype(int)
-    struct = _ellipsoid(radius)
-    opened = ndi.binary_opening(coarse, structure=struct)
-    labels, n = ndi.label(opened)
-    if n == 0:
-        return fg
-    sizes = np.bincount(labels.ravel())[1:]
-    brain = labels == (int(np.argmax(sizes)) + 1)
-    brain = ndi.binary_dilation(brain, structure=struct) & coarse
-    brain = ndi.binary_closing(brain, structure=_ellipsoid(np.maximum(1, radius // 2)), border_value=0) | brain
-    # fill ventricles slice by slice (axial), then in 3D
-    brain = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(brain, 2, 0)], axis=2)
-    brain = ndi.binary_fill_holes(brain)
+    fg = fg_full[:: step[0], :: step[1], :: step[2]]
+    vs = np.asarray(voxel_size, float) * step
+    voxel_ml = float(np.prod(vs)) / 1000.0
+    if not fg.any():
+        return fg_full
+    depth = ndi.distance_transform_edt(np.pad(fg, 1), sampling=vs)[1:-1, 1:-1, 1:-1]
+    brain = fg
+    for d in _CORE_DEPTHS_MM:
+        labels, n = ndi.label(depth > d)
+        if n == 0:
+            break
+        core = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+        reach = ndi.distance_transform_edt(~core, sampling=vs) <= d + 0.5 * float(vs.max())
+        labels, _ = ndi.label(fg & reach)
+        keep = np.unique(labels[core])
+        brain = np.isin(labels, keep[keep > 0])
+        if brain.sum() * voxel_ml <= BRAIN_ML_MAX:
+            break
+        log.info("brain mask: %.0f mL with a %g mm core; trying a deeper core", brain.sum() * voxel_ml, d)
+    radius = np.maximum(1, np.round(3.0 / vs)).astype(int)
+    closed = ndi.binary_closing(np.pad(brain, radius.max()), structure=_ellipsoid(radius))
+    brain = closed[tuple(slice(radius.max(), -radius.max()) for _ in range(3))] | brain
+    brain = _filled(brain)
     if np.any(step > 1):
         for axis, k in enumerate(step):
             brain = np.repeat(brain, k, axis=axis)
         brain = brain[: dwi.shape[0], : dwi.shape[1], : dwi.shape[2]]
     return brain
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """Holes filled slice by slice (axial, the thick-slice direction) and then in 3D."""
+    return ndi.binary_fill_holes(np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(mask, 2, 0)], axis=2))
 
 
 def _ellipsoid(radius: np.ndarray) -> np.ndarray:
@@ -175,6 +211,9 @@ def preprocess(case: Case) -> Preprocessed:
     if flair_c is not None:
         fm = float(np.median(flair_c[brain_for_stats])) if brain_for_stats.any() else 1.0
         flair_n = (flair_c / (fm if fm > 0 else 1.0)).astype(np.float32)
+    margin = np.maximum(1, np.round(3.0 / np.asarray(vs))).astype(int)
+    near = ndi.binary_dilation(brain, structure=_ellipsoid(margin)) if brain.any() else brain
+    outside_ml = float(((dwi_c != 0) & ~near).sum()) * float(np.prod(vs)) / 1000.0
     return Preprocessed(
         dwi=(dwi_c / np.float32(median)).astype(np.float32),
         adc=adc_c.astype(np.float32, copy=False),
@@ -184,4 +223,5 @@ def preprocess(case: Case) -> Preprocessed:
         voxel_size=vs,
         ornt=ornt,
         dwi_median=median,
+        outside_ml=outside_ml,
     )

@@ -113,6 +113,7 @@ class SynthCase:
     seed: int
     acquisition: Acquisition
     lesion_volume_ml: float
+    brain: nib.Nifti1Image | None = None  # intracranial mask (uint8) on the same grid, the brain-extraction truth
 
     def save(self, folder: str | Path) -> Path:
         """Write dwi/adc/mask(/flair).nii.gz and meta.json into ``folder``."""
@@ -527,6 +528,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         seed=seed,
         acquisition=acq,
         lesion_volume_ml=float(truth.sum()) * voxel_ml,
+        brain=image(brain > 0.5, "uint8"),
     )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from . import synth
 from .inference import sliding_window
@@ -48,6 +49,8 @@ class Example:
     x: np.ndarray  # (3, x, y, z) float16, working grid, cropped
     y: np.ndarray  # (x, y, z) uint8
     pattern: str
+    ignore: np.ndarray | None = None  # (x, y, z) bool: voxels left out of the loss (unknown lesion status)
+    brain: np.ndarray | None = None  # (x, y, z) bool: where synthetic lesions may be inserted (real cases)
 
 
 def make_example(seed: int, pattern: str | None = None) -> Example:
@@ -68,7 +71,78 @@ def make_example(seed: int, pattern: str | None = None) -> Example:
     return Example(prep.x.astype(np.float16), y.astype(np.uint8), pattern)
 
 
-def sample_patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+REAL_CASES = {
+    # folder name under --real-root: (inputs, reference lesion mask or None)
+    "isles22-strokecase0001": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz"),
+    "jhu-ads-subject01": ({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz"),
+    "isles22-unlabelled-case": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None),
+}
+"""Real scans that ``--real`` can name, as laid out in ../shared/data. Their reference masks train as lesions;
+where there is none, every DWI-bright, ADC-low region (grown by 6 mm) is left out of the loss."""
+
+
+def make_real_example(folder: Path) -> Example:
+    """A real scan on the working grid: its reference lesions as labels (or an ignore region when unlabelled)."""
+    inputs, reference = REAL_CASES[folder.name]
+    case = load_case(
+        folder / inputs["dwi"], (folder / inputs["adc"]) if "adc" in inputs else None,
+        ground_truth=(folder / reference) if reference else None, b0=(folder / inputs["b0"]) if "b0" in inputs else None,
+    )
+    vols = preprocess(case)
+    prep = prepare_inputs(vols, pad_to=PATCH)
+
+    def working(canonical: np.ndarray) -> np.ndarray:
+        out = zoom_to_spacing(canonical.astype(np.float32), vols.voxel_size, 2.0)[prep.crop]
+        return np.pad(out, [(0, p - s) for s, p in zip(out.shape, prep.x.shape[1:])])
+
+    brain = working(vols.brain) > 0.5
+    if case.ground_truth is not None:
+        y = working(to_canonical(case.ground_truth, case.affine)[0]) > 0.5
+        ignore = None
+    else:
+        y = np.zeros(brain.shape, bool)
+        suspect = brain & (prep.x[0] > 1.5) & (prep.x[1] < 0.65)
+        ignore = ndi.binary_dilation(suspect, iterations=3) if suspect.any() else None
+    log.info("real case %s: %d lesion voxels, %s ignored", folder.name, int(y.sum()), 0 if ignore is None else int(ignore.sum()))
+    return Example(prep.x.astype(np.float16), y.astype(np.uint8), "real", ignore, brain & ~y)
+
+
+def insert_lesions(x: np.ndarray, y: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> None:
+    """Insert 1-3 synthetic lesions into a real patch, in place: DWI brighter by 25-120 %, ADC lower by 10-55 %.
+
+    Contrasts cover faint subacute emboli (DWI x1.25, ADC nearly normal) to acute cores (x2.2, ADC -55 %); edges
+    are smooth (partial volume) and the label is where the lesion fraction is >= 0.5.
+    """
+    idx = np.argwhere(brain)
+    if len(idx) == 0:
+        return
+    grid = np.indices(y.shape, dtype=np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        c = idx[rng.integers(len(idx))]
+        radii = rng.uniform(0.8, 7.0) * rng.uniform(0.7, 1.4, 3)
+        d = np.sqrt(sum(((grid[i] - c[i]) / radii[i]) ** 2 for i in range(3)))
+        frac = np.clip((1.3 - d) / 0.6, 0, 1) * brain
+        if frac.max() < 0.5:
+            continue
+        x[0] *= 1 + rng.uniform(0.25, 1.2) * frac
+        x[1] *= 1 - rng.uniform(0.1, 0.55) * frac
+        y[frac >= 0.5] = 1
+
+
+def add_artefact_band(x: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> None:
+    """A susceptibility-like bright band at the brain edge, in place: DWI x1.4-3, ADC unchanged (not a lesion)."""
+    edge = brain & ~ndi.binary_erosion(brain, iterations=2)
+    idx = np.argwhere(edge)
+    if len(idx) == 0:
+        return
+    c = idx[rng.integers(len(idx))]
+    grid = np.indices(brain.shape, dtype=np.float32)
+    sigma = rng.uniform(2.0, 5.0, 3)
+    g = np.exp(-0.5 * sum(((grid[i] - c[i]) / sigma[i]) ** 2 for i in range(3))) * (x[0] > 0)
+    x[0] *= 1 + rng.uniform(0.4, 2.0) * g
+
+
+def sample_patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     shape = np.asarray(ex.y.shape)
     if ex.y.any() and rng.random() < 0.5:
         fg = np.argwhere(ex.y)
@@ -79,23 +153,32 @@ def sample_patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.
     sl = tuple(slice(int(a), int(a) + p) for a, p in zip(lo, PATCH))
     x = ex.x[(slice(None),) + sl].astype(np.float32)
     y = ex.y[sl].astype(np.float32)
+    w = np.ones(y.shape, np.float32) if ex.ignore is None else (~ex.ignore[sl]).astype(np.float32)
+    if ex.brain is not None:
+        brain = ex.brain[sl] & (w > 0)
+        if rng.random() < 0.7:
+            insert_lesions(x, y, brain, rng)
+        if rng.random() < 0.3:
+            add_artefact_band(x, brain, rng)
     for ax in range(3):  # mirrors (the TTA of "accurate" mode flips the same axes)
         if rng.random() < 0.5:
-            x, y = np.flip(x, ax + 1), np.flip(y, ax)
+            x, y, w = np.flip(x, ax + 1), np.flip(y, ax), np.flip(w, ax)
     x = x.copy()
     x[0] *= rng.uniform(0.85, 1.2)
     x[1] *= rng.uniform(0.93, 1.07)
     x[0] += rng.normal(0, rng.uniform(0, 0.05), x[0].shape).astype(np.float32) * (x[0] > 0)
     if rng.random() < 0.5:
         x[2] = 0  # FLAIR absent
-    return x, y.copy()
+    return x, y.copy(), w.copy()
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE + soft Dice over the voxels whose ``weight`` is 1 (all when None)."""
+    w = torch.ones_like(target) if weight is None else weight
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+    p = torch.sigmoid(logits) * w
     inter = (p * target).sum()
-    soft_dice = 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
+    soft_dice = 1 - (2 * inter + 1) / (p.sum() + (target * w).sum() + 1)
     return bce + soft_dice
 
 
@@ -124,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--val-every", type=int, default=5, help="epochs between validations")
+    parser.add_argument("--init", default=None, help="start from these weights (fine-tuning) instead of random ones")
+    parser.add_argument("--real-root", default=None, help="folder holding the real scans of --real (e.g. ../shared/data)")
+    parser.add_argument("--real", nargs="*", default=[], choices=sorted(REAL_CASES), help="real scans to train on (background, lesions)")
+    parser.add_argument("--real-fraction", type=float, default=0.5, help="share of patches drawn from the real scans")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("stroke_seg.io").setLevel(logging.WARNING)
@@ -141,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     val = [make_example(VALIDATION_SEED + i, synth.PATTERNS[i % len(synth.PATTERNS)]) for i in range(8)]
     log.info("pool ready in %.0f s", time.time() - t0)
 
-    net = UNet3D(in_channels=3, base=args.base, depth=4).to(device)
+    real = [make_real_example(Path(args.real_root) / name) for name in args.real]
+    net = UNet3D(in_channels=3, base=args.base, depth=4)
+    if args.init:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        log.info("fine-tuning from %s", args.init)
+    net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     total = args.epochs * args.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - s / total) ** 0.9)
@@ -149,10 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(args.epochs):
         losses = []
         for _ in range(args.steps_per_epoch):
-            batch = [sample_patch(pool[rng.integers(len(pool))], rng) for _ in range(args.batch)]
+            batch = [
+                sample_patch(real[rng.integers(len(real))] if real and rng.random() < args.real_fraction else pool[rng.integers(len(pool))], rng)
+                for _ in range(args.batch)
+            ]
             x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
             y = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device)
-            loss = loss_fn(net(x), y)
+            w = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None].to(device)
+            loss = loss_fn(net(x), y, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -181,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m stroke_seg.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
         "training_seeds": [base_seed, next_seed - 1],
+        "real_cases": list(args.real),
+        "init": Path(args.init).name if args.init else None,
         "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + 7],
         "device": str(device),
         "torch": torch.__version__,

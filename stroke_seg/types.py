@@ -115,7 +115,10 @@ class Case:
         flair: optional FLAIR on the DWI grid, shape (X, Y, Z), float32.
         ground_truth: optional lesion mask on the DWI grid, shape (X, Y, Z), bool.
         sources: a name for each input (file name or "<in-memory image>"), for messages and reports.
-        adc_unit: the ADC unit detected in the input ("mm2/s", "1e-3 mm2/s" or "1e-6 mm2/s").
+        adc_unit: the ADC unit detected in the input ("mm2/s", "1e-3 mm2/s" or "1e-6 mm2/s"), or how the ADC
+            was computed ("computed from b0 + b=1000").
+        adc_median_input: the brain median of the ADC as given, in its own unit, from which the unit was
+            detected (None when the ADC was computed).
         notes: human-readable notes about conversions made while loading.
     """
 
@@ -127,6 +130,7 @@ class Case:
     ground_truth: np.ndarray | None = None
     sources: dict[str, str] = field(default_factory=dict)
     adc_unit: str = "1e-6 mm2/s"
+    adc_median_input: float | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -227,6 +231,8 @@ class Result:
         model: backend name; model_version: its version string.
         config: the options used.
         case: the validated input case.
+        warnings: plausibility warnings a user must see (:func:`stroke_seg.qc.quality_warnings`); empty when none.
+        brain_ml: volume of the brain mask, mL.
     """
 
     mask: nib.Nifti1Image
@@ -237,6 +243,8 @@ class Result:
     model_version: str
     config: SegmentConfig
     case: Case
+    warnings: tuple[str, ...] = ()
+    brain_ml: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able report: model, volume, count, lesions, timings and comparison metrics."""
@@ -262,6 +270,8 @@ class Result:
                 }
                 for les in m.lesions
             ],
+            "warnings": list(self.warnings),
+            "brain_volume_ml": None if self.brain_ml is None else round(self.brain_ml, 1),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "input": self.case.summary(),
             "disclaimer": "Research use only; not for diagnosis.",

@@ -196,13 +196,47 @@ def test_queue_full_and_concurrency_limit(tmp_path, weights):
             assert s2 >= e1 - 1e-3, spans  # never two inferences at once (concurrency 1)
 
 
+def test_twenty_clients_ttl_zero_every_served_client_downloads_its_mask(tmp_path, weights):
+    """20 clients at once on a queue of 5 with the cache's reuse off (TTL 0): each served client gets its mask."""
+    folder = synth.make_case(610, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / "c")
+    with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="5", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_CACHE_TTL="0") as (url, _log):
+        outcomes: list[str] = [""] * 20
+        barrier = threading.Barrier(20)
+
+        def go(i):
+            client = Client(url, verbose=False)
+            barrier.wait()
+            job = submit(client, folder, model="unet", with_gt=False)
+            try:
+                mask_path = job.result(timeout=600)[0]
+                data = np.asarray(nib.load(mask_path).dataobj)  # downloaded by this client, readable
+                outcomes[i] = "ok" if data.shape == nib.load(str(folder / "dwi.nii.gz")).shape else "bad mask"
+            except Exception as err:
+                outcomes[i] = "full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}"
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(outcomes) <= {"ok", "full"}, outcomes
+        assert outcomes.count("ok") >= 6, outcomes  # one running + five waiting, at least
+        assert outcomes.count("full") >= 1, outcomes
+        after = Client(url, verbose=False).predict(
+            handle_file(str(folder / "dwi.nii.gz")), handle_file(str(folder / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment"
+        )
+        assert Path(after[0]).is_file()  # the server answers afterwards
+
+
 def test_bad_upload_gives_clear_error_and_server_stays_up(app, tmp_path):
     url, _, _ = app
     bad = tmp_path / "broken_dwi.nii.gz"
     bad.write_bytes(b"not a nifti")
     client = Client(url, verbose=False)
-    with pytest.raises(Exception, match="broken_dwi.nii.gz"):
+    with pytest.raises(Exception, match="broken_dwi.nii.gz") as raised:
         client.predict(handle_file(str(bad)), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+    message = str(raised.value)
+    assert "/tmp" not in message and "gradio" not in message.lower() and str(tmp_path) not in message, message  # no server path
     ok = client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
     assert json.dumps(ok[1])
 

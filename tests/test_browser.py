@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,19 +43,36 @@ def browser_app(tmp_path_factory):
             browser.close()
 
 
-def _open(browser, url, example: str):
+def _open(browser, url, example: str | None):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="networkidle")
     page.get_by_text("Bundled synthetic examples").wait_for(timeout=60_000)
-    before = page.locator("#dwi-in").inner_text()  # the app starts on another bundled example
-    page.get_by_role("button", name=example, exact=True).click()  # one click loads the case
-    deadline = time.monotonic() + 30
-    while page.locator("#dwi-in").inner_text() == before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert page.locator("#dwi-in").inner_text() != before and "dwi.nii" in page.locator("#dwi-in").inner_text()
+    assert "dwi.nii" not in page.locator("#dwi-in").inner_text()  # the page starts empty
+    if example is not None:
+        page.get_by_role("button", name=example, exact=True).click()  # one click loads the whole case
+        _wait_text(page, "#dwi-in", "dwi.nii")
     return page, errors
+
+
+def _wait_text(page, selector: str, text: str, timeout: float = 30.0, present: bool = True) -> None:
+    deadline = time.monotonic() + timeout
+    while ((text in page.locator(selector).inner_text()) != present) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (text in page.locator(selector).inner_text()) == present, (selector, text, page.locator(selector).inner_text())
+
+
+def _wait_done(page, timeout: float = 240.0) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _texts(page)
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
+        if "Done in" in page.locator("#status").inner_text() or "Error" in text:
+            break
+        time.sleep(0.1)
+    return seen
 
 
 def _texts(page) -> str:
@@ -65,14 +83,7 @@ def test_example_run_progress_viewer_and_table(browser_app):
     browser, url, _ = browser_app
     page, errors = _open(browser, url, "territorial mca")
     page.locator("#run-btn").click()
-    seen, deadline = [], time.monotonic() + 240
-    while time.monotonic() < deadline:
-        text = _texts(page)
-        if text and (not seen or seen[-1] != text):
-            seen.append(text)
-        if "Done in" in page.locator("#status").inner_text():
-            break
-        time.sleep(0.1)
+    seen = _wait_done(page)
     assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
     assert len(seen) >= 3, seen  # the progress text changed while the job ran
     assert any("window" in s for s in seen), seen
@@ -106,4 +117,67 @@ def test_cancel_flow_in_browser(browser_app):
     assert "the server-side inference loop stopped" in log_text(log)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-cancelled.png"), full_page=True)
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def own_case(tmp_path_factory):
+    """A user's own scan, not among the examples (a 2 mm case with another seed), named as a scanner export might be."""
+    from stroke_seg import synth
+
+    c = synth.make_case(4242, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS"))
+    folder = tmp_path_factory.mktemp("own")
+    nib_save = __import__("nibabel").save
+    nib_save(c.dwi, str(folder / "patient_dwi.nii.gz"))
+    nib_save(c.adc, str(folder / "patient_adc.nii.gz"))
+    return folder / "patient_dwi.nii.gz", folder / "patient_adc.nii.gz"
+
+
+def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
+    """What a new user does: open the page, (an example was clicked before), clear, upload own DWI + ADC, Run."""
+    import json
+    import subprocess
+    import sys
+
+    browser, url, _ = browser_app
+    dwi, adc = own_case
+    page, errors = _open(browser, url, "embolic multi")  # an example with FLAIR and ground truth is loaded first
+    page.locator("#dwi-in button[aria-label='Clear']").first.click()  # clear what is there, as a user does
+    page.locator("#adc-in button[aria-label='Clear']").first.click()
+    _wait_text(page, "#dwi-in", "dwi.nii", present=False)
+    page.locator("#dwi-in input[type=file]").set_input_files(str(dwi))
+    _wait_text(page, "#dwi-in", "patient_dwi")
+    page.locator("#adc-in input[type=file]").set_input_files(str(adc))
+    _wait_text(page, "#adc-in", "patient_adc")
+    _wait_text(page, "#flair-in", "flair.nii", present=False)  # the example's hidden FLAIR and ground truth are gone
+    _wait_text(page, "#gt-in", "mask.nii", present=False)
+    page.locator("#run-btn").click()
+    seen = _wait_done(page)
+    assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
+    assert "Error" not in _texts(page)
+    table = page.locator("#results-table").inner_text()
+    assert "Dice" not in table  # no ground truth was sent with the user's files
+    shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
+    report = tmp_path / "cli.json"
+    subprocess.run(
+        [sys.executable, "-m", "stroke_seg", "segment", "--dwi", str(dwi), "--adc", str(adc), "--model", "unet", "--out", str(tmp_path / "m.nii.gz"), "--json", str(report)],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    assert shown == pytest.approx(json.loads(report.read_text())["lesion_volume_ml"], abs=0.006)
+    page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
+    assert page.evaluate("() => window.strokeSegViewer.nv.volumes.length") == 2
+    assert page.evaluate("() => window.strokeSegViewer.nv.volumes[1].name") == "mask.nii.gz"
+    # the overlay is drawn: a screenshot of the viewer holds red lesion pixels
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    page.wait_for_timeout(1000)
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer canvas").screenshot())).convert("RGB")).astype(int)
+    red = int(((shot[..., 0] > 150) & (shot[..., 1] < 90) & (shot[..., 2] < 90)).sum())
+    assert red > 0, "no red overlay pixels on the NiiVue canvas"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-own-scan.png"), full_page=True)
+    assert not errors, errors
     page.close()

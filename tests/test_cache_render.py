@@ -31,12 +31,22 @@ def test_key_depends_on_bytes_and_options(tmp_path):
 
 
 def test_get_commit_and_ttl_sweep(tmp_path):
-    cache = ResultCache(tmp_path / "c", ttl_s=60)
+    cache = ResultCache(tmp_path / "c", ttl_s=60, keep_s=30)
     folder = _entry(cache, "k1")
     assert cache.get("k1") == folder and cache.get("k2") is None
     old = time.time() - 120
     os.utime(folder, (old, old))
     assert cache.get("k1") is None  # expired
+    assert cache.sweep() == 1 and not folder.exists()
+
+
+def test_ttl_zero_means_no_reuse_but_the_result_stays_downloadable(tmp_path):
+    cache = ResultCache(tmp_path / "c", ttl_s=0, keep_s=900)
+    folder = _entry(cache, "k1")
+    assert cache.get("k1") is None  # never reused for another request
+    assert cache.sweep() == 0 and (folder / "report.json").is_file()  # but not deleted before its client downloads it
+    old = time.time() - 901
+    os.utime(folder, (old, old))
     assert cache.sweep() == 1 and not folder.exists()
 
 

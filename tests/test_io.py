@@ -151,6 +151,52 @@ def test_4d_dwi_with_b0_and_b1000_keeps_b1000(tmp_path, caplog):
     assert any("b0 + b1000" in n for n in case.notes)
 
 
+def _b0_b1000(adc_true: np.ndarray, b_value: float = 1000.0):
+    """Signals of a known ADC map (1e-6 mm²/s): S0 in tissue, S_b = S0 exp(-b ADC)."""
+    s0 = np.where(adc_true > 0, 1500.0, 0.0)
+    return s0.astype(np.float32), (s0 * np.exp(-b_value * adc_true * 1e-6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("b_value", [1000.0, 800.0], ids=["b1000", "b800"])
+def test_adc_from_b0_matches_a_known_adc(tmp_path, b_value):
+    _, adc_true, _ = phantom()
+    adc_true = np.clip(adc_true, 0, None)
+    s0, sb = _b0_b1000(adc_true, b_value)
+    case = load_case(save(tmp_path / "dwi.nii.gz", sb), b0=save(tmp_path / "b0.nii.gz", s0), b_value=b_value)
+    inside = adc_true > 0
+    np.testing.assert_allclose(case.adc[inside], adc_true[inside], rtol=1e-3, atol=0.5)
+    assert (case.adc[~inside] == 0).all()  # no signal, no measurement
+    assert case.adc_unit == f"computed from b0 + b={b_value:g}" and case.sources["b0"] == "b0.nii.gz"
+
+
+def test_4d_dwi_b0_b1000_without_adc_computes_the_adc(tmp_path):
+    _, adc_true, _ = phantom()
+    adc_true = np.clip(adc_true, 0, None)
+    s0, sb = _b0_b1000(adc_true)
+    case = load_case(save(tmp_path / "dwi_4d.nii.gz", np.stack([s0, sb], -1)))
+    np.testing.assert_allclose(case.dwi, sb)
+    inside = adc_true > 0
+    np.testing.assert_allclose(case.adc[inside], adc_true[inside], rtol=1e-3, atol=0.5)
+
+
+def test_neither_adc_nor_b0_is_a_clear_error(tmp_path):
+    dwi, _, _ = phantom()
+    with pytest.raises(InvalidImageError, match="dwi.nii.gz: expected an ADC map or a b0 image"):
+        load_case(save(tmp_path / "dwi.nii.gz", dwi))
+    assert cli_main(["segment", "--dwi", str(tmp_path / "dwi.nii.gz"), "--out", str(tmp_path / "m.nii.gz")]) == 2
+
+
+def test_cli_segments_with_b0_and_no_adc(tmp_path, capsys):
+    _, adc_true, truth = phantom()
+    adc_true = np.clip(adc_true, 0, None)
+    s0, sb = _b0_b1000(adc_true)
+    out = tmp_path / "mask.nii.gz"
+    code = cli_main(["segment", "--dwi", str(save(tmp_path / "dwi.nii.gz", sb)), "--b0", str(save(tmp_path / "b0.nii.gz", s0)), "--out", str(out)])
+    assert code == 0 and out.is_file()
+    mask = np.asarray(nib.load(str(out)).dataobj) > 0
+    assert (mask & truth).sum() / truth.sum() > 0.8  # the computed ADC carries the lesion's restriction
+
+
 @pytest.mark.parametrize("factor, unit", [(1.0, "1e-6 mm2/s"), (1e-3, "1e-3 mm2/s"), (1e-6, "mm2/s")], ids=["micro", "milli", "si"])
 def test_adc_units_detected_and_converted(tmp_path, factor, unit):
     dwi, adc, _ = phantom()

@@ -80,3 +80,37 @@ def test_refine_edges_stops_at_csf_at_its_reach_and_at_the_brain():
     assert (refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), brain=~edge) == seed).all()
     with pytest.raises(ValueError, match="level"):
         refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=1.0)
+
+
+def test_physics_guard_on_a_case_built_to_tempt_it(tmp_path):
+    """DWI-bright blobs where the ADC is 0 (outside its map), <= 50 (a fitting failure), at the ADC map's edge and
+    outside the brain: a voxel there has no plausible diffusion measurement and must never be lesion."""
+    import nibabel as nib
+
+    from conftest import phantom
+    from stroke_seg import segment
+    from stroke_seg.postprocess import MIN_LESION_ADC, apply_physics_guard, measurable_diffusion
+
+    dwi, adc, truth = phantom(shape=(48, 48, 40), lesion_center=(24, 24, 20), radius=4.0)
+    grid = np.indices(dwi.shape).transpose(1, 2, 3, 0)
+    support = adc > 0
+    edge_blob = (((grid - np.array([24, 5, 20])) ** 2).sum(-1) <= 9) & support  # at the map's edge
+    zero_blob = ((grid - np.array([14, 24, 12])) ** 2).sum(-1) <= 9
+    low_blob = ((grid - np.array([34, 24, 28])) ** 2).sum(-1) <= 9
+    for blob in (edge_blob, zero_blob, low_blob):
+        dwi[blob] = 260.0
+    adc[zero_blob] = 0.0
+    adc[low_blob] = 30.0
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    files = {"dwi": nib.Nifti1Image(dwi, aff), "adc": nib.Nifti1Image(adc, aff)}
+    unguarded = (dwi > 180) & (adc < 620)
+    assert unguarded[zero_blob].any() and unguarded[low_blob].any()  # the rule alone would take them
+    result = segment(files, model="adc-threshold")
+    mask = np.asarray(result.mask.dataobj) > 0
+    allowed = (adc > MIN_LESION_ADC) & measurable_diffusion(adc, (2.0, 2.0, 2.0))
+    assert mask.any() and (mask & truth).sum() > 0.5 * truth.sum()  # the real lesion stays
+    assert not (mask & ~allowed).any()
+    assert not mask[zero_blob].any() and not mask[low_blob].any()
+    # the function itself: outside the brain mask nothing is kept either
+    brain = np.zeros_like(support)
+    assert not apply_physics_guard(truth, adc, brain, (2.0, 2.0, 2.0)).any()

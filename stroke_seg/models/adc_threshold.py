@@ -34,10 +34,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import check_cancel
 from ..postprocess import remove_small_components
 from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
-from .base import Backend, check_cancel
+from .base import Backend
 
 __all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "ADC_RIM_THRESHOLD", "DWI_RATIO_THRESHOLD", "grow_rim", "rim_probability"]
 

@@ -6,11 +6,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..errors import Cancelled
+from ..errors import check_cancel
 from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
 
-__all__ = ["Backend", "check_cancel"]
+__all__ = ["Backend", "check_cancel"]  # check_cancel lives in errors; re-exported for backends
 
 
 class Backend(ABC):
@@ -52,9 +52,3 @@ class Backend(ABC):
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "description": self.description, "validated_on": self.validated_on, "version": self.version}
-
-
-def check_cancel(should_cancel: CancelCheck, where: str) -> None:
-    """Raise :class:`Cancelled` when ``should_cancel()`` is true."""
-    if should_cancel():
-        raise Cancelled(f"cancelled by the caller during {where}")

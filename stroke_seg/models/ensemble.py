@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, check_cancel
 from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
-from .base import Backend, check_cancel
+from .base import Backend
 
 __all__ = ["Ensemble"]
 

@@ -26,12 +26,12 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, check_cancel
 from ..inference import MIRROR_AXES, sliding_window
 from ..preprocess import Preprocessed, zoom_to_shape, zoom_to_spacing
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
 from .adc_threshold import grow_rim, rim_probability
-from .base import Backend, check_cancel
+from .base import Backend
 
 __all__ = ["UNet3D", "UNetBackend", "prepare_inputs", "WEIGHTS_PATH", "SPACING_MM", "WINDOW", "resolve_device"]
 

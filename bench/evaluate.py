@@ -1,6 +1,6 @@
-"""Evaluate backends on a held-out synthetic set (and the real ISLES'22 case when present).
+"""Evaluate backends on a held-out synthetic set and on the real scans in ../shared/data (leave-one-case-out).
 
-    python bench/evaluate.py --n 28 --seed 7 --models adc-threshold unet ensemble [--real ../shared/data/isles22-strokecase0001]
+    python bench/evaluate.py --n 28 --seed 7 --models adc-threshold unet ensemble [--real-root ../shared/data [--loco CASE=WEIGHTS ...]]
 
 Case i has pattern PATTERNS[i % 7] and acquisition ACQUISITIONS[(i // 7) % 4] (1 mm iso, 2 mm
 iso, 1.5x1.5x3.5 mm, 1.2x1.2x5 mm; RAS/LPS, oblique or tilted, int16/float32, skull-stripped or
@@ -32,6 +32,84 @@ ACQUISITIONS = [
 ACQ_NAMES = ["1mm RAS", "2mm LPS oblique int16", "1.5x1.5x3.5 RAS +FLAIR", "1.2x1.2x5 LPS"]
 
 
+REAL_CASES = {
+    # folder: (inputs, reference mask, what the reference is, site brain mask)
+    "isles22-strokecase0001": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz", "expert", None),
+    "jhu-ads-subject01": ({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz", "DAGMNet (a model)", "brain_mask.nii.gz"),
+    "isles22-unlabelled-case": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None, "none", None),
+}
+
+
+def _unet_for(case: str, loco: dict[str, Path]) -> tuple[str | None, str]:
+    """The registered model name whose unet weights never trained on ``case``, and a label; (None, why) if none."""
+    from stroke_seg.models import register
+    from stroke_seg.models.unet import WEIGHTS_PATH, UNetBackend
+
+    trained_on = json.loads(WEIGHTS_PATH.with_suffix(".json").read_text()).get("real_cases", [])
+    if case not in trained_on:
+        return "unet", "shipped (never trained on this case)"
+    if case not in loco:
+        return None, "not reported: the shipped weights trained on this case and no --loco weights were given"
+    other = json.loads(loco[case].with_suffix(".json").read_text()).get("real_cases", [])
+    if case in other:
+        return None, f"not reported: {loco[case]} trained on this case too"
+    name = f"unet-without-{case}"
+    register(name, lambda: UNetBackend(loco[case]))
+    return name, f"leave-one-case-out ({loco[case].parent.name}: trained without this case)"
+
+
+def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) -> dict:
+    """Each real scan against its reference, every figure from weights that never trained on that scan."""
+    import nibabel as nib
+    import numpy as np
+
+    from stroke_seg.metrics import dice
+    from stroke_seg.preprocess import from_canonical, preprocess
+
+    out: dict = {}
+    print("\nReal scans (read from " + str(root) + "; each figure from a model that never trained on the scan):\n")
+    print("| case | reference | model | weights | Dice | lesion F1 | predicted mL | reference mL | lesions (pred / ref) | brain-mask Dice | warnings |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for case, (inputs, reference, what, brain_ref) in REAL_CASES.items():
+        folder = root / case
+        if not folder.is_dir():
+            print(f"| {case} | missing | | | | | | | | | |")
+            continue
+        files = {k: folder / v for k, v in inputs.items()}
+        if reference:
+            files["ground_truth"] = folder / reference
+        brain_dice = None
+        if brain_ref:
+            vols = preprocess(stroke_seg.io.load_case(files["dwi"], files.get("adc"), b0=files.get("b0")))
+            ref = np.asarray(nib.load(str(folder / brain_ref)).dataobj) > 0
+            brain_dice = dice(from_canonical(vols.brain, vols.ornt), ref)
+        for m in models:
+            name, label = (m, "rule (not trained)") if m != "unet" else _unet_for(case, loco)
+            if name is None:
+                print(f"| {case} | {what} | {m} | {label} | | | | | | | |")
+                continue
+            r = stroke_seg.segment(files, model=name, config=config)
+            c = r.metrics.comparison
+            ref_ml = float(r.case.ground_truth.sum()) * stroke_seg.metrics.voxel_volume_ml(r.case.affine) if c else None
+            n_ref = (c.true_positive_lesions + c.false_negative_lesions) if c else None
+            row = {
+                "reference": what, "weights": label, "dice": None if c is None else round(c.dice, 3), "lesion_f1": None if c is None else round(c.lesion_f1, 3),
+                "predicted_ml": round(r.metrics.volume_ml, 2), "reference_ml": None if ref_ml is None else round(ref_ml, 2), "lesions": r.metrics.count,
+                "reference_lesions": n_ref, "brain_mask_dice": None if brain_dice is None else round(brain_dice, 3), "warnings": list(r.warnings),
+            }
+            out.setdefault(case, {})[m] = row
+
+            def f(v, fmt="{:.3f}"):
+                return "—" if v is None else fmt.format(v)
+
+            print(
+                f"| {case} | {what} | {m} | {label} | {f(row['dice'])} | {f(row['lesion_f1'])} | {row['predicted_ml']:.2f} | {f(ref_ml, '{:.2f}')} | "
+                f"{r.metrics.count} / {f(n_ref, '{}')} | {f(brain_dice)} | {len(r.warnings)}: {'; '.join(w.split(':')[0] for w in r.warnings) or '—'} |",
+                flush=True,
+            )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=28)
@@ -41,7 +119,8 @@ def main() -> None:
     p.add_argument("--max-lesion-adc", type=float, default=stroke_seg.SegmentConfig().max_lesion_adc or 0.0, help="SegmentConfig.max_lesion_adc; 0 turns the rule off")
     p.add_argument("--artefact-zone-adc", type=float, default=stroke_seg.SegmentConfig().artefact_zone_adc or 0.0, help="SegmentConfig.artefact_zone_adc; 0 turns the rule off")
     p.add_argument("--edge-level", type=float, default=stroke_seg.SegmentConfig().edge_level or 0.0, help="SegmentConfig.edge_level; 0 keeps the models' own edges")
-    p.add_argument("--real", default=None, help="folder of the real case (dwi, adc, deepisles_mask)")
+    p.add_argument("--real-root", default=None, help="folder of the real scans (../shared/data): each is evaluated against its reference")
+    p.add_argument("--loco", nargs="*", default=[], metavar="CASE=WEIGHTS", help="unet weights trained without CASE, used for CASE when the shipped weights trained on it")
     p.add_argument("--record", default=None, help="also write the summary figures as JSON (stroke_seg/models/validation.json is what `python -m stroke_seg models` shows)")
     a = p.parse_args()
     config = stroke_seg.SegmentConfig(mode=a.mode, max_lesion_adc=a.max_lesion_adc or None, artefact_zone_adc=a.artefact_zone_adc or None, edge_level=a.edge_level or None)
@@ -63,6 +142,11 @@ def main() -> None:
             cells.append(f"{cmp.dice:.3f} / {cmp.lesion_f1:.2f} / {r.metrics.volume_ml:.2f}")
         print(f"| {i} | {pattern} | {ACQ_NAMES[acq_i]} | {c.lesion_volume_ml:.2f} | " + " | ".join(cells) + " |", flush=True)
 
+    if not rows:
+        record["real"] = evaluate_real(Path(a.real_root), a.models, config, {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)}) if a.real_root else {}
+        if a.record:
+            Path(a.record).write_text(json.dumps(record, indent=2) + "\n")
+        return
     print("\nPer pattern (lesion patterns: mean Dice / mean lesion-wise F1; controls and mimics: max predicted mL):\n")
     print("| pattern | n | " + " | ".join(a.models) + " |")
     print("|---|---|" + "---|" * len(a.models))
@@ -84,19 +168,8 @@ def main() -> None:
         cells.append(f"Dice {statistics.mean(r['dice'] for r in les):.3f}, F1 {statistics.mean(r['f1'] for r in les):.3f}; negatives max {max(r['pred_ml'] for r in neg):.2f} mL; median {statistics.median(r['s'] for r in les + neg):.1f} s/case")
     print("| **all** | " + str(len(rows) // len(a.models)) + " | " + " | ".join(cells) + " |")
 
-    if a.real:
-        real = Path(a.real)
-        print(f"\nReal case {real.name} vs the DeepISLES mask:\n")
-        print("| model | Dice | lesion-wise F1 | predicted mL | DeepISLES mL | AVD mL | lesions (pred / DeepISLES) |")
-        print("|---|---|---|---|---|---|---|")
-        files = {"dwi": real / "dwi.nii.gz", "adc": real / "adc.nii.gz", "ground_truth": real / "deepisles_mask.nii.gz"}
-        for m in a.models:
-            r = stroke_seg.segment(files, model=m, config=config)
-            cmp = r.metrics.comparison
-            gt_ml = float(r.case.ground_truth.sum()) * stroke_seg.metrics.voxel_volume_ml(r.case.affine)
-            n_gt = cmp.true_positive_lesions + cmp.false_negative_lesions
-            print(f"| {m} | {cmp.dice:.3f} | {cmp.lesion_f1:.3f} | {r.metrics.volume_ml:.2f} | {gt_ml:.2f} | {cmp.avd_ml:.2f} | {r.metrics.count} / {n_gt} |")
-            record["models"][m].update({"real_dice": round(cmp.dice, 3), "real_lesion_f1": round(cmp.lesion_f1, 3), "real_avd_ml": round(cmp.avd_ml, 2)})
+    if a.real_root:
+        record["real"] = evaluate_real(Path(a.real_root), a.models, config, {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)})
     if a.record:
         Path(a.record).write_text(json.dumps(record, indent=2) + "\n")
 

@@ -1,7 +1,10 @@
-"""Picture of the real ISLES'22 case: the 12 DWI slices with the most lesion voxels, with the unet mask (red) and
-the DeepISLES mask (green outline).
+"""Pictures of the real scans: for each, the 12 axial DWI slices with the most lesion voxels, the model's mask in red
+and the reference mask (expert or DAGMNet) as a green outline; the unlabelled case shows the prediction alone.
 
-    python bench/figure_real_case.py [--case ../shared/data/isles22-strokecase0001] [--model unet] [--out docs/real_case_unet.png]
+    python bench/figure_real_case.py [--root ../shared/data] [--model unet] [--loco CASE=WEIGHTS ...] [--out docs]
+
+Writes ``docs/real_<case>_<model>.png``. As in ``bench/evaluate.py``, a case the shipped weights trained on is drawn
+with the --loco weights that never saw it (or skipped).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
+from evaluate import REAL_CASES, _unet_for  # noqa: E402
 
 import stroke_seg  # noqa: E402
 from stroke_seg import render  # noqa: E402
@@ -22,21 +27,32 @@ from stroke_seg.preprocess import to_canonical  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--case", default=str(ROOT.parent / "shared" / "data" / "isles22-strokecase0001"))
+    p.add_argument("--root", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--model", default="unet")
-    p.add_argument("--out", default=str(ROOT / "docs" / "real_case_unet.png"))
+    p.add_argument("--loco", nargs="*", default=[], metavar="CASE=WEIGHTS")
+    p.add_argument("--out", default=str(ROOT / "docs"))
     a = p.parse_args()
-    case = Path(a.case)
-    r = stroke_seg.segment({"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz", "ground_truth": case / "deepisles_mask.nii.gz"}, model=a.model)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # the 12 axial slices with the most predicted or DeepISLES voxels, so that both outlines show
-    mask = np.asarray(r.mask.dataobj) > 0
-    both = to_canonical((mask | r.case.ground_truth).astype(np.uint8), r.case.affine)[0] > 0
-    slices = [int(k) for k in np.argsort(-both.sum(axis=(0, 1)), kind="stable")[:12]]
-    render.save_png(render.result_montage(r.case, mask, cols=6, slices=slices), out)
-    c = r.metrics.comparison
-    print(f"{a.model}: Dice {c.dice:.3f}, lesion F1 {c.lesion_f1:.3f}, {r.metrics.volume_ml:.2f} mL -> {out}")
+    loco = {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)}
+    for case, (inputs, reference, _what, _brain) in REAL_CASES.items():
+        folder = Path(a.root) / case
+        if not folder.is_dir():
+            continue
+        name, label = (a.model, "rule") if a.model != "unet" else _unet_for(case, loco)
+        if name is None:
+            print(f"{case}: {label}")
+            continue
+        files = {k: folder / v for k, v in inputs.items()} | ({"ground_truth": folder / reference} if reference else {})
+        r = stroke_seg.segment(files, model=name)
+        mask = np.asarray(r.mask.dataobj) > 0
+        shown = mask | r.case.ground_truth if r.case.ground_truth is not None else mask
+        per_slice = (to_canonical(shown.astype(np.uint8), r.case.affine)[0] > 0).sum(axis=(0, 1))
+        slices = sorted(int(k) for k in np.argsort(-per_slice, kind="stable")[:12])
+        out = Path(a.out) / f"real_{case}_{a.model}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render.save_png(render.result_montage(r.case, mask, cols=6, slices=slices), out)
+        c = r.metrics.comparison
+        figures = f"Dice {c.dice:.3f}, lesion F1 {c.lesion_f1:.3f}, " if c else ""
+        print(f"{case} ({label}): {figures}{r.metrics.volume_ml:.2f} mL -> {out}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _open(browser, url, example: str | None):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
     page.get_by_text("Bundled synthetic examples").wait_for(timeout=60_000)
     assert "dwi.nii" not in page.locator("#dwi-in").inner_text()  # the page starts empty
     if example is not None:
@@ -179,5 +179,31 @@ def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     assert red > 0, "no red overlay pixels on the NiiVue canvas"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-own-scan.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_quality_warning_is_visible_above_the_results(browser_app, tmp_path):
+    """A result that fails a plausibility rule shows the warning block (a 90 mL 'brain': brain extraction failed)."""
+    import nibabel as nib
+    import numpy as np
+
+    from conftest import phantom
+
+    dwi, adc, _ = phantom()
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(dwi, aff), str(tmp_path / "tiny_dwi.nii.gz"))
+    nib.save(nib.Nifti1Image(adc, aff), str(tmp_path / "tiny_adc.nii.gz"))
+    browser, url, _ = browser_app
+    page, errors = _open(browser, url, None)
+    page.locator("#dwi-in input[type=file]").set_input_files(str(tmp_path / "tiny_dwi.nii.gz"))
+    _wait_text(page, "#dwi-in", "tiny_dwi")
+    page.locator("#adc-in input[type=file]").set_input_files(str(tmp_path / "tiny_adc.nii.gz"))
+    _wait_text(page, "#adc-in", "tiny_adc")
+    page.locator("#run-btn").click()
+    seen = _wait_done(page)
+    assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
+    page.locator("#qc-warnings").wait_for(state="visible", timeout=10_000)
+    assert "Brain mask volume" in page.locator("#qc-warnings").inner_text()
     assert not errors, errors
     page.close()

@@ -98,3 +98,18 @@ def test_models_shows_the_recorded_validation_figures(capsys):
         block = lines[i] + lines[i + 1]  # the model's line and its indented "validated on" line
         assert f"Dice {record['models'][name]['synthetic_dice']:.3f}" in block
         assert f"real ISLES'22 case vs DeepISLES: Dice {record['models'][name]['real_dice']:.3f}" in block
+
+
+def test_quality_warnings_reach_stderr_json_and_the_batch_csv(tmp_path, capsys):
+    """The phantom's brain is ~90 mL: implausible for a head, so the brain-volume rule warns everywhere."""
+    dwi, adc, _ = phantom()
+    case = tmp_path / "in" / "tiny"
+    case.mkdir(parents=True)
+    save(case / "dwi.nii.gz", dwi)
+    save(case / "adc.nii.gz", adc)
+    assert main(["segment", "--dwi", str(case / "dwi.nii.gz"), "--adc", str(case / "adc.nii.gz"), "--out", str(tmp_path / "m.nii.gz"), "--json", str(tmp_path / "r.json")]) == 0
+    assert "warning: Brain mask volume" in capsys.readouterr().err
+    assert any("Brain mask volume" in w for w in json.loads((tmp_path / "r.json").read_text())["warnings"])
+    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+    assert "Brain mask volume" in rows[0]["warnings"]

@@ -15,45 +15,32 @@ Environment:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import os
-import shutil
-import threading
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 
 import stroke_seg  # noqa: E402
-from stroke_seg import render  # noqa: E402
 from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
-from stroke_seg.io import save_image  # noqa: E402
+from stroke_seg.jobs import INPUT_NAMES, JobEngine, entry_file  # noqa: E402
+from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
-NIIVUE_JS = ROOT / "node_modules" / "@niivue" / "niivue" / "dist" / "niivue.umd.js"
 MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache(
     default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")), float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S)))
 )
-# The device is the one resource shared by all sessions: long-lived inference threads, one per slot, so at
-# most CONCURRENCY jobs compute at once and the same threads serve every job. (A cancelled job may need up
-# to one window to notice; the next job queues here behind it.)
-INFERENCE = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="stroke-seg-infer")
-# Set when the server stops (Ctrl-C): a running job then stops within one window instead of holding the process.
-STOPPING = threading.Event()
-TICK_S = 0.5  # the handler yields a status update at least this often while a job runs
+ENGINE = JobEngine(CACHE, CONCURRENCY)
 CANCEL_NOTICE_DELAY_S = 1.0
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
@@ -82,133 +69,6 @@ def _weights_present() -> bool:
     from stroke_seg.models.unet import WEIGHTS_PATH
 
     return WEIGHTS_PATH.is_file()
-
-
-def _url(path: Path) -> str:
-    """Page-relative URL of a file Gradio serves (survives a reverse proxy and HTTPS termination)."""
-    return f"gradio_api/file={path}"
-
-
-# ------------------------------------------------------------------------------------------
-# The job: validate, segment in a worker thread (progress + cancel), write the cache entry.
-
-
-class _Job:
-    """One segmentation job of one request; nothing in it is shared between sessions."""
-
-    def __init__(self, files: dict[str, str | None], model: str, mode: str, progress) -> None:
-        self.files, self.model, self.mode, self.progress = files, model, mode, progress
-        self.cancel = threading.Event()
-        self.stage = "queued"
-        self.started = time.monotonic()
-        self.result: stroke_seg.Result | None = None
-        self.error: BaseException | None = None
-
-    def report(self, fraction: float, description: str) -> None:
-        self.stage = f"{description} ({fraction:.0%})"
-        self.progress(fraction, desc=description)
-
-    def should_cancel(self) -> bool:
-        return self.cancel.is_set() or STOPPING.is_set()
-
-    def run(self, case: stroke_seg.Case) -> None:
-        outcome = "error"
-        try:
-            log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
-            try:
-                if self.should_cancel():
-                    raise stroke_seg.Cancelled("cancelled while waiting for the device")
-                config = stroke_seg.SegmentConfig(mode=self.mode)
-                self.result = stroke_seg.segment(case, model=self.model, config=config, progress=self.report, should_cancel=self.should_cancel)
-                outcome = "ok"
-            except stroke_seg.Cancelled:
-                outcome = "cancelled"
-                raise
-            finally:
-                log.info("inference end status=%s t=%.3f", outcome, time.time())
-        except BaseException as err:  # handed to the request's generator, which maps it
-            self.error = err
-            if outcome == "cancelled":
-                log.info("job cancelled: the server-side inference loop stopped (%s)", err)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-async def _job_steps(dwi, adc, flair, ground_truth, model: str, mode: str, progress) -> AsyncIterator[tuple[str, object]]:
-    """Yields ("summary", (case, png_path)), ("tick", status_text)..., then ("done" | "cached", cache_folder).
-
-    An async generator on purpose: between updates it waits in ``await asyncio.sleep``, so when
-    Gradio cancels the event the generator is closed at once (a sync generator blocked in a
-    thread cannot be closed while it runs); its ``finally`` then tells the worker to stop.
-    """
-    if not dwi or not adc:
-        raise stroke_seg.InvalidImageError("input: expected a DWI and an ADC file (.nii or .nii.gz), but " + ("the DWI" if not dwi else "the ADC") + " is missing")
-    if model not in stroke_seg.model_names():
-        raise stroke_seg.ModelError(f"model: expected one of {', '.join(stroke_seg.model_names())}, but got {model!r}")
-    files = {"dwi": dwi, "adc": adc, "flair": flair or None, "ground_truth": ground_truth or None}
-    await asyncio.to_thread(CACHE.sweep)
-    key = await asyncio.to_thread(CACHE.key, list(files.values()), model, mode, stroke_seg.__version__)
-    hit = CACHE.get(key)
-    if hit is not None:
-        progress(1.0, desc="served from the result cache")
-        log.info("cache hit %s", key)
-        yield "cached", hit
-        return
-    job = _Job(files, model, mode, progress)
-    log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
-    job.report(0.0, "validating inputs")
-    case = await asyncio.to_thread(stroke_seg.load_case, files["dwi"], files["adc"], files["flair"], files["ground_truth"])
-    staging = CACHE.staging()
-    try:
-        # Inference starts now on an inference thread (the context carries Gradio's progress tracking);
-        # the input montage is drawn while it runs, and the wrapped future wakes this handler at once.
-        finished = asyncio.wrap_future(INFERENCE.submit(contextvars.copy_context().run, job.run, case))
-        inputs_png = await asyncio.to_thread(lambda: render.save_png(render.input_montage(case), staging / "inputs.png"))
-        yield "summary", (case, inputs_png)
-        while not finished.done():
-            done, _ = await asyncio.wait({finished}, timeout=TICK_S)
-            if not done:
-                yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
-        if job.error is not None:
-            raise job.error
-        await asyncio.to_thread(_write_entry, job.result, case, files, staging)
-        folder = CACHE.commit(staging, key)
-        staging = None
-        log.info("result written %s t=%.3f", folder.name, time.time())
-        yield "done", folder
-    finally:
-        job.cancel.set()  # runs when Gradio closes this generator on cancel: the worker stops at its next window
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_entry(result: stroke_seg.Result, case: stroke_seg.Case, files: dict[str, str | None], folder: Path) -> None:
-    """Write the cache entry; the files are independent, so they are written concurrently (zlib and PNG
-    encoding release the GIL). The viewer shows the uploaded DWI and ADC as they are (copied, not
-    re-encoded; NiiVue places them by their own affines). ``report.json`` is written last: its presence
-    marks the entry complete."""
-    mask = np.asarray(result.mask.dataobj) > 0
-    tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
-    tasks += [
-        lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
-        lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),
-        lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
-    ]
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:
-        for future in [pool.submit(t) for t in tasks]:
-            future.result()
-    (folder / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
-
-
-def _nifti_suffix(path: str) -> str:
-    return ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-
-
-def _entry_file(folder: Path, name: str) -> Path:
-    """The viewer copy of an input in a cache entry (``dwi.nii.gz`` or ``dwi.nii``)."""
-    gz = folder / f"{name}.nii.gz"
-    return gz if gz.is_file() else folder / f"{name}.nii"
 
 
 async def _guard(steps: AsyncIterator):
@@ -253,18 +113,18 @@ def _tables(report: dict) -> tuple[list[list], list[list]]:
     return summary, lesions
 
 
+def _files(dwi, adc, flair, ground_truth) -> dict[str, str | None]:
+    return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)))
+
+
 def _viewer_value(folder: Path) -> str:
-    return json.dumps({
-        "dwi": _url(_entry_file(folder, "dwi")),
-        "adc": _url(_entry_file(folder, "adc")),
-        "mask": _url(folder / "mask.nii.gz"),
-        "key": folder.name,
-    })
+    return viewer_value(entry_file(folder, "dwi"), entry_file(folder, "adc"), folder / "mask.nii.gz", folder.name)
 
 
-async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, progress=gr.Progress()):
+async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, from_example, progress=gr.Progress()):
     """UI handler: streams an input summary, status ticks, then the full result."""
-    async for kind, payload in _guard(_job_steps(dwi, adc, flair, ground_truth, model, mode, progress)):
+    files = _own_files(_files(dwi, adc, flair, ground_truth), from_example)
+    async for kind, payload in _guard(ENGINE.run(files, model, mode, progress)):
         if kind == "summary":
             case, png = payload
             yield {status: _summary_md(case), warnings_box: gr.update(value="", visible=False), inputs_img: str(png)}
@@ -290,7 +150,7 @@ async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, progress=
 async def segment_api(dwi, adc, flair, ground_truth, model, mode, progress=gr.Progress()):
     """API handler (/segment): yields (None, {"status": "running", "input": ...}, input montage), then
     (mask NIfTI, report JSON, result montage PNG)."""
-    async for kind, payload in _guard(_job_steps(dwi, adc, flair, ground_truth, model, mode, progress)):
+    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth), model, mode, progress)):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
@@ -300,24 +160,44 @@ async def segment_api(dwi, adc, flair, ground_truth, model, mode, progress=gr.Pr
 
 
 START_STATUS = "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
-INPUT_NAMES = ("dwi", "adc", "flair", "ground_truth")
 
 
 def example_loaded(dwi, adc, flair, ground_truth):
-    """An example filled all four inputs: remember which, so that a later upload clears the others."""
+    """An example filled the inputs: remember which, so that nothing of it is paired with a later upload."""
     filled = [n for n, v in zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)) if v]
-    return filled, "Example case loaded (DWI, ADC" + (", FLAIR" if flair else "") + (", ground truth" if ground_truth else "") + "): press **Run**.", gr.update(value="", visible=False)
+    return {"left": filled, "user": False}, "Example case loaded (DWI, ADC" + (", FLAIR" if flair else "") + (", ground truth" if ground_truth else "") + "): press **Run**.", gr.update(value="", visible=False)
 
 
 def user_upload(name: str):
-    """Handler factory: an upload into ``name`` clears every input still holding an example's file."""
+    """Handler factory: an upload into ``name`` clears the example's optional files (FLAIR, ground truth).
 
-    def handler(from_example: list[str]):
-        updates = [gr.update(value=None) if (n in from_example and n != name) else gr.update() for n in INPUT_NAMES]
-        note = "Your file replaced the example case: its other files were cleared. " if from_example else ""
-        return (*updates, [], note + START_STATUS, gr.update(value="", visible=False))
+    The DWI and ADC are left for the user to replace (clearing them here could race with the user's next upload);
+    :func:`_own_files` refuses to pair an upload with the example's DWI or ADC at Run.
+    """
+
+    def handler(state: dict):
+        left = [n for n in state.get("left", []) if n != name]
+        cleared = [n for n in left if n in ("flair", "ground_truth")]
+        updates = [gr.update(value=None) if n in cleared else gr.update() for n in INPUT_NAMES]
+        note = "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " if cleared else ""
+        return (*updates, {"left": [n for n in left if n not in cleared], "user": True}, note + START_STATUS, gr.update(value="", visible=False))
 
     return handler
+
+
+def _own_files(files: dict[str, str | None], state: dict | None) -> dict[str, str | None]:
+    """The files to segment: a user's uploads are never paired with what an example left in another input."""
+    state = state or {}
+    if not state.get("user"):
+        return files
+    left = set(state.get("left", []))
+    mixed = [n for n in ("dwi", "adc") if n in left and files.get(n)]
+    if mixed:
+        raise gr.Error(
+            f"Your upload would be paired with the example's {' and '.join(m.upper() for m in mixed)}: upload your own "
+            f"{' and '.join(m.upper() for m in mixed)} too (or click the example again to run it whole).", print_exception=False
+        )
+    return {n: (None if n in left else v) for n, v in files.items()}
 
 
 def _warnings_md(report: dict):
@@ -339,79 +219,6 @@ async def cancel_notice() -> str:
     return "Cancelled. The server stopped the job at its next step; you can run again."
 
 
-# ------------------------------------------------------------------------------------------
-# Viewer: NiiVue served from node_modules by this app (no CDN); volumes fetched by URL.
-
-_VIEWER_HTML = """
-<div class="ss-viewer">
-  <div class="ss-controls">
-    <label>Base <select class="ss-base"><option value="dwi">DWI</option><option value="adc">ADC</option></select></label>
-    <label>Lesion opacity <input class="ss-opacity" type="range" min="0" max="1" step="0.05" value="0.6"></label>
-    <label>View <select class="ss-view"><option value="mpr">Multiplanar</option><option value="render">3D render</option><option value="axial">Axial</option></select></label>
-  </div>
-  <div class="ss-stage"><canvas class="ss-canvas"></canvas></div>
-  <div class="ss-note">${value ? "" : "The viewer shows DWI with the lesion overlay once a segmentation finishes."}</div>
-</div>
-"""
-
-_VIEWER_CSS = """
-.ss-stage { height: 480px; background: #000; border-radius: 6px; }
-.ss-canvas { width: 100%; height: 100%; display: block; }
-.ss-controls { display: flex; gap: 1em; flex-wrap: wrap; margin-bottom: 0.4em; font-size: 0.9em; }
-.ss-note { font-size: 0.85em; opacity: 0.8; margin-top: 0.3em; }
-"""
-
-_VIEWER_JS = """
-const state = { nv: null, canvas: null, spec: null, loads: 0, error: null };
-window.strokeSegViewer = state;
-const note = (t) => { const n = element.querySelector('.ss-note'); if (n) n.textContent = t; };
-async function ensure() {
-  if (typeof niivue === 'undefined') { note('3D viewer unavailable: NiiVue is not installed on this server (run `npm ci` in the app folder). The PNG montage below shows the result.'); return null; }
-  const canvas = element.querySelector('canvas');
-  if (!state.nv || state.canvas !== canvas) {
-    state.nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false });
-    await state.nv.attachToCanvas(canvas);
-    state.canvas = canvas;
-  }
-  return state.nv;
-}
-async function show() {
-  let spec = null;
-  try { spec = props.value ? JSON.parse(props.value) : null; } catch (e) { spec = null; }
-  if (!spec) return;
-  const nv = await ensure();
-  if (!nv) return;
-  const base = element.querySelector('.ss-base').value;
-  const opacity = parseFloat(element.querySelector('.ss-opacity').value);
-  try {
-    await nv.loadVolumes([
-      { url: spec[base], name: spec[base].split('/').pop(), colormap: 'gray' },
-      { url: spec.mask, name: 'mask.nii.gz', colormap: 'red', opacity: opacity, cal_min: 0.5, cal_max: 1 },
-    ]);
-    state.spec = spec; state.loads += 1; state.error = null;
-    note('DWI/ADC with the lesion in red. Drag to move the crosshair; scroll to change slices.');
-  } catch (e) { state.error = String(e); note('The viewer could not load the volumes: ' + e); }
-}
-element.querySelector('.ss-opacity').addEventListener('input', (ev) => {
-  if (state.nv && state.nv.volumes.length > 1) { state.nv.setOpacity(1, parseFloat(ev.target.value)); }
-});
-element.querySelector('.ss-base').addEventListener('change', () => show());
-element.querySelector('.ss-view').addEventListener('change', (ev) => {
-  if (!state.nv) return;
-  const t = { mpr: state.nv.sliceTypeMultiplanar, render: state.nv.sliceTypeRender, axial: state.nv.sliceTypeAxial }[ev.target.value];
-  state.nv.setSliceType(t);
-});
-watch('value', () => show());
-show();
-"""
-
-
-def _viewer_head() -> str | None:
-    if not NIIVUE_JS.is_file():
-        return None
-    return f'<script src="{_url(NIIVUE_JS)}"></script>'
-
-
 def _examples() -> tuple[list[list], list[str]]:
     rows, labels = [], []
     for folder in sorted(p for p in EXAMPLES.iterdir() if (p / "dwi.nii.gz").is_file()) if EXAMPLES.is_dir() else []:
@@ -429,7 +236,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     with gr.Row():
         with gr.Column(scale=1):
             example_rows, example_labels = _examples()
-            from_example = gr.State([])  # names of the inputs an example filled; a user upload clears the rest
+            from_example = gr.State({"left": [], "user": False})  # inputs an example filled, and whether the user uploaded since
             dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
             adc_in = gr.File(label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
             with gr.Accordion("Optional: FLAIR and ground truth", open=False):
@@ -449,8 +256,8 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         with gr.Column(scale=2):
             status.render()
             warnings_box.render()
-            viewer = gr.HTML(value="", html_template=_VIEWER_HTML, css_template=_VIEWER_CSS, js_on_load=_VIEWER_JS, head=_viewer_head(), elem_id="viewer", padding=False)
-            if not NIIVUE_JS.is_file():
+            viewer = NiiVueViewer(elem_id="viewer")
+            if not NiiVueViewer.available():
                 gr.Markdown("*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). The PNG montage below shows the result.*")
             with gr.Row():
                 summary_table = gr.Dataframe(headers=["Measure", "Value"], label="Results", interactive=False, elem_id="results-table")
@@ -473,7 +280,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         )
     run_event = run_btn.click(
         run_segmentation,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in],
+        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
         concurrency_id="inference",
         concurrency_limit=CONCURRENCY,
@@ -492,17 +299,9 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
 demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
 
 
-def _warm_up() -> None:
-    """Load the default model in the background so the port binds at once."""
-    try:
-        stroke_seg.get_model(_default_model())
-    except stroke_seg.StrokeSegError as err:
-        log.warning("model warm-up failed: %s", err)
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    INFERENCE.submit(_warm_up)  # on an inference thread: the first job simply queues behind the load
+    ENGINE.warm_up(_default_model())
     try:
         demo.launch(
             server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
@@ -511,4 +310,4 @@ if __name__ == "__main__":
             allowed_paths=[str(CACHE.root)],
         )
     finally:  # launch() returns after Ctrl-C; the interpreter then joins the inference threads
-        STOPPING.set()
+        ENGINE.stop()

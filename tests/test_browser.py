@@ -72,7 +72,8 @@ def _wait_done(page, timeout: float = 240.0) -> list[str]:
         if "Done in" in page.locator("#status").inner_text() or "Error" in text:
             break
         time.sleep(0.1)
-    return seen
+    toasts = page.locator(".toast-body").all_inner_texts()
+    return seen + [f"toast: {t}" for t in toasts]
 
 
 def _texts(page) -> str:
@@ -205,5 +206,24 @@ def test_quality_warning_is_visible_above_the_results(browser_app, tmp_path):
     assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
     page.locator("#qc-warnings").wait_for(state="visible", timeout=10_000)
     assert "Brain mask volume" in page.locator("#qc-warnings").inner_text()
+    assert not errors, errors
+    page.close()
+
+
+def test_an_upload_is_never_paired_with_an_example_file(browser_app, own_case):
+    """After an example, uploading only one's own DWI must not run it with the example's ADC, FLAIR or ground truth."""
+    browser, url, _ = browser_app
+    dwi, _adc = own_case
+    page, errors = _open(browser, url, "embolic multi")
+    page.locator("#dwi-in button[aria-label='Clear']").first.click()  # replace the DWI only
+    page.locator("#dwi-in input[type=file]").set_input_files(str(dwi))
+    _wait_text(page, "#dwi-in", "patient_dwi")
+    _wait_text(page, "#flair-in", "flair.nii", present=False)
+    _wait_text(page, "#gt-in", "mask.nii", present=False)
+    page.locator("#run-btn").click()
+    page.locator(".toast-body").first.wait_for(timeout=30_000)
+    toast = " ".join(page.locator(".toast-body").all_inner_texts())
+    assert "upload your own ADC" in toast, toast
+    assert "Done in" not in page.locator("#status").inner_text()
     assert not errors, errors
     page.close()

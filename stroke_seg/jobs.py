@@ -1,0 +1,199 @@
+"""The job engine behind the web app: a bounded pool of inference threads, cancel, and result commit.
+
+A job validates its inputs, looks the result up in the :class:`~stroke_seg.cache.ResultCache`, runs
+:func:`stroke_seg.segment` on one of ``concurrency`` long-lived inference threads (the device is the one resource
+every session shares), streams what it is doing, writes the outputs into a staging folder and commits it to the
+cache. Nothing here imports a UI toolkit: the app maps the events to its widgets, and another executor (a cluster)
+can take the pool's place behind the same :meth:`JobEngine.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, render
+from .api import segment
+from .cache import ResultCache
+from .errors import Cancelled, InvalidImageError, ModelError, StrokeSegError
+from .io import load_case, save_image
+from .models import get_model, model_names
+from .types import Case, Result, SegmentConfig
+
+__all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "entry_file"]
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("dwi", "adc", "flair", "ground_truth")
+"""The files a job takes, in the order of the app's inputs and of the ``/segment`` API."""
+
+JobEvent = tuple[str, Any]
+"""``("summary", (case, inputs_png))``, ``("tick", status_text)``, then ``("done" | "cached", entry_folder)``."""
+
+Progress = Callable[..., Any]
+"""``progress(fraction, desc=...)``; ``gr.Progress`` fits."""
+
+
+class _Job:
+    """One segmentation job of one request; nothing in it is shared between sessions."""
+
+    def __init__(self, model: str, mode: str, progress: Progress, stopping: threading.Event) -> None:
+        self.model, self.mode, self.progress, self.stopping = model, mode, progress, stopping
+        self.cancel = threading.Event()
+        self.stage = "queued"
+        self.started = time.monotonic()
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+
+    def report(self, fraction: float, description: str) -> None:
+        self.stage = f"{description} ({fraction:.0%})"
+        self.progress(fraction, desc=description)
+
+    def should_cancel(self) -> bool:
+        return self.cancel.is_set() or self.stopping.is_set()
+
+    def run(self, case: Case) -> None:
+        outcome = "error"
+        try:
+            log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
+            try:
+                if self.should_cancel():
+                    raise Cancelled("cancelled while waiting for the device")
+                self.result = segment(case, model=self.model, config=SegmentConfig(mode=self.mode), progress=self.report, should_cancel=self.should_cancel)
+                outcome = "ok"
+            except Cancelled:
+                outcome = "cancelled"
+                raise
+            finally:
+                log.info("inference end status=%s t=%.3f", outcome, time.time())
+        except BaseException as err:  # handed to the request's generator, which raises it there
+            self.error = err
+            if outcome == "cancelled":
+                log.info("job cancelled: the server-side inference loop stopped (%s)", err)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class JobEngine:
+    """Runs segmentation jobs on ``concurrency`` inference threads and commits their results to ``cache``.
+
+    Args:
+        cache: where finished results go (and are reused from, within its TTL).
+        concurrency: inference jobs at once.
+        tick_s: a running job reports its status at least this often, seconds.
+    """
+
+    def __init__(self, cache: ResultCache, concurrency: int = 1, tick_s: float = 0.5) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, but it is {concurrency}")
+        self.cache = cache
+        self.concurrency = concurrency
+        self.tick_s = tick_s
+        self.stopping = threading.Event()  # set on shutdown: a running job stops within one window
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stroke-seg-infer")
+
+    def warm_up(self, model: str) -> None:
+        """Load ``model`` on an inference thread, so that the first job simply queues behind the load."""
+
+        def load() -> None:
+            try:
+                get_model(model)
+            except StrokeSegError as err:
+                log.warning("model warm-up failed: %s", err)
+
+        self._pool.submit(load)
+
+    def stop(self) -> None:
+        """Ask running jobs to stop at their next step."""
+        self.stopping.set()
+
+    async def run(self, files: dict[str, str | None], model: str, mode: str, progress: Progress) -> AsyncIterator[JobEvent]:
+        """One job, as a stream of :data:`JobEvent`.
+
+        An async generator on purpose: between events it waits in ``await``, so a caller that closes it (a
+        cancelled request) closes it at once; its ``finally`` then tells the inference thread to stop.
+
+        Raises:
+            StrokeSegError: bad input, unknown model, failed inference, or :class:`Cancelled`.
+        """
+        if not files.get("dwi") or not files.get("adc"):
+            missing = "the DWI" if not files.get("dwi") else "the ADC"
+            raise InvalidImageError(f"input: expected a DWI and an ADC file (.nii or .nii.gz), but {missing} is missing")
+        if model not in model_names():
+            raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
+        ordered = [files.get(n) or None for n in INPUT_NAMES]
+        await asyncio.to_thread(self.cache.sweep)
+        key = await asyncio.to_thread(self.cache.key, ordered, model, mode, __version__)
+        hit = self.cache.get(key)
+        if hit is not None:
+            progress(1.0, desc="served from the result cache")
+            log.info("cache hit %s", key)
+            yield "cached", hit
+            return
+        job = _Job(model, mode, progress, self.stopping)
+        log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
+        job.report(0.0, "validating inputs")
+        case = await asyncio.to_thread(load_case, *ordered)
+        staging: Path | None = self.cache.staging()
+        try:
+            # Inference starts now on an inference thread (the context carries the caller's progress tracking);
+            # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.
+            finished = asyncio.wrap_future(self._pool.submit(contextvars.copy_context().run, job.run, case))
+            inputs_png = await asyncio.to_thread(lambda: render.save_png(render.input_montage(case), staging / "inputs.png"))
+            yield "summary", (case, inputs_png)
+            while not finished.done():
+                done, _ = await asyncio.wait({finished}, timeout=self.tick_s)
+                if not done:
+                    yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
+            if job.error is not None:
+                raise job.error
+            await asyncio.to_thread(write_entry, job.result, case, files, staging)
+            folder = self.cache.commit(staging, key)
+            staging = None
+            log.info("result written %s t=%.3f", folder.name, time.time())
+            yield "done", folder
+        finally:
+            job.cancel.set()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_entry(result: Result, case: Case, files: dict[str, str | None], folder: Path) -> None:
+    """Write a result's files into an entry folder; ``report.json`` last (its presence marks the entry complete).
+
+    The files are independent, so they are written concurrently (zlib and PNG encoding release the GIL). The
+    viewer shows the uploaded DWI and ADC as they are (copied, not re-encoded; NiiVue places them by their affines).
+    """
+    mask = np.asarray(result.mask.dataobj) > 0
+    tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
+    tasks += [
+        lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
+        lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),
+        lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
+    ]
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:
+        for future in [pool.submit(t) for t in tasks]:
+            future.result()
+    (folder / ResultCache.DONE).write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def _nifti_suffix(path: str | None) -> str:
+    return ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+
+
+def entry_file(folder: Path, name: str) -> Path:
+    """The copy of an input in an entry (``dwi.nii.gz`` or ``dwi.nii``)."""
+    gz = folder / f"{name}.nii.gz"
+    return gz if gz.is_file() else folder / f"{name}.nii"

@@ -1,0 +1,41 @@
+const state = { nv: null, canvas: null, spec: null, loads: 0, error: null };
+window.strokeSegViewer = state;
+const note = (t) => { const n = element.querySelector('.ss-note'); if (n) n.textContent = t; };
+async function ensure() {
+  if (typeof niivue === 'undefined') { note('3D viewer unavailable: NiiVue is not installed on this server (run `npm ci` in the app folder). The PNG montage below shows the result.'); return null; }
+  const canvas = element.querySelector('canvas');
+  if (!state.nv || state.canvas !== canvas) {
+    state.nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false });
+    await state.nv.attachToCanvas(canvas);
+    state.canvas = canvas;
+  }
+  return state.nv;
+}
+async function show() {
+  let spec = null;
+  try { spec = props.value ? JSON.parse(props.value) : null; } catch (e) { spec = null; }
+  if (!spec) return;
+  const nv = await ensure();
+  if (!nv) return;
+  const base = element.querySelector('.ss-base').value;
+  const opacity = parseFloat(element.querySelector('.ss-opacity').value);
+  try {
+    await nv.loadVolumes([
+      { url: spec[base], name: spec[base].split('/').pop(), colormap: 'gray' },
+      { url: spec.mask, name: 'mask.nii.gz', colormap: 'red', opacity: opacity, cal_min: 0.5, cal_max: 1 },
+    ]);
+    state.spec = spec; state.loads += 1; state.error = null;
+    note('DWI/ADC with the lesion in red. Drag to move the crosshair; scroll to change slices.');
+  } catch (e) { state.error = String(e); note('The viewer could not load the volumes: ' + e); }
+}
+element.querySelector('.ss-opacity').addEventListener('input', (ev) => {
+  if (state.nv && state.nv.volumes.length > 1) { state.nv.setOpacity(1, parseFloat(ev.target.value)); }
+});
+element.querySelector('.ss-base').addEventListener('change', () => show());
+element.querySelector('.ss-view').addEventListener('change', (ev) => {
+  if (!state.nv) return;
+  const t = { mpr: state.nv.sliceTypeMultiplanar, render: state.nv.sliceTypeRender, axial: state.nv.sliceTypeAxial }[ev.target.value];
+  state.nv.setSliceType(t);
+});
+watch('value', () => show());
+show();

@@ -62,6 +62,17 @@ def sliding_window(
     Returns:
         Probabilities (mean over mirrors, Gaussian-weighted over windows), shape (X, Y, Z), float32.
     """
+    if volume.ndim != 4:
+        raise ValueError(f"volume must be (C, X, Y, Z), but it has shape {tuple(volume.shape)}")
+    if len(window) != 3 or min(window) < 1:
+        raise ValueError(f"window must be 3 positive sizes, but it is {tuple(window)}")
+    if any(s < w for s, w in zip(volume.shape[1:], window)):
+        raise ValueError(f"every spatial size must be >= the window {tuple(window)}, but the volume is {tuple(volume.shape[1:])} (pad it first)")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), but it is {overlap}")
+    for axes in mirror_axes:
+        if any(a not in (0, 1, 2) for a in axes):
+            raise ValueError(f"mirror axes must be spatial axes 0-2, but got {tuple(axes)}")
     cancel = should_cancel or (lambda: False)
     shape = tuple(volume.shape[1:])
     starts = [window_starts(s, w, overlap) for s, w in zip(shape, window)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .anatomy import component_centres_world
 from .postprocess import CONNECTIVITY_26
 from .types import Comparison, Lesion, LesionMetrics
 
@@ -41,8 +42,7 @@ def lesion_table(mask: np.ndarray, affine: np.ndarray, adc: np.ndarray | None = 
     labels, n = ndi.label(mask, structure=CONNECTIVITY_26)
     index = np.arange(1, n + 1)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    centroids = np.asarray(ndi.center_of_mass(mask, labels, index), float).reshape(n, 3) + offset
-    world = centroids @ affine[:3, :3].T + affine[:3, 3]
+    world = component_centres_world(labels, n, affine, offset)
     mean_adc = ndi.mean(adc, labels, index) if adc is not None else [None] * n
     vml = voxel_volume_ml(affine)
     order = np.argsort(-sizes, kind="stable")

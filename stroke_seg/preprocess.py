@@ -14,7 +14,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage as ndi
 
-from .types import Case
+from .types import Case, voxel_sizes
 
 __all__ = [
     "BRAIN_ML_MAX",
@@ -77,11 +77,6 @@ def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
 def from_canonical(data_c: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """Exact inverse of :func:`to_canonical` for the data (a permutation and flips)."""
     return np.ascontiguousarray(nio.apply_orientation(data_c, nio.ornt_transform(_RAS, ornt)))
-
-
-def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel edge lengths (mm) of an affine, in its axis order."""
-    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
 
 
 BRAIN_ML_MAX = 2100.0

@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from .anatomy import MniMap
 from .io import ADC_UNITS
-from .types import Case
+from .types import Case, voxel_sizes
 
 __all__ = [
     "quality_warnings",
@@ -74,7 +74,7 @@ def check_artefact_sites(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, a
     """
     if not mask.any() or brain.sum() < 1000:
         return None
-    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    voxel = voxel_sizes(affine)
     depth = ndi.distance_transform_edt(np.pad(brain, 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
     edge = mask & (depth <= EDGE_MM)
     idx = np.argwhere(mask)

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
 from .preprocess import to_canonical
-from .types import Case
+from .types import Case, voxel_sizes
 
 __all__ = ["input_montage", "result_montage", "pick_slices"]
 
@@ -83,7 +83,7 @@ def input_montage(case: Case, n: int = 6) -> bytes:
     """PNG bytes: DWI (top row) and ADC (bottom row), ``n`` axial slices through the head."""
     dwi_c, aff_c, _ = to_canonical(case.dwi, case.affine)
     adc_c = to_canonical(case.adc, case.affine)[0]
-    vs = tuple(float(v) for v in np.sqrt((aff_c[:3, :3] ** 2).sum(0)))
+    vs = voxel_sizes(aff_c)
     ks = pick_slices(dwi_c, None, n)
     dwi_w, adc_w = _window(dwi_c), np.clip(adc_c / 2000.0, 0, 1)
     tiles = [_gray(_axial(dwi_w, k, vs)).astype(np.uint8) for k in ks] + [_gray(_axial(adc_w, k, vs)).astype(np.uint8) for k in ks]
@@ -105,7 +105,7 @@ def result_montage(case: Case, mask: np.ndarray, n: int = 12, cols: int = 6, sli
     dwi_c, aff_c, _ = to_canonical(case.dwi, case.affine)
     mask_c = to_canonical(mask.astype(np.uint8), case.affine)[0] > 0
     gt_c = to_canonical(case.ground_truth.astype(np.uint8), case.affine)[0] > 0 if case.ground_truth is not None else None
-    vs = tuple(float(v) for v in np.sqrt((aff_c[:3, :3] ** 2).sum(0)))
+    vs = voxel_sizes(aff_c)
     focus = mask_c | gt_c if gt_c is not None else mask_c
     ks = sorted(slices) if slices else pick_slices(dwi_c, focus, n)
     base = _window(dwi_c)

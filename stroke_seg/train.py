@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -34,7 +33,7 @@ from . import synth
 from .inference import sliding_window
 from .io import load_case
 from .metrics import dice
-from .models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device
+from .models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device, sha256
 from .preprocess import preprocess, to_canonical, zoom_to_spacing
 
 log = logging.getLogger("stroke_seg.train")
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = sha256(out)
     meta = {
         "sha256": digest,
         "architecture": net.config,

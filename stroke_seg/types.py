@@ -28,6 +28,7 @@ __all__ = [
     "LesionMetrics",
     "Comparison",
     "Result",
+    "voxel_sizes",
 ]
 
 ProgressCallback = Callable[[float, str], Any]
@@ -37,6 +38,11 @@ CancelCheck = Callable[[], bool]
 """``should_cancel() -> bool``; polled between steps (and between sliding windows)."""
 
 Mode = Literal["fast", "accurate"]
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel edge lengths (mm) of a 4x4 voxel-to-world affine, in its voxel axis order."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ class Case:
     @property
     def voxel_size(self) -> tuple[float, float, float]:
         """Voxel edge lengths in mm, from the affine, in storage axis order."""
-        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+        return voxel_sizes(self.affine)
 
     @property
     def orientation(self) -> str:

@@ -26,6 +26,7 @@ os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
 import gradio as gr  # noqa: E402
 
 import stroke_seg  # noqa: E402
+from stroke_seg.batch import discover_cases  # noqa: E402
 from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
 from stroke_seg.jobs import INPUT_NAMES, JobEngine, entry_file  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
@@ -220,12 +221,9 @@ async def cancel_notice() -> str:
 
 
 def _examples() -> tuple[list[list], list[str]]:
-    rows, labels = [], []
-    for folder in sorted(p for p in EXAMPLES.iterdir() if (p / "dwi.nii.gz").is_file()) if EXAMPLES.is_dir() else []:
-        flair = folder / "flair.nii.gz"
-        rows.append([str(folder / "dwi.nii.gz"), str(folder / "adc.nii.gz"), str(flair) if flair.is_file() else None, str(folder / "mask.nii.gz")])
-        labels.append(folder.name.replace("_", " "))
-    return rows, labels
+    cases = discover_cases(EXAMPLES)
+    rows = [[str(f[n]) if f[n] else None for n in INPUT_NAMES] for _, f in cases]
+    return rows, [name.replace("_", " ") for name, _ in cases]
 
 
 # Gradio's own upload/output cache is swept like ours: every 10 min, files older than the cache lifetime go.

@@ -6,48 +6,65 @@ Bad input exits with code 2 and one line on stderr (no traceback).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import dataclasses
 import logging
+import re
 import sys
 from pathlib import Path
 
-from . import api
+from . import api, batch
 from .errors import StrokeSegError
-from .io import save_image
 from .models import model_infos, model_names
 from .types import SegmentConfig
 
-__all__ = ["main", "discover_cases"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("stroke_seg.cli")
 
 
+def _field_docs() -> dict[str, str]:
+    """The first sentence of each ``SegmentConfig`` attribute's docstring entry, for --help."""
+    docs, current = {}, None
+    for line in (SegmentConfig.__doc__ or "").split("Attributes:")[-1].splitlines():
+        m = re.match(r"\s{8}(\w+)(?:, \w+)*: (.*)", line)
+        if m:
+            current = m.group(1)
+            docs[current] = m.group(2)
+        elif current and line.startswith(" " * 12):
+            docs[current] += " " + line.strip()
+    plain = {k: re.sub(r":\w+:`~?([^`]*)`", r"\1", v).replace("``", "") for k, v in docs.items()}
+    return {k: re.split(r"(?<=[a-z)])\. ", v)[0].rstrip(".") for k, v in plain.items()}
+
+
+_CONFIG_FLAGS = ("mode", "threshold", "min_lesion_ml", "max_lesion_adc", "artefact_zone_adc", "edge_level", "device")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """--model and one flag per ``SegmentConfig`` field, with its default and documentation."""
     p.add_argument("--model", default="adc-threshold", help="backend name (see `models`); default adc-threshold")
-    p.add_argument("--mode", choices=("fast", "accurate"), default="fast", help="accurate = 8x mirror test-time augmentation (deep models)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
-    p.add_argument("--min-lesion-ml", type=float, default=0.01, help="drop lesions smaller than this (mL)")
-    p.add_argument("--max-lesion-adc", type=float, default=1000.0, help="drop lesions whose median ADC is above this (1e-6 mm2/s; T2 shine-through); 0 keeps them")
-    p.add_argument("--edge-level", type=float, default=0.5, help="extend each lesion to the voxels brighter on DWI than this fraction of the way from the surrounding tissue to the lesion (within 4 mm); 0 keeps the model's edges")
-    p.add_argument("--artefact-zone-adc", type=float, default=620.0, help="in skull-base susceptibility zones (temporal poles, orbitofrontal) keep a lesion only when a quarter of it has ADC below this (1e-6 mm2/s); 0 keeps them")
-    p.add_argument("--device", default=None, help="torch device for deep models (default: cuda if present, else cpu)")
+    defaults, docs = SegmentConfig(), _field_docs()
+    for f in dataclasses.fields(SegmentConfig):
+        if f.name not in _CONFIG_FLAGS:
+            continue
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        helptext = docs.get(f.name, "").replace("%", "%%")
+        if f.name == "mode":
+            p.add_argument(flag, choices=("fast", "accurate"), default=default, help=helptext)
+        elif default is None or isinstance(default, str):
+            p.add_argument(flag, default=default, help=helptext + " (default: automatic)")
+        else:
+            optional = "None" in str(f.type)
+            p.add_argument(flag, type=float, default=default, help=helptext + f" (default {default:g}" + ("; 0 turns it off)" if optional else ")"))
 
 
 def _config(args: argparse.Namespace) -> SegmentConfig:
-    return SegmentConfig(
-        mode=args.mode, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml, max_lesion_adc=args.max_lesion_adc or None,
-        artefact_zone_adc=args.artefact_zone_adc or None, edge_level=args.edge_level or None, device=args.device,
-    )
-
-
-def _write_outputs(result, mask_path: Path, json_path: Path | None, prob_path: Path | None = None) -> None:
-    save_image(result.mask.get_fdata(dtype="float32"), result.case, mask_path)
-    if prob_path is not None:
-        save_image(result.probability.get_fdata(dtype="float32"), result.case, prob_path, dtype="float32")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_dict(), indent=2))
+    values = {}
+    for f in dataclasses.fields(SegmentConfig):
+        if f.name in _CONFIG_FLAGS:
+            v = getattr(args, f.name)
+            values[f.name] = (v or None) if ("None" in str(f.type) and isinstance(v, float)) else v
+    return SegmentConfig(**values)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -55,7 +72,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
     files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
     result = api.segment(files, model=args.model, config=_config(args))
-    _write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
+    batch.write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
     m = result.metrics
     line = f"{result.model}: {m.volume_ml:.2f} mL in {m.count} lesion(s), {result.timings['total']:.1f} s"
     if m.comparison is not None:
@@ -66,74 +83,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def discover_cases(root: Path) -> list[tuple[str, dict[str, Path | None]]]:
-    """Cases under ``root`` in the simple layout (CASE/dwi.nii.gz + CASE/adc.nii.gz) or ISLES'22 BIDS.
-
-    BIDS: ``sub-*/ses-*/dwi/*_dwi.nii.gz`` with ``*_adc.nii.gz`` beside it, ground truth under
-    ``derivatives/**/sub-*/ses-*/**/*_msk.nii.gz`` when present.
-    """
-    cases: list[tuple[str, dict[str, Path | None]]] = []
-    for dwi in sorted(root.glob("sub-*/ses-*/dwi/*_dwi.nii*")):
-        prefix = dwi.name.split("_dwi.nii")[0]
-        adc = next(iter(sorted(dwi.parent.glob(f"{prefix}_adc.nii*"))), None)
-        sub, ses = dwi.parts[-4], dwi.parts[-3]
-        gt = next(iter(sorted((root / "derivatives").glob(f"**/{sub}/{ses}/**/*_msk.nii*"))), None) if (root / "derivatives").is_dir() else None
-        flair = next(iter(sorted((dwi.parent.parent / "anat").glob(f"{sub}_{ses}*_FLAIR.nii*"))), None) if (dwi.parent.parent / "anat").is_dir() else None
-        cases.append((f"{sub}_{ses}", {"dwi": dwi, "adc": adc, "flair": flair, "ground_truth": gt}))
-    if cases:
-        return cases
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = api.find_case_files(folder)
-        if files["dwi"] is not None or files["adc"] is not None or files["b0"] is not None:
-            cases.append((folder.name, files))
-    return cases
-
-
-_CSV_FIELDS = ["case", "status", "model", "lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff", "seconds", "warnings", "error"]
-
-
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     root, out = Path(args.input_dir), Path(args.out)
     if not root.is_dir():
         raise StrokeSegError(f"batch input {root}: expected a folder of cases, but it does not exist")
-    cases = discover_cases(root)
+    cases = batch.discover_cases(root)
     if not cases:
-        raise StrokeSegError(f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz or ISLES'22 BIDS (sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case")
-    config = _config(args)
-    rows, failed = [], 0
-    for name, files in tqdm(cases, desc=f"segment ({args.model})", unit="case"):
-        report_path = out / name / "report.json"
-        if report_path.is_file():
-            previous = json.loads(report_path.read_text())
-            if previous.get("model") == args.model and previous.get("mode") == config.mode:
-                rows.append(_row(name, "skipped (done)", previous))
-                continue
-        try:
-            if files.get("dwi") is None or (files.get("adc") is None and files.get("b0") is None):
-                raise StrokeSegError(f"case {name}: expected a DWI and an ADC (or a b0), but {'the DWI' if files.get('dwi') is None else 'the ADC'} is missing")
-            result = api.segment(files, model=args.model, config=config)
-            _write_outputs(result, out / name / "mask.nii.gz", report_path)
-            rows.append(_row(name, "ok", result.to_dict()))
-        except StrokeSegError as err:
-            failed += 1
-            log.error("case %s failed: %s", name, err)
-            rows.append({"case": name, "status": "failed", "model": args.model, "error": str(err)})
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+        raise StrokeSegError(f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz (or b0.nii.gz) or ISLES'22 BIDS (sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case")
+    rows = batch.run_batch(cases, out, args.model, _config(args), progress=lambda c: tqdm(c, desc=f"segment ({args.model})", unit="case"))
+    failed = sum(r["status"] == "failed" for r in rows)
     print(f"{len(cases) - failed}/{len(cases)} cases done, {failed} failed; summary: {out / 'summary.csv'}")
     return 0 if failed == 0 else 1
-
-
-def _row(name: str, status: str, report: dict) -> dict:
-    row = {"case": name, "status": status, "model": report.get("model"), "seconds": report.get("timings", {}).get("total"), "warnings": " | ".join(report.get("warnings", []))}
-    for key in ("lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
-        row[key] = report.get(key)
-    return row
 
 
 def cmd_models(args: argparse.Namespace) -> int:

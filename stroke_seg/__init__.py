@@ -17,7 +17,7 @@ from .io import load_case, save_image
 from .models import get_model, model_infos, model_names
 from .types import Case, Comparison, Lesion, LesionMetrics, Result, SegmentConfig
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "segment",

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from . import api, batch
@@ -68,10 +69,24 @@ def _config(args: argparse.Namespace) -> SegmentConfig:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    if args.adc is None and args.b0 is None:
-        raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
-    files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
-    result = api.segment(files, model=args.model, config=_config(args))
+    if args.dicom is not None:
+        if args.dwi or args.adc or args.b0:
+            raise StrokeSegError("segment: expected --dicom alone or --dwi with --adc/--b0, but got both kinds")
+        with tempfile.TemporaryDirectory(prefix="stroke-seg-dicom-") as work:
+            from .dicom import load_dicom
+
+            chosen = load_dicom(args.dicom, work, b_value=args.b_value)
+            for note in chosen.notes:
+                log.info("%s", note)
+            files = chosen.as_inputs() | {"flair": args.flair, "ground_truth": args.ground_truth}
+            result = api.segment(files, model=args.model, config=_config(args))
+    else:
+        if args.dwi is None:
+            raise StrokeSegError("segment: expected --dwi DWI (with --adc or --b0) or --dicom DIR_OR_ZIP, but got neither")
+        if args.adc is None and args.b0 is None:
+            raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
+        files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
+        result = api.segment(files, model=args.model, config=_config(args))
     batch.write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
     m = result.metrics
     line = f"{result.model}: {m.volume_ml:.2f} mL in {m.count} lesion(s), {result.timings['total']:.1f} s"
@@ -109,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and notes")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("segment", help="segment one case")
-    p.add_argument("--dwi", required=True)
+    p.add_argument("--dwi", help="DWI (b=1000) NIfTI; 4D b0 + b1000 accepted")
+    p.add_argument("--dicom", help="a folder or .zip of DICOM files holding the DWI series (b0 + b1000 or trace) and/or an ADC series, instead of --dwi/--adc")
     p.add_argument("--adc", help="ADC map (mm2/s, 1e-3 or 1e-6 mm2/s; detected); optional with --b0")
     p.add_argument("--b0", help="b=0 image of the DWI acquisition: the ADC is computed from it when --adc is not given")
     p.add_argument("--b-value", type=float, default=1000.0, help="the DWI's b-value in s/mm2, for --b0 (default 1000)")

@@ -97,7 +97,8 @@ def test_models_shows_the_recorded_validation_figures(capsys):
         i = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
         block = lines[i] + lines[i + 1]  # the model's line and its indented "validated on" line
         assert f"Dice {record['models'][name]['synthetic_dice']:.3f}" in block
-        assert f"real ISLES'22 case vs DeepISLES: Dice {record['models'][name]['real_dice']:.3f}" in block
+        expert = record["real"]["isles22-strokecase0001"][name]
+        assert f"real ISLES'22 case vs its expert mask: Dice {expert['dice']:.3f}" in block
 
 
 def test_quality_warnings_reach_stderr_json_and_the_batch_csv(tmp_path, capsys):

@@ -59,8 +59,13 @@ def recorded_figures(name: str) -> str:
         f"{f['synthetic_cases']} held-out synthetic cases (generator {record['generator_version']}, {record['mode']}): "
         f"Dice {f['synthetic_dice']:.3f}, lesion F1 {f['synthetic_lesion_f1']:.3f}, controls/mimics max {f['negatives_max_ml']:.2f} mL"
     )
-    if "real_dice" in f:
-        text += f"; real ISLES'22 case vs DeepISLES: Dice {f['real_dice']:.3f}, lesion F1 {f['real_lesion_f1']:.3f}"
+    real = record.get("real", {})
+    expert = real.get("isles22-strokecase0001", {}).get(name)
+    if expert and expert.get("dice") is not None:
+        text += f"; real ISLES'22 case vs its expert mask: Dice {expert['dice']:.3f}, lesion F1 {expert['lesion_f1']:.3f}"
+    raw = real.get("jhu-ads-subject01", {}).get(name)
+    if raw and raw.get("dice") is not None:
+        text += f"; raw clinical scan with skull (b0 + DWI, no ADC) vs DAGMNet: Dice {raw['dice']:.3f}"
     return text + "."
 
 

@@ -25,7 +25,7 @@ __all__ = ["Ensemble"]
 class Ensemble(Backend):
     name = "ensemble"
     description = "Mean probability of unet and adc-threshold (members and fusion configurable)."
-    validated_on = "Held-out synthetic cases and one real ISLES'22 case (see MODEL_CARD.md)."
+    validated_on = "Held-out synthetic cases and three real scans (see MODEL_CARD.md)."
     version = "1.0"
 
     def __init__(self, members: Sequence[str] | None = None, fusion: str | None = None) -> None:

@@ -174,7 +174,7 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
 class UNetBackend(Backend):
     name = "unet"
     description = "3D U-Net (DWI+ADC[+FLAIR], 2 mm) trained here on synthetic cases only, edges completed with the DWI-bright rim; fast or 8x mirror TTA."
-    validated_on = "Held-out synthetic cases and one real ISLES'22 case (see MODEL_CARD.md); never trained on patient scans."
+    validated_on = "Held-out synthetic cases and three real scans it never trained on (see MODEL_CARD.md); never trained on patient scans."
     version = "1.0"
 
     def __init__(self, weights: Path = WEIGHTS_PATH) -> None:

@@ -1,0 +1,187 @@
+"""DICOM input: a folder or a .zip of a scanner export, converted with ``dcm2niix``, series chosen by b-value and type.
+
+``dcm2niix`` (the PyPI wheel ships the binary) writes one NIfTI per series with a BIDS JSON sidecar (image type,
+series description and number) and, for diffusion series, a ``.bval`` file. The series are then sorted into:
+
+* the **DWI**: the volume whose b-value is closest to ``b_value`` (1000 s/mm²) within 20 %, from a diffusion series
+  (a trace series, or one that also holds the b0);
+* the **b0**: a b=0 volume of a diffusion series (the same series or its own);
+* the **ADC**: a series whose image type or description says ADC.
+
+Everything is written under the caller's working folder (the job's temporary folder in the app), never elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InvalidImageError
+
+__all__ = ["DicomSeries", "DicomCase", "load_dicom", "convert", "dcm2niix_path"]
+
+log = logging.getLogger(__name__)
+
+B_TOLERANCE = 0.2
+"""Relative distance from the wanted b-value within which a volume counts as the DWI."""
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One converted series: its NIfTI, sidecar fields and b-values (empty when not diffusion)."""
+
+    nifti: Path
+    description: str
+    number: int | None
+    image_type: tuple[str, ...]
+    bvals: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return f"series {self.number} '{self.description}'" if self.number is not None else f"'{self.description}'"
+
+    @property
+    def is_adc(self) -> bool:
+        text = " ".join(self.image_type).upper() + " " + self.description.upper()
+        return "ADC" in text.replace("_", " ").split() or " ADC" in " " + text or "APPARENT" in text
+
+
+@dataclass(frozen=True, eq=False)
+class DicomCase:
+    """The images chosen from a DICOM export, ready for :func:`stroke_seg.io.load_case`."""
+
+    dwi: nib.Nifti1Image
+    adc: nib.Nifti1Image | None
+    b0: nib.Nifti1Image | None
+    b_value: float
+    notes: tuple[str, ...]
+
+    def as_inputs(self) -> dict[str, object]:
+        """The mapping :func:`stroke_seg.segment` takes."""
+        return {"dwi": self.dwi, "adc": self.adc, "b0": self.b0, "b_value": self.b_value}
+
+
+def dcm2niix_path() -> str:
+    """The dcm2niix executable (the PyPI wheel's, else one on PATH)."""
+    try:
+        import dcm2niix  # type: ignore[import-not-found]
+
+        exe = Path(dcm2niix.bin)  # the wheel exposes its binary's path
+        if exe.is_file():
+            return str(exe)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("dcm2niix")
+    if not found:
+        raise InvalidImageError("DICOM input: expected the dcm2niix converter (pip install dcm2niix), but it is not installed")
+    return found
+
+
+def _unpack(source: Path, workdir: Path, name: str) -> Path:
+    if source.is_dir():
+        return source
+    if zipfile.is_zipfile(source):
+        target = workdir / "dicom"
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(source) as zf:
+            for member in zf.infolist():
+                dest = (target / member.filename).resolve()
+                if not str(dest).startswith(str(target.resolve()) + os.sep) and dest != target.resolve():
+                    raise InvalidImageError(f"DICOM archive {name}: expected files inside the archive, but {member.filename!r} points outside it")
+            zf.extractall(target)
+        return target
+    raise InvalidImageError(f"DICOM input {name}: expected a folder or a .zip of DICOM files, but it is neither")
+
+
+def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> list[DicomSeries]:
+    """Convert every series of a DICOM folder or .zip with dcm2niix into ``workdir/nifti``.
+
+    Raises:
+        InvalidImageError: not a folder/zip, unsafe archive paths, or no convertible DICOM series.
+    """
+    source, workdir = Path(source), Path(workdir)
+    name = source.name
+    folder = _unpack(source, workdir, name)
+    out = workdir / "nifti"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [dcm2niix_path(), "-z", "y", "-b", "y", "-ba", "y", "-f", "%s_%d", "-o", str(out), str(folder)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    log.info("dcm2niix exit %d: %s", proc.returncode, proc.stdout[-500:].replace(str(folder), name))
+    series = []
+    for nii in sorted(out.glob("*.nii.gz")):
+        stem = nii.name[: -len(".nii.gz")]
+        meta = json.loads((out / f"{stem}.json").read_text()) if (out / f"{stem}.json").is_file() else {}
+        bval_file = out / f"{stem}.bval"
+        bvals = tuple(float(v) for v in bval_file.read_text().split()) if bval_file.is_file() else ()
+        series.append(DicomSeries(nii, str(meta.get("SeriesDescription", stem)), meta.get("SeriesNumber"), tuple(meta.get("ImageType", ())), bvals))
+    if not series:
+        raise InvalidImageError(f"DICOM input {name}: expected DICOM image series, but dcm2niix found none it could convert")
+    return series
+
+
+def _volume(img: nib.Nifti1Image, index: int | None, label: str) -> nib.Nifti1Image:
+    """One 3D volume of a converted series, named for messages as the user knows it (``label``)."""
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., index or 0]
+    out = nib.Nifti1Image(np.asarray(data), img.affine, img.header.copy())
+    out.header.set_data_shape(data.shape)
+    out.set_filename(f"{label}.nii.gz")
+    return out
+
+
+def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value: float = 1000.0) -> DicomCase:
+    """Choose the DWI (b close to ``b_value``), b0 and ADC of a DICOM export.
+
+    Args:
+        source: a folder of DICOM files or a .zip of them (any layout, any file names).
+        workdir: an empty folder for the unpacked and converted files (deleted by the caller).
+        b_value: the wanted diffusion weighting, s/mm².
+
+    Returns:
+        A :class:`DicomCase`; its ``adc`` or ``b0`` may be None, not both.
+
+    Raises:
+        InvalidImageError: no series with b close to ``b_value``, two candidate DWI series, or neither an ADC
+            series nor a b0 volume; messages name the series found.
+    """
+    name = Path(source).name
+    series = convert(source, workdir)
+    found = "; ".join(f"{s.name} (b={','.join(f'{b:g}' for b in s.bvals) or '-'}{', ADC' if s.is_adc else ''})" for s in series)
+    adcs = [s for s in series if s.is_adc]
+    diffusion = [s for s in series if s.bvals and not s.is_adc]
+    dwis = [s for s in diffusion if any(abs(b - b_value) <= B_TOLERANCE * b_value for b in s.bvals)]
+    if not dwis:
+        raise InvalidImageError(f"DICOM input {name}: expected a diffusion series with b={b_value:g}, but there is no series with b={b_value:g} (found: {found})")
+    if len(dwis) > 1:
+        raise InvalidImageError(f"DICOM input {name}: expected one DWI series with b={b_value:g}, but there are two or more: {', '.join(s.name for s in dwis)}")
+    if len(adcs) > 1:
+        raise InvalidImageError(f"DICOM input {name}: expected at most one ADC series, but there are {len(adcs)}: {', '.join(s.name for s in adcs)}")
+    dwi_s = dwis[0]
+    k = int(np.argmin([abs(b - b_value) for b in dwi_s.bvals]))
+    dwi = _volume(nib.load(str(dwi_s.nifti)), k, f"{name} {dwi_s.name} b={dwi_s.bvals[k]:g}")
+    notes = [f"DWI: {dwi_s.name}, b={dwi_s.bvals[k]:g} (volume {k + 1} of {len(dwi_s.bvals)})"]
+    b0 = None
+    for s in [dwi_s] + [d for d in diffusion if d is not dwi_s]:
+        zeros = [i for i, b in enumerate(s.bvals) if b <= 50]
+        if zeros:
+            b0 = _volume(nib.load(str(s.nifti)), zeros[0], f"{name} {s.name} b=0")
+            notes.append(f"b0: {s.name}, volume {zeros[0] + 1}")
+            break
+    adc = _volume(nib.load(str(adcs[0].nifti)), None, f"{name} {adcs[0].name}") if adcs else None
+    if adc is not None:
+        notes.append(f"ADC: {adcs[0].name}")
+    if adc is None and b0 is None:
+        raise InvalidImageError(f"DICOM input {name}: expected an ADC series or a b=0 volume to compute it from, but found neither (found: {found})")
+    for n in notes:
+        log.info("DICOM %s: %s", name, n)
+    return DicomCase(dwi=dwi, adc=adc, b0=b0, b_value=float(dwi_s.bvals[k]), notes=tuple(notes))

@@ -1,0 +1,97 @@
+"""DICOM input: synthetic scanner exports converted with the real dcm2niix, series chosen by b-value and type."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import require
+from stroke_seg import InvalidImageError, segment, synth
+from stroke_seg.cli import main as cli_main
+from stroke_seg.metrics import dice
+
+pydicom = pytest.importorskip("pydicom")
+from stroke_seg.dicom import dcm2niix_path, load_dicom  # noqa: E402
+from stroke_seg.synth_dicom import write_dicom_case, zip_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """One synthetic raw head (int16) as NIfTI (dwi, b0, adc) and as three DICOM exports."""
+    try:
+        dcm2niix_path()
+    except InvalidImageError as err:
+        require(False, str(err))
+    root = tmp_path_factory.mktemp("dicom")
+    c = synth.make_case(77, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="RAS", dtype="int16", skull_stripped=False))
+    dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
+    adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
+    b0 = np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16)  # the b0 this DWI and ADC imply
+    nii = {"dwi": root / "dwi.nii.gz", "b0": root / "b0.nii.gz", "adc": root / "adc.nii.gz"}
+    nib.save(c.dwi, str(nii["dwi"]))
+    nib.save(nib.Nifti1Image(b0, c.dwi.affine), str(nii["b0"]))
+    nib.save(c.adc, str(nii["adc"]))
+    b0_img = nib.load(str(nii["b0"]))
+    exports = {
+        "b0_b1000": zip_folder(write_dicom_case(root / "a", c.dwi, b0_img), root / "b0_b1000.zip"),
+        "trace_b0_adc": write_dicom_case(root / "b", c.dwi, b0_img, c.adc, b0_in_dwi_series=False),
+        "b0_only": zip_folder(write_dicom_case(root / "c", c.dwi, b0_img), root / "unused.zip"),
+    }
+    # an export without any b=1000 volume: the b0 series alone
+    only_b0 = root / "d"
+    shutil.copytree(root / "b" / "b0", only_b0 / "b0")
+    exports["b0_only"] = zip_folder(only_b0, root / "b0_only.zip")
+    # two DWI series
+    two = root / "e"
+    write_dicom_case(two / "first", c.dwi, b0_img)
+    write_dicom_case(two / "second", c.dwi, b0_img, b0_in_dwi_series=False)
+    exports["two_dwi"] = two
+    return nii, exports
+
+
+def _canonical_mask(path):
+    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj) > 0
+
+
+@pytest.mark.parametrize("export, nifti_inputs", [("b0_b1000", ("dwi", "b0")), ("trace_b0_adc", ("dwi", "adc"))], ids=["zip-b0+b1000-no-adc", "folder-trace+b0+adc"])
+def test_cli_dicom_mask_equals_the_nifti_path(scan, tmp_path, export, nifti_inputs):
+    nii, exports = scan
+    out_dicom, out_nifti = tmp_path / "dicom_mask.nii.gz", tmp_path / "nifti_mask.nii.gz"
+    assert cli_main(["segment", "--dicom", str(exports[export]), "--model", "adc-threshold", "--out", str(out_dicom)]) == 0
+    flags = [f"--{k}" if k != "b0" else "--b0" for k in nifti_inputs]
+    args = ["segment", "--model", "adc-threshold", "--out", str(out_nifti)]
+    for flag, key in zip(flags, nifti_inputs):
+        args += [flag, str(nii[key])]
+    assert cli_main(args) == 0
+    a, b = _canonical_mask(out_dicom), _canonical_mask(out_nifti)
+    assert a.shape == b.shape and b.any()
+    assert dice(a, b) == 1.0
+
+
+def test_dicom_series_choice_and_notes(scan, tmp_path):
+    _, exports = scan
+    chosen = load_dicom(exports["trace_b0_adc"], tmp_path)
+    assert chosen.adc is not None and chosen.b0 is not None and chosen.b_value == 1000
+    assert any("ADC: series 5" in n for n in chosen.notes)
+    r = segment(chosen.as_inputs(), model="adc-threshold")
+    assert r.case.adc_unit == "1e-6 mm2/s"  # the ADC series is used, not the b0
+    assert all(p.is_relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "export, match", [("b0_only", "no series with b=1000"), ("two_dwi", "two or more")], ids=["no-b1000", "two-dwi-series"]
+)
+def test_bad_dicom_exports_give_clear_errors(scan, tmp_path, export, match):
+    _, exports = scan
+    with pytest.raises(InvalidImageError, match=match):
+        load_dicom(exports[export], tmp_path)
+
+
+def test_not_dicom_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "scan.zip"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(InvalidImageError, match="scan.zip: expected a folder or a .zip"):
+        load_dicom(bogus, tmp_path / "w")

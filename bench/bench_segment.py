@@ -1,6 +1,9 @@
 """Time ``stroke_seg.segment()`` on a 1 mm and a 2 mm synthetic case; median of N runs, peak RSS.
 
-    python bench/bench_segment.py [--model adc-threshold] [--mode fast] [--repeats 5]
+    python bench/bench_segment.py [--model adc-threshold] [--mode fast] [--repeats 5] [--case FOLDER]
+
+Without --case: a 1 mm and a 2 mm synthetic case. With --case: that case folder (dwi + adc or b0, e.g. the real
+2 mm ISLES'22 scan in ../shared/data), end to end (loading, brain extraction, model, post-processing, metrics).
 
 Each resolution runs in a fresh subprocess (so peak RSS is that of loading + segmenting one case
 of that size, including the model) after one warm-up run that is not counted.
@@ -43,7 +46,8 @@ def child(folder: str, model: str, mode: str, repeats: int, device: str | None) 
         stages.append(r.timings)
     rss_mb = peak_rss_mb()
     median_stages = {k: round(statistics.median(s[k] for s in stages), 3) for k in stages[0]}
-    print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3), "peak_rss_mb": round(rss_mb), "stages": median_stages, "dice": r.metrics.comparison.dice}))
+    dice = r.metrics.comparison.dice if r.metrics.comparison else None
+    print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3), "peak_rss_mb": round(rss_mb), "stages": median_stages, "dice": dice, "shape": list(r.case.shape)}))
 
 
 def main() -> None:
@@ -52,6 +56,7 @@ def main() -> None:
     p.add_argument("--mode", default="fast")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default=None)
+    p.add_argument("--case", default=None, help="a case folder to time instead of the synthetic ones")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -60,14 +65,17 @@ def main() -> None:
     from stroke_seg import synth
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"| model | mode | voxel | shape | median s (of {a.repeats}) | min-max s | peak RSS MB | Dice |")
+        print(f"| model | mode | case | shape | median s (of {a.repeats}) | min-max s | peak RSS MB | Dice |")
         print("|---|---|---|---|---|---|---|---|")
-        for vs in (1.0, 2.0):
-            c = synth.make_case(7, "territorial", synth.Acquisition(voxel_size=(vs,) * 3))
-            folder = c.save(Path(tmp) / f"iso{vs:g}")
+        if a.case:
+            folders = [(Path(a.case).name, Path(a.case))]
+        else:
+            folders = [(f"synthetic {vs:g} mm", synth.make_case(7, "territorial", synth.Acquisition(voxel_size=(vs,) * 3)).save(Path(tmp) / f"iso{vs:g}")) for vs in (1.0, 2.0)]
+        for label, folder in folders:
             cmd = [sys.executable, __file__, "--child", str(folder), "--model", a.model, "--mode", a.mode, "--repeats", str(a.repeats)] + (["--device", a.device] if a.device else [])
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-            print(f"| {a.model} | {a.mode} | {vs:g} mm | {c.dwi.shape} | {out['median_s']} | {out['min_s']}-{out['max_s']} | {out['peak_rss_mb']} | {out['dice']:.3f} |")
+            dice = "—" if out["dice"] is None else f"{out['dice']:.3f}"
+            print(f"| {a.model} | {a.mode} | {label} | {tuple(out['shape'])} | {out['median_s']} | {out['min_s']}-{out['max_s']} | {out['peak_rss_mb']} | {dice} |")
             print(f"<!-- stages (median s): {out['stages']} -->")
 
 

@@ -48,9 +48,10 @@ gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is
 
 DISCLAIMER = (
     "**Research use only — not for diagnosis or treatment decisions.** The `unet` model was trained only on "
-    "synthetic cases generated from the MNI152 template (never on patient scans); `adc-threshold` is a fixed "
-    "rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, slice trend removed, plus the DWI-bright rim next to that "
-    "core). See the model card for validation figures."
+    "synthetic cases generated from the MNI152 template (never on patient scans). On real scans it never saw it finds "
+    "large infarcts well but misses most small, faint lesions (Dice 0.48 against an expert mask; a strong published "
+    "model: 0.79). `adc-threshold` is a fixed rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, plus the "
+    "DWI-bright rim next to that core). Implausible results get a warning. See the model card for the figures."
 )
 
 

@@ -80,11 +80,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 log.info("%s", note)
             files = chosen.as_inputs() | {"flair": args.flair, "ground_truth": args.ground_truth}
             result = api.segment(files, model=args.model, config=_config(args))
+            if args.seg:
+                from .dicom import write_seg
+
+                write_seg(result.mask, chosen, args.seg, algorithm=result.model, version=result.model_version)
     else:
         if args.dwi is None:
             raise StrokeSegError("segment: expected --dwi DWI (with --adc or --b0) or --dicom DIR_OR_ZIP, but got neither")
         if args.adc is None and args.b0 is None:
             raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
+        if args.seg:
+            raise StrokeSegError("segment: --seg (DICOM SEG) needs --dicom input to reference, but NIfTI inputs were given")
         files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
         result = api.segment(files, model=args.model, config=_config(args))
     batch.write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="mask NIfTI to write (on the DWI grid)")
     p.add_argument("--json", help="JSON report to write")
     p.add_argument("--probability", help="probability map NIfTI to write")
+    p.add_argument("--seg", help="with --dicom: also write the mask as a DICOM Segmentation (.dcm) referencing the DWI series")
     _add_model_args(p)
     p.set_defaults(func=cmd_segment)
     p = sub.add_parser("batch", help="segment every case in a folder (simple or ISLES'22 BIDS layout)")

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import InvalidImageError
 
-__all__ = ["DicomSeries", "DicomCase", "load_dicom", "convert", "dcm2niix_path"]
+__all__ = ["DicomSeries", "DicomCase", "load_dicom", "convert", "dcm2niix_path", "write_seg"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class DicomCase:
     b0: nib.Nifti1Image | None
     b_value: float
     notes: tuple[str, ...]
+    source_dir: Path | None = None
+    dwi_series: DicomSeries | None = None
+    dwi_volume: int = 0
 
     def as_inputs(self) -> dict[str, object]:
         """The mapping :func:`stroke_seg.segment` takes."""
@@ -102,8 +105,11 @@ def _unpack(source: Path, workdir: Path, name: str) -> Path:
     raise InvalidImageError(f"DICOM input {name}: expected a folder or a .zip of DICOM files, but it is neither")
 
 
-def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> list[DicomSeries]:
+def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list[DicomSeries], Path]:
     """Convert every series of a DICOM folder or .zip with dcm2niix into ``workdir/nifti``.
+
+    Returns:
+        The converted series and the folder holding the DICOM files (unpacked when a .zip was given).
 
     Raises:
         InvalidImageError: not a folder/zip, unsafe archive paths, or no convertible DICOM series.
@@ -125,7 +131,7 @@ def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> list[Dicom
         series.append(DicomSeries(nii, str(meta.get("SeriesDescription", stem)), meta.get("SeriesNumber"), tuple(meta.get("ImageType", ())), bvals))
     if not series:
         raise InvalidImageError(f"DICOM input {name}: expected DICOM image series, but dcm2niix found none it could convert")
-    return series
+    return series, folder
 
 
 def _volume(img: nib.Nifti1Image, index: int | None, label: str) -> nib.Nifti1Image:
@@ -155,7 +161,7 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
             series nor a b0 volume; messages name the series found.
     """
     name = Path(source).name
-    series = convert(source, workdir)
+    series, folder = convert(source, workdir)
     found = "; ".join(f"{s.name} (b={','.join(f'{b:g}' for b in s.bvals) or '-'}{', ADC' if s.is_adc else ''})" for s in series)
     adcs = [s for s in series if s.is_adc]
     diffusion = [s for s in series if s.bvals and not s.is_adc]
@@ -184,4 +190,95 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
         raise InvalidImageError(f"DICOM input {name}: expected an ADC series or a b=0 volume to compute it from, but found neither (found: {found})")
     for n in notes:
         log.info("DICOM %s: %s", name, n)
-    return DicomCase(dwi=dwi, adc=adc, b0=b0, b_value=float(dwi_s.bvals[k]), notes=tuple(notes))
+    return DicomCase(dwi=dwi, adc=adc, b0=b0, b_value=float(dwi_s.bvals[k]), notes=tuple(notes), source_dir=folder, dwi_series=dwi_s, dwi_volume=k)
+
+
+def _source_slices(case: DicomCase) -> list:
+    """The DICOM datasets of the chosen DWI volume, one per slice (pixel data not read)."""
+    import pydicom
+
+    series = case.dwi_series
+    if series is None or case.source_dir is None:
+        raise ValueError("write_seg needs a DicomCase made by load_dicom")
+    found = []
+    for path in sorted(p for p in case.source_dir.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=False)
+        except Exception:  # not DICOM (a README, a DICOMDIR index...)
+            continue
+        if "ImagePositionPatient" not in ds or ds.get("SeriesNumber") != series.number or str(ds.get("SeriesDescription", "")) != series.description:
+            continue
+        found.append(ds)
+    b_tag = [ds.get((0x0018, 0x9087)) for ds in found]
+    if found and all(t is not None for t in b_tag):
+        found = [ds for ds in found if abs(float(ds[0x0018, 0x9087].value) - case.b_value) <= B_TOLERANCE * case.b_value]
+    else:  # no standard b-value attribute: volumes follow each other in instance order, as dcm2niix stacks them
+        found.sort(key=lambda ds: int(ds.get("InstanceNumber", 0)))
+        per_volume = len(found) // max(1, len(series.bvals))
+        found = found[case.dwi_volume * per_volume : (case.dwi_volume + 1) * per_volume]
+    return found
+
+
+def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *, algorithm: str, version: str) -> Path:
+    """Write a lesion mask as a DICOM Segmentation (binary) that references the DWI series it was made from.
+
+    The mask (any grid with a valid affine, e.g. the result on the converted DWI grid) is sampled at the centre of
+    every pixel of every source slice (nearest voxel, world coordinates), so the SEG frames match the scanner's
+    slices whatever the converter's axis order.
+
+    Args:
+        mask: lesion mask (nonzero = lesion).
+        case: what :func:`load_dicom` returned (its source files must still exist).
+        out: the .dcm file to write.
+        algorithm, version: the model's name and version, recorded as the segmentation algorithm.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sources = _source_slices(case)
+    if not sources:
+        raise InvalidImageError("DICOM SEG: expected the DWI series' DICOM files, but none were found next to the converted images")
+    data = np.asanyarray(mask.dataobj) > 0
+    inv = np.linalg.inv(mask.affine)
+    frames = []
+    for ds in sources:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        lps = np.asarray(ds.ImagePositionPatient, float)[:, None, None] + iop[:3, None, None] * c * dc + iop[3:, None, None] * r * dr
+        ras = lps * np.array([-1.0, -1.0, 1.0])[:, None, None]
+        ijk = np.rint(np.tensordot(inv[:3, :3], ras, axes=1) + inv[:3, 3][:, None, None]).astype(int)
+        inside = np.all((ijk >= 0) & (ijk < np.array(data.shape)[:, None, None]), axis=0)
+        frame = np.zeros((rows, cols), bool)
+        frame[inside] = data[ijk[0][inside], ijk[1][inside], ijk[2][inside]]
+        frames.append(frame)
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="acute ischemic lesion",
+        segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
+        segmented_property_type=hd.sr.CodedConcept("55641003", "SCT", "Infarct"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(name=f"stroke-seg {algorithm}", version=version, family=codes.cid7162.ArtificialIntelligence),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=np.stack(frames).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="stroke-seg (research use only, not for diagnosis)",
+        manufacturer_model_name=algorithm,
+        software_versions=version,
+        device_serial_number="none",
+        series_description="stroke-seg lesion (research use only)",
+        omit_empty_frames=False,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(out)
+    log.info("DICOM SEG written: %d frames, %d lesion pixels", len(frames), int(sum(f.sum() for f in frames)))
+    return out

@@ -41,6 +41,7 @@ def _series(folder: Path, volumes: list[tuple[np.ndarray, float | None]], affine
             ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
             ds.SOPClassUID, ds.SOPInstanceUID = _MR, meta.MediaStorageSOPInstanceUID
             ds.PatientName, ds.PatientID, ds.Modality = "SYNTHETIC^CASE", "SYNTH0001", "MR"
+            ds.PatientBirthDate, ds.PatientSex, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "O", "1", "", ""
             ds.Manufacturer = "stroke-seg synthetic"
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
             ds.StudyDate = ds.SeriesDate = "20260101"

@@ -95,3 +95,23 @@ def test_not_dicom_is_a_clear_error(tmp_path):
     bogus.write_bytes(b"not a zip")
     with pytest.raises(InvalidImageError, match="scan.zip: expected a folder or a .zip"):
         load_dicom(bogus, tmp_path / "w")
+
+
+def test_cli_writes_a_dicom_seg_that_matches_the_mask(scan, tmp_path):
+    """--seg: a binary DICOM Segmentation referencing the DWI series; its frames hold the NIfTI mask's voxels."""
+    _, exports = scan
+    out, seg_path = tmp_path / "mask.nii.gz", tmp_path / "mask.dcm"
+    assert cli_main(["segment", "--dicom", str(exports["b0_b1000"]), "--model", "adc-threshold", "--out", str(out), "--seg", str(seg_path)]) == 0
+    seg = pydicom.dcmread(seg_path)
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert seg.SegmentSequence[0].SegmentLabel == "acute ischemic lesion"
+    frames = seg.pixel_array.astype(bool)
+    mask = np.asarray(nib.load(str(out)).dataobj) > 0
+    assert frames.shape[0] == mask.shape[2] and frames.sum() == mask.sum()  # one frame per source slice, same voxels
+    referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert len(referenced) == mask.shape[2]  # the b1000 slices only, not the b0 ones
+
+
+def test_seg_needs_dicom_input(scan, tmp_path):
+    nii, _ = scan
+    assert cli_main(["segment", "--dwi", str(nii["dwi"]), "--adc", str(nii["adc"]), "--out", str(tmp_path / "m.nii.gz"), "--seg", str(tmp_path / "m.dcm")]) == 2

@@ -28,7 +28,7 @@ import gradio as gr  # noqa: E402
 import stroke_seg  # noqa: E402
 from stroke_seg.batch import discover_cases  # noqa: E402
 from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
-from stroke_seg.jobs import INPUT_NAMES, JobEngine, entry_file  # noqa: E402
+from stroke_seg.jobs import DICOM, INPUT_NAMES, JobEngine, entry_file  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
@@ -115,17 +115,17 @@ def _tables(report: dict) -> tuple[list[list], list[list]]:
     return summary, lesions
 
 
-def _files(dwi, adc, flair, ground_truth) -> dict[str, str | None]:
-    return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)))
+def _files(dwi, adc, flair, ground_truth, dicom=None) -> dict[str, str | None]:
+    return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth))) | {DICOM: dicom}
 
 
 def _viewer_value(folder: Path) -> str:
     return viewer_value(entry_file(folder, "dwi"), entry_file(folder, "adc"), folder / "mask.nii.gz", folder.name)
 
 
-async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, from_example, progress=gr.Progress()):
+async def run_segmentation(dwi, adc, flair, ground_truth, dicom, model, mode, from_example, progress=gr.Progress()):
     """UI handler: streams an input summary, status ticks, then the full result."""
-    files = _own_files(_files(dwi, adc, flair, ground_truth), from_example)
+    files = _own_files(_files(dwi, adc, flair, ground_truth, dicom), from_example)
     async for kind, payload in _guard(ENGINE.run(files, model, mode, progress)):
         if kind == "summary":
             case, png = payload
@@ -145,14 +145,14 @@ async def run_segmentation(dwi, adc, flair, ground_truth, model, mode, from_exam
                 montage_img: str(folder / "montage.png"),
                 summary_table: summary_rows,
                 lesion_table: lesion_rows,
-                downloads: [str(folder / "mask.nii.gz"), str(folder / "probability.nii.gz"), str(folder / "report.json")],
+                downloads: [str(folder / n) for n in ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json") if (folder / n).is_file()],
             }
 
 
-async def segment_api(dwi, adc, flair, ground_truth, model, mode, progress=gr.Progress()):
+async def segment_api(dwi, adc, flair, ground_truth, model, mode, dicom=None, progress=gr.Progress()):
     """API handler (/segment): yields (None, {"status": "running", "input": ...}, input montage), then
     (mask NIfTI, report JSON, result montage PNG)."""
-    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth), model, mode, progress)):
+    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom), model, mode, progress)):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
@@ -192,6 +192,8 @@ def _own_files(files: dict[str, str | None], state: dict | None) -> dict[str, st
     state = state or {}
     if not state.get("user"):
         return files
+    if files.get(DICOM):  # a DICOM export replaces the whole case: nothing an example left is used
+        return {n: (None if n in state.get("left", []) else v) for n, v in files.items()}
     left = set(state.get("left", []))
     mixed = [n for n in ("dwi", "adc") if n in left and files.get(n)]
     if mixed:
@@ -241,6 +243,8 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             with gr.Accordion("Optional: FLAIR and ground truth", open=False):
                 flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"], elem_id="flair-in")
                 gt_in = gr.File(label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in")
+            with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
+                dicom_in = gr.File(label="DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM SEG", file_types=[".zip"], elem_id="dicom-in")
             model_in = gr.Dropdown(choices=_model_choices(), value=_default_model(), label="Model")
             model_info = gr.Markdown(describe_model(_default_model()))
             mode_in = gr.Radio(["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)")
@@ -263,7 +267,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
                 lesion_table = gr.Dataframe(headers=["Lesion", "Volume (mL)", "Centroid (world mm)", "Mean ADC (10⁻⁶ mm²/s)"], label="Lesions (largest first)", interactive=False)
             montage_img = gr.Image(label="Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)", type="filepath", interactive=False)
             inputs_img = gr.Image(label="Inputs (DWI top, ADC bottom)", type="filepath", interactive=False)
-            downloads = gr.File(label="Downloads: mask (DWI grid), probability map, JSON report", file_count="multiple", interactive=False)
+            downloads = gr.File(label="Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report", file_count="multiple", interactive=False, elem_id="downloads")
     # API-only outputs and trigger (the /segment endpoint for gradio_client)
     with gr.Row(visible=False):
         api_trigger = gr.Button("api", visible=False)
@@ -272,14 +276,14 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
     model_in.change(describe_model, model_in, model_info, api_visibility="private", queue=False)
-    for name, component in zip(INPUT_NAMES, (dwi_in, adc_in, flair_in, gt_in)):
+    for name, component in zip(INPUT_NAMES + (DICOM,), (dwi_in, adc_in, flair_in, gt_in, dicom_in)):
         component.upload(
             user_upload(name), from_example, [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
             api_visibility="private", queue=False,
         )
     run_event = run_btn.click(
         run_segmentation,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, from_example],
+        inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
         concurrency_id="inference",
         concurrency_limit=CONCURRENCY,
@@ -288,7 +292,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     cancel_btn.click(cancel_notice, None, status, cancels=[run_event], api_visibility="private", queue=False)
     api_trigger.click(
         segment_api,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in],
+        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in],
         outputs=[api_mask, api_report, api_montage],
         api_name="segment",
         concurrency_id="inference",

@@ -14,6 +14,7 @@ import contextvars
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,12 +27,16 @@ import numpy as np
 from . import __version__, render
 from .api import segment
 from .cache import ResultCache
+from .dicom import load_dicom, write_seg
 from .errors import Cancelled, InvalidImageError, ModelError, StrokeSegError
 from .io import load_case, save_image
 from .models import get_model, model_names
 from .types import Case, Result, SegmentConfig
 
 __all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "entry_file"]
+
+DICOM = "dicom"
+"""The key of a DICOM export (a .zip) in a job's files, instead of the DWI and ADC."""
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +133,17 @@ class JobEngine:
         Raises:
             StrokeSegError: bad input, unknown model, failed inference, or :class:`Cancelled`.
         """
-        if not files.get("dwi") or not files.get("adc"):
+        dicom = files.get(DICOM) or None
+        if dicom and (files.get("dwi") or files.get("adc")):
+            raise InvalidImageError("input: expected either a DICOM export or NIfTI DWI + ADC files, but both were given")
+        if not dicom and (not files.get("dwi") or not files.get("adc")):
             missing = "the DWI" if not files.get("dwi") else "the ADC"
-            raise InvalidImageError(f"input: expected a DWI and an ADC file (.nii or .nii.gz), but {missing} is missing")
+            raise InvalidImageError(f"input: expected a DWI and an ADC file (.nii or .nii.gz) or a DICOM export (.zip), but {missing} is missing")
         if model not in model_names():
             raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
         ordered = [files.get(n) or None for n in INPUT_NAMES]
         await asyncio.to_thread(self.cache.sweep)
-        key = await asyncio.to_thread(self.cache.key, ordered, model, mode, __version__)
+        key = await asyncio.to_thread(self.cache.key, ordered + [dicom], model, mode, __version__)
         hit = self.cache.get(key)
         if hit is not None:
             progress(1.0, desc="served from the result cache")
@@ -145,9 +153,17 @@ class JobEngine:
         job = _Job(model, mode, progress, self.stopping)
         log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
         job.report(0.0, "validating inputs")
-        case = await asyncio.to_thread(load_case, *ordered)
-        staging: Path | None = self.cache.staging()
+        workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job
+        staging: Path | None = None
         try:
+            chosen = None
+            if dicom:
+                job.report(0.0, "converting the DICOM export (dcm2niix)")
+                chosen = await asyncio.to_thread(load_dicom, dicom, workdir)
+                case = await asyncio.to_thread(lambda: load_case(chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value))
+            else:
+                case = await asyncio.to_thread(load_case, *ordered)
+            staging = self.cache.staging()
             # Inference starts now on an inference thread (the context carries the caller's progress tracking);
             # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.
             finished = asyncio.wrap_future(self._pool.submit(contextvars.copy_context().run, job.run, case))
@@ -160,12 +176,15 @@ class JobEngine:
             if job.error is not None:
                 raise job.error
             await asyncio.to_thread(write_entry, job.result, case, files, staging)
+            if chosen is not None:
+                await asyncio.to_thread(write_seg, job.result.mask, chosen, staging / "mask_seg.dcm", algorithm=job.result.model, version=job.result.model_version)
             folder = self.cache.commit(staging, key)
             staging = None
             log.info("result written %s t=%.3f", folder.name, time.time())
             yield "done", folder
         finally:
             job.cancel.set()
+            shutil.rmtree(workdir, ignore_errors=True)
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
 
@@ -177,7 +196,10 @@ def write_entry(result: Result, case: Case, files: dict[str, str | None], folder
     viewer shows the uploaded DWI and ADC as they are (copied, not re-encoded; NiiVue places them by their affines).
     """
     mask = np.asarray(result.mask.dataobj) > 0
-    tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
+    if files.get("dwi") and files.get("adc"):
+        tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
+    else:  # converted inputs (DICOM): the viewer shows the validated DWI and ADC (1e-6 mm²/s)
+        tasks = [lambda: save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32), lambda: save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32)]
     tasks += [
         lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
         lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),

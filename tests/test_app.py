@@ -76,7 +76,9 @@ def test_api_lists_segment_and_hides_ui_events(app):
     api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/segment"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
-    assert params == ["dwi", "adc", "flair", "ground_truth", "model", "mode"]
+    assert params == ["dwi", "adc", "flair", "ground_truth", "model", "mode", "dicom"]
+    dicom = api["named_endpoints"]["/segment"]["parameters"][-1]
+    assert dicom["parameter_has_default"] and dicom["parameter_default"] is None  # six-argument calls still work
 
 
 def test_job_streams_progress_and_returns_what_segment_returns(app):
@@ -246,3 +248,28 @@ def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match=r"(?i)size|large|exceed"):
             client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+
+
+def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
+    """/segment with a DICOM .zip (b0 + b1000, no ADC series) returns what the NIfTI files of the same scan give."""
+    pytest.importorskip("pydicom")
+    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+
+    c = synth.make_case(78, "territorial", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False))
+    dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
+    adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
+    b0 = nib.Nifti1Image(np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16), c.dwi.affine)
+    nib.save(c.dwi, str(tmp_path / "dwi.nii.gz"))
+    nib.save(b0, str(tmp_path / "b0.nii.gz"))
+    archive = zip_folder(write_dicom_case(tmp_path / "export", c.dwi, b0), tmp_path / "export.zip")
+    url, _, _ = app
+    client = Client(url, verbose=False)
+    mask_path, report, _ = client.predict(None, None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")
+    direct = stroke_seg.segment({"dwi": tmp_path / "dwi.nii.gz", "b0": tmp_path / "b0.nii.gz"}, model="unet")
+    assert report["lesion_volume_ml"] == pytest.approx(direct.metrics.volume_ml, abs=1e-3)
+    assert report["input"]["adc_unit_detected"].startswith("computed from b0")
+    served = np.asarray(nib.as_closest_canonical(nib.load(mask_path)).dataobj) > 0
+    local = np.asarray(nib.as_closest_canonical(direct.mask).dataobj) > 0
+    assert (served == local).all()
+    with pytest.raises(Exception, match="either a DICOM export or NIfTI"):
+        client.predict(handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")

@@ -149,9 +149,20 @@ async def run_segmentation(dwi, adc, flair, ground_truth, dicom, model, mode, fr
             }
 
 
-async def segment_api(dwi, adc, flair, ground_truth, model, mode, dicom=None, progress=gr.Progress()):
-    """API handler (/segment): yields (None, {"status": "running", "input": ...}, input montage), then
-    (mask NIfTI, report JSON, result montage PNG)."""
+async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, progress=gr.Progress()):
+    """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
+
+    Yields (None, {"status": "running", "input": ...}, input montage), then (mask NIfTI, JSON report, result montage PNG).
+
+    Args:
+        dwi: DWI (b=1000) NIfTI file (.nii/.nii.gz); None when a DICOM export is given.
+        adc: ADC map NIfTI file (mm²/s, 1e-3 or 1e-6 mm²/s, detected); None when a DICOM export is given.
+        flair: optional FLAIR NIfTI file.
+        ground_truth: optional binary lesion mask on the DWI grid (adds Dice and lesion F1 to the report).
+        model: "unet", "adc-threshold" or "ensemble".
+        mode: "fast" or "accurate" (8x mirror test-time augmentation).
+        dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
+    """
     async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom), model, mode, progress)):
         if kind == "summary":
             case, png = payload
@@ -311,6 +322,7 @@ if __name__ == "__main__":
             server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             max_file_size=MAX_FILE_SIZE,
             allowed_paths=[str(CACHE.root)],
+            mcp_server=os.environ.get("STROKE_SEG_MCP", "1") != "0",
         )
     finally:  # launch() returns after Ctrl-C; the interpreter then joins the inference threads
         ENGINE.stop()

@@ -7,6 +7,7 @@ whose message names the file and says what was expected and what came.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -56,6 +57,19 @@ def _without_paths(err: BaseException, path: Path, name: str) -> str:
     return text
 
 
+def _nifti_by_content(path: Path) -> nib.Nifti1Image | None:
+    """A NIfTI-1 file under another name (``file.gz`` from an MCP client's base64 upload), recognised by its header."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        if len(raw) < 352 or raw[344:347] not in (b"n+1", b"ni1"):
+            return None
+        return nib.Nifti1Image.from_bytes(raw)
+    except (OSError, EOFError, zlib.error, ValueError):
+        return None
+
+
 def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
     """Open one NIfTI image and read all of its data (nibabel is lazy; corrupt files fail here).
 
@@ -78,10 +92,12 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
         path = Path(image)
         if not path.is_file():
             raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist")
-        if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+        named_nifti = path.name.endswith(".nii") or path.name.endswith(".nii.gz")
+        unnamed = None if named_nifti else _nifti_by_content(path)
+        if not named_nifti and unnamed is None:
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in {''.join(path.suffixes) or 'no suffix'}")
         try:
-            loaded = nib.load(str(path))
+            loaded = unnamed if unnamed is not None else nib.load(str(path))
         except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: {_without_paths(err, path, name)})") from err
         if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):

@@ -273,3 +273,33 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     assert (served == local).all()
     with pytest.raises(Exception, match="either a DICOM export or NIfTI"):
         client.predict(handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")
+
+
+def test_mcp_tool_is_listed_and_callable(app, tmp_path):
+    """gradio[mcp]: the /segment endpoint is an MCP tool; an MCP client lists it and segments a case by URL."""
+    import asyncio
+
+    mcp = pytest.importorskip("mcp")
+    from mcp.client.streamable_http import streamablehttp_client
+
+    url, _, _ = app
+    import base64
+
+    def data_url(path):  # what an MCP client sends for a local file
+        return "data:application/gzip;base64," + base64.b64encode(path.read_bytes()).decode()
+
+    dwi_url, adc_url = data_url(EXAMPLE / "dwi.nii.gz"), data_url(EXAMPLE / "adc.nii.gz")
+
+    async def call():
+        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+            async with mcp.ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name: t for t in (await session.list_tools()).tools}
+                assert "segment_api" in tools and "dwi" in tools["segment_api"].inputSchema["properties"]
+                return await session.call_tool("segment_api", {"dwi": dwi_url, "adc": adc_url, "model": "adc-threshold", "mode": "fast"})
+
+    result = asyncio.run(call())
+    assert not result.isError, result
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    expected = stroke_seg.segment({"dwi": EXAMPLE / "dwi.nii.gz", "adc": EXAMPLE / "adc.nii.gz"}, model="adc-threshold").metrics.volume_ml
+    assert f'"lesion_volume_ml": {round(expected, 4)}' in text.replace("\\n", " ") or str(round(expected, 4)) in text, text[:2000]

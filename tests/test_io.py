@@ -224,3 +224,13 @@ def test_nibabel_images_accepted(tmp_path):
     case = load_case(nib.Nifti1Image(dwi, AFF), nib.Nifti1Image(adc, AFF), ground_truth=nib.Nifti1Image(truth.astype(np.uint8), AFF))
     assert case.sources["dwi"] == "<in-memory image>"
     assert case.ground_truth.sum() == truth.sum()
+
+
+def test_nifti_under_another_name_is_recognised_by_its_header(tmp_path):
+    """An MCP client's base64 upload arrives as ``file.gz``: read by content, named as it came."""
+    dwi, adc, _ = phantom()
+    renamed = tmp_path / "file.gz"
+    save(tmp_path / "dwi.nii.gz", dwi).rename(renamed)
+    case = load_case(renamed, save(tmp_path / "adc.nii.gz", adc))
+    np.testing.assert_allclose(case.dwi, dwi)
+    assert case.sources["dwi"] == "file.gz"

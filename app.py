@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import gradio as gr  # noqa: E402
 import stroke_seg  # noqa: E402
 from stroke_seg.batch import discover_cases  # noqa: E402
 from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
-from stroke_seg.jobs import DICOM, INPUT_NAMES, JobEngine, entry_file  # noqa: E402
+from stroke_seg.jobs import B0, DICOM, INPUT_NAMES, JobEngine, entry_file  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
@@ -115,17 +116,17 @@ def _tables(report: dict) -> tuple[list[list], list[list]]:
     return summary, lesions
 
 
-def _files(dwi, adc, flair, ground_truth, dicom=None) -> dict[str, str | None]:
-    return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth))) | {DICOM: dicom}
+def _files(dwi, adc, flair, ground_truth, dicom=None, b0=None) -> dict[str, str | None]:
+    return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth))) | {DICOM: dicom, B0: b0}
 
 
 def _viewer_value(folder: Path) -> str:
     return viewer_value(entry_file(folder, "dwi"), entry_file(folder, "adc"), folder / "mask.nii.gz", folder.name)
 
 
-async def run_segmentation(dwi, adc, flair, ground_truth, dicom, model, mode, from_example, progress=gr.Progress()):
+async def run_segmentation(dwi, adc, flair, ground_truth, dicom, b0, model, mode, from_example, progress=gr.Progress()):
     """UI handler: streams an input summary, status ticks, then the full result."""
-    files = _own_files(_files(dwi, adc, flair, ground_truth, dicom), from_example)
+    files = _own_files(_files(dwi, adc, flair, ground_truth, dicom, b0), from_example)
     async for kind, payload in _guard(ENGINE.run(files, model, mode, progress)):
         if kind == "summary":
             case, png = payload
@@ -149,7 +150,7 @@ async def run_segmentation(dwi, adc, flair, ground_truth, dicom, model, mode, fr
             }
 
 
-async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, progress=gr.Progress()):
+async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, b0=None, progress=gr.Progress()):
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
     Yields (None, {"status": "running", "input": ...}, input montage), then (mask NIfTI, JSON report, result montage PNG).
@@ -162,8 +163,9 @@ async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="
         model: "unet", "adc-threshold" or "ensemble".
         mode: "fast" or "accurate" (8x mirror test-time augmentation).
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
+        b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
     """
-    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom), model, mode, progress)):
+    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom, b0), model, mode, progress)):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
@@ -251,7 +253,8 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             from_example = gr.State({"left": [], "user": False})  # inputs an example filled, and whether the user uploaded since
             dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
             adc_in = gr.File(label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
-            with gr.Accordion("Optional: FLAIR and ground truth", open=False):
+            with gr.Accordion("Optional: FLAIR, ground truth, or a b0 instead of the ADC", open=False):
+                b0_in = gr.File(label="b0 (b=0 image of the DWI's acquisition): with no ADC map, the ADC is computed", file_types=[".nii", ".gz"], elem_id="b0-in")
                 flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"], elem_id="flair-in")
                 gt_in = gr.File(label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in")
             with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
@@ -287,14 +290,14 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
     model_in.change(describe_model, model_in, model_info, api_visibility="private", queue=False)
-    for name, component in zip(INPUT_NAMES + (DICOM,), (dwi_in, adc_in, flair_in, gt_in, dicom_in)):
+    for name, component in zip(INPUT_NAMES + (DICOM, B0), (dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in)):
         component.upload(
             user_upload(name), from_example, [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
             api_visibility="private", queue=False,
         )
     run_event = run_btn.click(
         run_segmentation,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, model_in, mode_in, from_example],
+        inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
         concurrency_id="inference",
         concurrency_limit=CONCURRENCY,
@@ -303,7 +306,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     cancel_btn.click(cancel_notice, None, status, cancels=[run_event], api_visibility="private", queue=False)
     api_trigger.click(
         segment_api,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in],
+        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in],
         outputs=[api_mask, api_report, api_montage],
         api_name="segment",
         concurrency_id="inference",
@@ -322,7 +325,7 @@ if __name__ == "__main__":
             server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             max_file_size=MAX_FILE_SIZE,
             allowed_paths=[str(CACHE.root)],
-            mcp_server=os.environ.get("STROKE_SEG_MCP", "1") != "0",
+            mcp_server=os.environ.get("STROKE_SEG_MCP") == "1" or "--mcp" in sys.argv[1:],
         )
     finally:  # launch() returns after Ctrl-C; the interpreter then joins the inference threads
         ENGINE.stop()

@@ -33,10 +33,12 @@ from .io import load_case, save_image
 from .models import get_model, model_names
 from .types import Case, Result, SegmentConfig
 
-__all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "entry_file"]
+__all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "DICOM", "B0", "entry_file"]
 
 DICOM = "dicom"
 """The key of a DICOM export (a .zip) in a job's files, instead of the DWI and ADC."""
+B0 = "b0"
+"""The key of a b=0 image in a job's files: the ADC is computed from it when no ADC map is given."""
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +135,17 @@ class JobEngine:
         Raises:
             StrokeSegError: bad input, unknown model, failed inference, or :class:`Cancelled`.
         """
-        dicom = files.get(DICOM) or None
-        if dicom and (files.get("dwi") or files.get("adc")):
-            raise InvalidImageError("input: expected either a DICOM export or NIfTI DWI + ADC files, but both were given")
-        if not dicom and (not files.get("dwi") or not files.get("adc")):
-            missing = "the DWI" if not files.get("dwi") else "the ADC"
-            raise InvalidImageError(f"input: expected a DWI and an ADC file (.nii or .nii.gz) or a DICOM export (.zip), but {missing} is missing")
+        dicom, b0 = files.get(DICOM) or None, files.get(B0) or None
+        if dicom and (files.get("dwi") or files.get("adc") or b0):
+            raise InvalidImageError("input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given")
+        if not dicom and (not files.get("dwi") or not (files.get("adc") or b0)):
+            missing = "the DWI" if not files.get("dwi") else "the ADC (or a b0)"
+            raise InvalidImageError(f"input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but {missing} is missing")
         if model not in model_names():
             raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
         ordered = [files.get(n) or None for n in INPUT_NAMES]
         await asyncio.to_thread(self.cache.sweep)
-        key = await asyncio.to_thread(self.cache.key, ordered + [dicom], model, mode, __version__)
+        key = await asyncio.to_thread(self.cache.key, ordered + [dicom, b0], model, mode, __version__)
         hit = self.cache.get(key)
         if hit is not None:
             progress(1.0, desc="served from the result cache")
@@ -162,7 +164,7 @@ class JobEngine:
                 chosen = await asyncio.to_thread(load_dicom, dicom, workdir)
                 case = await asyncio.to_thread(lambda: load_case(chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value))
             else:
-                case = await asyncio.to_thread(load_case, *ordered)
+                case = await asyncio.to_thread(lambda: load_case(*ordered, b0=b0))
             staging = self.cache.staging()
             # Inference starts now on an inference thread (the context carries the caller's progress tracking);
             # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.

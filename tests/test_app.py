@@ -37,7 +37,7 @@ def weights():
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, weights):
     tmp = tmp_path_factory.mktemp("app")
-    with launched_app(tmp, STROKE_SEG_MAX_QUEUE="20", STROKE_SEG_CONCURRENCY="1") as (url, log):
+    with launched_app(tmp, STROKE_SEG_MAX_QUEUE="20", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_MCP="1") as (url, log):
         yield url, log, tmp
 
 
@@ -76,9 +76,9 @@ def test_api_lists_segment_and_hides_ui_events(app):
     api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/segment"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]]
-    assert params == ["dwi", "adc", "flair", "ground_truth", "model", "mode", "dicom"]
-    dicom = api["named_endpoints"]["/segment"]["parameters"][-1]
-    assert dicom["parameter_has_default"] and dicom["parameter_default"] is None  # six-argument calls still work
+    assert params == ["dwi", "adc", "flair", "ground_truth", "model", "mode", "dicom", "b0"]
+    for extra in api["named_endpoints"]["/segment"]["parameters"][-2:]:
+        assert extra["parameter_has_default"] and extra["parameter_default"] is None  # six-argument calls still work
 
 
 def test_job_streams_progress_and_returns_what_segment_returns(app):
@@ -273,6 +273,11 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     assert (served == local).all()
     with pytest.raises(Exception, match="either a DICOM export or NIfTI"):
         client.predict(handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")
+    # the same scan as NIfTI DWI + b0 (no ADC map): the ADC is computed, the result is the same
+    _, report_b0, _ = client.predict(
+        handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", None, handle_file(str(tmp_path / "b0.nii.gz")), api_name="/segment"
+    )
+    assert report_b0["lesion_volume_ml"] == pytest.approx(direct.metrics.volume_ml, abs=1e-3)
 
 
 def test_mcp_tool_is_listed_and_callable(app, tmp_path):

@@ -49,6 +49,15 @@ def scan(tmp_path_factory):
     write_dicom_case(two / "first", c.dwi, b0_img)
     write_dicom_case(two / "second", c.dwi, b0_img, b0_in_dwi_series=False)
     exports["two_dwi"] = two
+    # an oblique LPS acquisition: its own NIfTI files and export
+    o = synth.make_case(78, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS", tilt_deg=(8.0, -5.0, 4.0), oblique=True, dtype="int16", skull_stripped=False))
+    odwi, oadc = np.asanyarray(o.dwi.dataobj).astype(np.float32), np.asanyarray(o.adc.dataobj).astype(np.float32)
+    ob0 = nib.Nifti1Image(np.round(np.where(oadc > 0, odwi * np.exp(oadc * 1e-3), odwi)).astype(np.int16), o.dwi.affine)
+    (root / "oblique").mkdir()
+    nib.save(o.dwi, str(root / "oblique" / "dwi.nii.gz"))
+    nib.save(ob0, str(root / "oblique" / "b0.nii.gz"))
+    exports["oblique_lps"] = zip_folder(write_dicom_case(root / "o", o.dwi, nib.load(str(root / "oblique" / "b0.nii.gz"))), root / "oblique.zip")
+    nii["oblique"] = {"dwi": root / "oblique" / "dwi.nii.gz", "b0": root / "oblique" / "b0.nii.gz"}
     return nii, exports
 
 
@@ -56,15 +65,19 @@ def _canonical_mask(path):
     return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj) > 0
 
 
-@pytest.mark.parametrize("export, nifti_inputs", [("b0_b1000", ("dwi", "b0")), ("trace_b0_adc", ("dwi", "adc"))], ids=["zip-b0+b1000-no-adc", "folder-trace+b0+adc"])
+@pytest.mark.parametrize(
+    "export, nifti_inputs",
+    [("b0_b1000", ("dwi", "b0")), ("trace_b0_adc", ("dwi", "adc")), ("oblique_lps", ("dwi", "b0"))],
+    ids=["zip-b0+b1000-no-adc", "folder-trace+b0+adc", "oblique-LPS-b0+b1000"],
+)
 def test_cli_dicom_mask_equals_the_nifti_path(scan, tmp_path, export, nifti_inputs):
     nii, exports = scan
     out_dicom, out_nifti = tmp_path / "dicom_mask.nii.gz", tmp_path / "nifti_mask.nii.gz"
     assert cli_main(["segment", "--dicom", str(exports[export]), "--model", "adc-threshold", "--out", str(out_dicom)]) == 0
-    flags = [f"--{k}" if k != "b0" else "--b0" for k in nifti_inputs]
+    source = nii["oblique"] if export == "oblique_lps" else nii
     args = ["segment", "--model", "adc-threshold", "--out", str(out_nifti)]
-    for flag, key in zip(flags, nifti_inputs):
-        args += [flag, str(nii[key])]
+    for key in nifti_inputs:
+        args += [f"--{key}", str(source[key])]
     assert cli_main(args) == 0
     a, b = _canonical_mask(out_dicom), _canonical_mask(out_nifti)
     assert a.shape == b.shape and b.any()
@@ -110,6 +123,15 @@ def test_cli_writes_a_dicom_seg_that_matches_the_mask(scan, tmp_path):
     assert frames.shape[0] == mask.shape[2] and frames.sum() == mask.sum()  # one frame per source slice, same voxels
     referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
     assert len(referenced) == mask.shape[2]  # the b1000 slices only, not the b0 ones
+    # read back with highdicom: one segment; each frame sits exactly on a referenced b1000 slice
+    import highdicom as hd
+
+    back = hd.seg.segread(seg_path)
+    assert back.number_of_segments == 1
+    positions = [tuple(round(float(v), 3) for v in fr.PlanePositionSequence[0].ImagePositionPatient) for fr in seg.PerFrameFunctionalGroupsSequence]
+    assert len(set(positions)) == mask.shape[2]
+    orientation = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    assert np.allclose([float(v) for v in orientation], [1, 0, 0, 0, -1, 0], atol=1e-4) or np.allclose([float(v) for v in orientation], [-1, 0, 0, 0, -1, 0], atol=1e-4)
 
 
 def test_seg_needs_dicom_input(scan, tmp_path):

@@ -285,7 +285,7 @@ def test_mcp_tool_is_listed_and_callable(app, tmp_path):
     import asyncio
 
     mcp = pytest.importorskip("mcp")
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     url, _, _ = app
     import base64
@@ -296,7 +296,7 @@ def test_mcp_tool_is_listed_and_callable(app, tmp_path):
     dwi_url, adc_url = data_url(EXAMPLE / "dwi.nii.gz"), data_url(EXAMPLE / "adc.nii.gz")
 
     async def call():
-        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+        async with streamable_http_client(url + "gradio_api/mcp/") as (read, write, _):
             async with mcp.ClientSession(read, write) as session:
                 await session.initialize()
                 tools = {t.name: t for t in (await session.list_tools()).tools}

@@ -14,7 +14,6 @@ Environment:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -43,7 +42,6 @@ CACHE = ResultCache(
     default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")), float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S)))
 )
 ENGINE = JobEngine(CACHE, CONCURRENCY)
-CANCEL_NOTICE_DELAY_S = 1.0
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
@@ -229,11 +227,13 @@ def describe_model(model: str) -> str:
     return f"*{info['description']}* Validated on: {info['validated_on']}" if info else ""
 
 
-async def cancel_notice() -> str:
-    # The click cancels the run and calls this at the same time; a status message of the run already on its way
-    # (a tick, the input summary) could land after this notice and hide it, so it waits a moment first.
-    await asyncio.sleep(CANCEL_NOTICE_DELAY_S)
+def cancel_notice() -> str:
+    """Shown in its own box, which the run never writes to after it started: no late status tick can hide it."""
     return "Cancelled. The server stopped the job at its next step; you can run again."
+
+
+def clear_notice() -> str:
+    return ""
 
 
 def _examples() -> tuple[list[list], list[str]]:
@@ -247,6 +247,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + DISCLAIMER)
     status = gr.Markdown(START_STATUS, elem_id="status", render=False)
     warnings_box = gr.Markdown("", elem_id="qc-warnings", visible=False, render=False)
+    notice = gr.Markdown("", elem_id="cancel-notice", render=False)
     with gr.Row():
         with gr.Column(scale=1):
             example_rows, example_labels = _examples()
@@ -272,6 +273,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             )
         with gr.Column(scale=2):
             status.render()
+            notice.render()
             warnings_box.render()
             viewer = NiiVueViewer(elem_id="viewer")
             if not NiiVueViewer.available():
@@ -295,7 +297,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             user_upload(name), from_example, [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
             api_visibility="private", queue=False,
         )
-    run_event = run_btn.click(
+    run_event = run_btn.click(clear_notice, None, notice, api_visibility="private", queue=False).then(
         run_segmentation,
         inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
@@ -303,7 +305,7 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
         concurrency_limit=CONCURRENCY,
         api_visibility="private",
     )
-    cancel_btn.click(cancel_notice, None, status, cancels=[run_event], api_visibility="private", queue=False)
+    cancel_btn.click(cancel_notice, None, notice, cancels=[run_event], api_visibility="private", queue=False)
     api_trigger.click(
         segment_api,
         inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in],

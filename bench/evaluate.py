@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import stroke_seg  # noqa: E402
 from stroke_seg import synth  # noqa: E402
+from stroke_seg.train import REAL_CASES  # noqa: E402
 
 ACQUISITIONS = [
     synth.Acquisition(voxel_size=(1.0, 1.0, 1.0), orientation="RAS", dtype="float32", skull_stripped=False, noise=0.03, bias=0.2),
@@ -31,14 +32,6 @@ ACQUISITIONS = [
     synth.Acquisition(voxel_size=(1.2, 1.2, 5.0), orientation="RAS", tilt_deg=(-4.0, 2.0, 5.0), dtype="int16", skull_stripped=False, noise=0.05, bias=0.3, adc_unit="mm2/s"),
 ]
 ACQ_NAMES = ["1mm RAS", "2mm LPS oblique int16", "1.5x1.5x3.5 RAS +FLAIR", "1.2x1.2x5 LPS", "1.2x1.2x5 raw head int16"]
-
-
-REAL_CASES = {
-    # folder: (inputs, reference mask, what the reference is, site brain mask)
-    "isles22-strokecase0001": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz", "expert", None),
-    "jhu-ads-subject01": ({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz", "DAGMNet (a model)", "brain_mask.nii.gz"),
-    "isles22-unlabelled-case": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None, "none", None),
-}
 
 
 def _unet_for(case: str, loco: dict[str, Path]) -> tuple[str | None, str]:
@@ -71,7 +64,8 @@ def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) 
     print("\nReal scans (read from " + str(root) + "; each figure from a model that never trained on the scan):\n")
     print("| case | reference | model | weights | Dice | lesion F1 | predicted mL | reference mL | lesions (pred / ref) | brain-mask Dice | warnings |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for case, (inputs, reference, what, brain_ref) in REAL_CASES.items():
+    for case, scan in REAL_CASES.items():
+        inputs, reference, what, brain_ref = scan.inputs, scan.reference, scan.reference_kind, scan.brain_mask
         folder = root / case
         if not folder.is_dir():
             print(f"| {case} | missing | | | | | | | | | |")

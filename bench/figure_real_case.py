@@ -33,7 +33,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs"))
     a = p.parse_args()
     loco = {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)}
-    for case, (inputs, reference, _what, _brain) in REAL_CASES.items():
+    for case, scan in REAL_CASES.items():
+        inputs, reference = scan.inputs, scan.reference
         folder = Path(a.root) / case
         if not folder.is_dir():
             continue

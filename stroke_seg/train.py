@@ -70,19 +70,30 @@ def make_example(seed: int, pattern: str | None = None) -> Example:
     return Example(prep.x.astype(np.float16), y.astype(np.uint8), pattern)
 
 
+@dataclass(frozen=True)
+class RealScan:
+    """How one real scan of ../shared/data is laid out: input files by role, reference lesion mask (or None), what
+    that reference is, and the site's brain mask (or None)."""
+
+    inputs: dict[str, str]
+    reference: str | None
+    reference_kind: str
+    brain_mask: str | None = None
+
+
 REAL_CASES = {
-    # folder name under --real-root: (inputs, reference lesion mask or None)
-    "isles22-strokecase0001": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz"),
-    "jhu-ads-subject01": ({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz"),
-    "isles22-unlabelled-case": ({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None),
+    "isles22-strokecase0001": RealScan({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz", "expert"),
+    "jhu-ads-subject01": RealScan({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz", "DAGMNet (a model)", "brain_mask.nii.gz"),
+    "isles22-unlabelled-case": RealScan({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None, "none"),
 }
-"""Real scans that ``--real`` can name, as laid out in ../shared/data. Their reference masks train as lesions;
-where there is none, every DWI-bright, ADC-low region (grown by 6 mm) is left out of the loss."""
+"""The real scans that ``--real`` (and ``bench/evaluate.py``) know. Their reference masks train as lesions; where
+there is none, every DWI-bright, ADC-low region (grown by 6 mm) is left out of the loss."""
 
 
 def make_real_example(folder: Path) -> Example:
     """A real scan on the working grid: its reference lesions as labels (or an ignore region when unlabelled)."""
-    inputs, reference = REAL_CASES[folder.name]
+    scan = REAL_CASES[folder.name]
+    inputs, reference = scan.inputs, scan.reference
     case = load_case(
         folder / inputs["dwi"], (folder / inputs["adc"]) if "adc" in inputs else None,
         ground_truth=(folder / reference) if reference else None, b0=(folder / inputs["b0"]) if "b0" in inputs else None,

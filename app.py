@@ -7,7 +7,8 @@ Every inference event runs on Gradio's queue under one ``concurrency_id``, strea
 Environment:
     STROKE_SEG_MAX_QUEUE (20), STROKE_SEG_CONCURRENCY (1), STROKE_SEG_CACHE_DIR (<tmp>/stroke-seg-cache),
     STROKE_SEG_CACHE_TTL seconds a result is reused for identical inputs (3600; 0: no reuse),
-    STROKE_SEG_RESULT_KEEP seconds a result stays downloadable whatever the TTL (900), STROKE_SEG_MAX_FILE_SIZE ("200mb"),
+    STROKE_SEG_RESULT_KEEP seconds a result stays downloadable whatever the TTL (900),
+    STROKE_SEG_MAX_FILE_SIZE ("200mb"), STROKE_SEG_MCP ("1": also serve /segment as an MCP tool),
     STROKE_SEG_DEFAULT_MODEL ("unet" when its weights load, else "adc-threshold"),
     GRADIO_HEARTBEAT_INTERVAL seconds (set to 1 here unless given: below any gateway idle timeout).
 """
@@ -39,7 +40,9 @@ MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache(
-    default_cache_dir(), float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")), float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S)))
+    default_cache_dir(),
+    float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")),
+    float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S))),
 )
 ENGINE = JobEngine(CACHE, CONCURRENCY)
 
@@ -83,7 +86,10 @@ async def _guard(steps: AsyncIterator):
         raise
     except Exception as err:
         log.exception("unexpected error in a segmentation job")
-        raise gr.Error(f"Unexpected server error ({type(err).__name__}); it was logged. Please retry or report it.", print_exception=False) from err
+        raise gr.Error(
+            f"Unexpected server error ({type(err).__name__}); it was logged. Please retry or report it.",
+            print_exception=False,
+        ) from err
     finally:
         await steps.aclose()
 
@@ -97,20 +103,37 @@ def _summary_md(case: stroke_seg.Case) -> str:
     lines = [
         f"**Input** — shape {tuple(s['shape'])}, voxel {' × '.join(f'{v:g}' for v in s['voxel_size_mm'])} mm, "
         f"orientation {s['orientation']}, ADC unit detected: {s['adc_unit_detected']}"
-        + (", FLAIR given" if s["has_flair"] else "") + (", ground truth given" if s["has_ground_truth"] else "")
+        + (", FLAIR given" if s["has_flair"] else "")
+        + (", ground truth given" if s["has_ground_truth"] else "")
     ]
     lines += [f"- {n}" for n in s["notes"]]
     return "\n".join(lines)
 
 
 def _tables(report: dict) -> tuple[list[list], list[list]]:
-    summary = [["Lesion volume (mL)", f"{report['lesion_volume_ml']:.2f}"], ["Lesion count", str(report["lesion_count"])]]
-    for key, label in (("dice", "Dice vs ground truth"), ("avd_ml", "Abs. volume difference (mL)"), ("lesion_f1", "Lesion-wise F1"), ("lesion_count_diff", "Abs. lesion count difference")):
+    summary = [
+        ["Lesion volume (mL)", f"{report['lesion_volume_ml']:.2f}"],
+        ["Lesion count", str(report["lesion_count"])],
+    ]
+    for key, label in (
+        ("dice", "Dice vs ground truth"),
+        ("avd_ml", "Abs. volume difference (mL)"),
+        ("lesion_f1", "Lesion-wise F1"),
+        ("lesion_count_diff", "Abs. lesion count difference"),
+    ):
         if key in report:
             summary.append([label, f"{report[key]:.3f}" if isinstance(report[key], float) else str(report[key])])
     summary.append(["Model", f"{report['model']} {report['model_version']} ({report['mode']})"])
     summary.append(["Time (s)", f"{report['timings']['total']:.1f}"])
-    lesions = [[les["label"], round(les["volume_ml"], 3), ", ".join(f"{c:.1f}" for c in les["centroid_mm"]), les["mean_adc_1e-6_mm2_per_s"]] for les in report["lesions"]]
+    lesions = [
+        [
+            les["label"],
+            round(les["volume_ml"], 3),
+            ", ".join(f"{c:.1f}" for c in les["centroid_mm"]),
+            les["mean_adc_1e-6_mm2_per_s"],
+        ]
+        for les in report["lesions"]
+    ]
     return summary, lesions
 
 
@@ -144,14 +167,29 @@ async def run_segmentation(dwi, adc, flair, ground_truth, dicom, b0, model, mode
                 montage_img: str(folder / "montage.png"),
                 summary_table: summary_rows,
                 lesion_table: lesion_rows,
-                downloads: [str(folder / n) for n in ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json") if (folder / n).is_file()],
+                downloads: [
+                    str(folder / n)
+                    for n in ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json")
+                    if (folder / n).is_file()
+                ],
             }
 
 
-async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, b0=None, progress=gr.Progress()):
+async def segment_api(
+    dwi=None,
+    adc=None,
+    flair=None,
+    ground_truth=None,
+    model="unet",
+    mode="fast",
+    dicom=None,
+    b0=None,
+    progress=gr.Progress(),
+):
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
-    Yields (None, {"status": "running", "input": ...}, input montage), then (mask NIfTI, JSON report, result montage PNG).
+    Yields (None, {"status": "running", "input": ...}, input montage), then
+    (mask NIfTI, JSON report, result montage PNG).
 
     Args:
         dwi: DWI (b=1000) NIfTI file (.nii/.nii.gz); None when a DICOM export is given.
@@ -163,22 +201,37 @@ async def segment_api(dwi=None, adc=None, flair=None, ground_truth=None, model="
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
     """
-    async for kind, payload in _guard(ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom, b0), model, mode, progress)):
+    async for kind, payload in _guard(
+        ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom, b0), model, mode, progress)
+    ):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
         elif kind in ("done", "cached"):
             folder = payload
-            yield str(folder / "mask.nii.gz"), json.loads((folder / "report.json").read_text()), str(folder / "montage.png")
+            yield (
+                str(folder / "mask.nii.gz"),
+                json.loads((folder / "report.json").read_text()),
+                str(folder / "montage.png"),
+            )
 
 
-START_STATUS = "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
+START_STATUS = (
+    "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
+)
 
 
 def example_loaded(dwi, adc, flair, ground_truth):
     """An example filled the inputs: remember which, so that nothing of it is paired with a later upload."""
     filled = [n for n, v in zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)) if v]
-    return {"left": filled, "user": False}, "Example case loaded (DWI, ADC" + (", FLAIR" if flair else "") + (", ground truth" if ground_truth else "") + "): press **Run**.", gr.update(value="", visible=False)
+    return (
+        {"left": filled, "user": False},
+        "Example case loaded (DWI, ADC"
+        + (", FLAIR" if flair else "")
+        + (", ground truth" if ground_truth else "")
+        + "): press **Run**.",
+        gr.update(value="", visible=False),
+    )
 
 
 def user_upload(name: str):
@@ -192,8 +245,15 @@ def user_upload(name: str):
         left = [n for n in state.get("left", []) if n != name]
         cleared = [n for n in left if n in ("flair", "ground_truth")]
         updates = [gr.update(value=None) if n in cleared else gr.update() for n in INPUT_NAMES]
-        note = "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " if cleared else ""
-        return (*updates, {"left": [n for n in left if n not in cleared], "user": True}, note + START_STATUS, gr.update(value="", visible=False))
+        note = (
+            "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " if cleared else ""
+        )
+        return (
+            *updates,
+            {"left": [n for n in left if n not in cleared], "user": True},
+            note + START_STATUS,
+            gr.update(value="", visible=False),
+        )
 
     return handler
 
@@ -210,7 +270,8 @@ def _own_files(files: dict[str, str | None], state: dict | None) -> dict[str, st
     if mixed:
         raise gr.Error(
             f"Your upload would be paired with the example's {' and '.join(m.upper() for m in mixed)}: upload your own "
-            f"{' and '.join(m.upper() for m in mixed)} too (or click the example again to run it whole).", print_exception=False
+            f"{' and '.join(m.upper() for m in mixed)} too (or click the example again to run it whole).",
+            print_exception=False,
         )
     return {n: (None if n in left else v) for n, v in files.items()}
 
@@ -243,7 +304,9 @@ def _examples() -> tuple[list[list], list[str]]:
 
 
 # Gradio's own upload/output cache is swept like ours: every 10 min, files older than the cache lifetime go.
-with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.lifetime_s))) as demo:
+with gr.Blocks(
+    title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.lifetime_s))
+) as demo:
     gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + DISCLAIMER)
     status = gr.Markdown(START_STATUS, elem_id="status", render=False)
     warnings_box = gr.Markdown("", elem_id="qc-warnings", visible=False, render=False)
@@ -251,24 +314,48 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     with gr.Row():
         with gr.Column(scale=1):
             example_rows, example_labels = _examples()
-            from_example = gr.State({"left": [], "user": False})  # inputs an example filled, and whether the user uploaded since
+            from_example = gr.State(
+                {"left": [], "user": False}
+            )  # inputs an example filled, and whether the user uploaded since
             dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
-            adc_in = gr.File(label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", file_types=[".nii", ".gz"], elem_id="adc-in")
+            adc_in = gr.File(
+                label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)",
+                file_types=[".nii", ".gz"],
+                elem_id="adc-in",
+            )
             with gr.Accordion("Optional: FLAIR, ground truth, or a b0 instead of the ADC", open=False):
-                b0_in = gr.File(label="b0 (b=0 image of the DWI's acquisition): with no ADC map, the ADC is computed", file_types=[".nii", ".gz"], elem_id="b0-in")
+                b0_in = gr.File(
+                    label="b0 (b=0 image of the DWI's acquisition): with no ADC map, the ADC is computed",
+                    file_types=[".nii", ".gz"],
+                    elem_id="b0-in",
+                )
                 flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"], elem_id="flair-in")
-                gt_in = gr.File(label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in")
+                gt_in = gr.File(
+                    label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in"
+                )
             with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
-                dicom_in = gr.File(label="DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM SEG", file_types=[".zip"], elem_id="dicom-in")
+                dicom_in = gr.File(
+                    label="DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM "
+                    "SEG",
+                    file_types=[".zip"],
+                    elem_id="dicom-in",
+                )
             model_in = gr.Dropdown(choices=_model_choices(), value=_default_model(), label="Model")
             model_info = gr.Markdown(describe_model(_default_model()))
-            mode_in = gr.Radio(["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)")
+            mode_in = gr.Radio(
+                ["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)"
+            )
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
             gr.Examples(
-                example_rows, inputs=[dwi_in, adc_in, flair_in, gt_in], example_labels=example_labels, fn=example_loaded,
-                outputs=[from_example, status, warnings_box], run_on_click=True, cache_examples=False,
+                example_rows,
+                inputs=[dwi_in, adc_in, flair_in, gt_in],
+                example_labels=example_labels,
+                fn=example_loaded,
+                outputs=[from_example, status, warnings_box],
+                run_on_click=True,
+                cache_examples=False,
                 label="Bundled synthetic examples (with ground truth) — click one to load the whole case",
             )
         with gr.Column(scale=2):
@@ -277,13 +364,31 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
             warnings_box.render()
             viewer = NiiVueViewer(elem_id="viewer")
             if not NiiVueViewer.available():
-                gr.Markdown("*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). The PNG montage below shows the result.*")
+                gr.Markdown(
+                    "*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). "
+                    "The PNG montage below shows the result.*"
+                )
             with gr.Row():
-                summary_table = gr.Dataframe(headers=["Measure", "Value"], label="Results", interactive=False, elem_id="results-table")
-                lesion_table = gr.Dataframe(headers=["Lesion", "Volume (mL)", "Centroid (world mm)", "Mean ADC (10⁻⁶ mm²/s)"], label="Lesions (largest first)", interactive=False)
-            montage_img = gr.Image(label="Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)", type="filepath", interactive=False)
+                summary_table = gr.Dataframe(
+                    headers=["Measure", "Value"], label="Results", interactive=False, elem_id="results-table"
+                )
+                lesion_table = gr.Dataframe(
+                    headers=["Lesion", "Volume (mL)", "Centroid (world mm)", "Mean ADC (10⁻⁶ mm²/s)"],
+                    label="Lesions (largest first)",
+                    interactive=False,
+                )
+            montage_img = gr.Image(
+                label="Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)",
+                type="filepath",
+                interactive=False,
+            )
             inputs_img = gr.Image(label="Inputs (DWI top, ADC bottom)", type="filepath", interactive=False)
-            downloads = gr.File(label="Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report", file_count="multiple", interactive=False, elem_id="downloads")
+            downloads = gr.File(
+                label="Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report",
+                file_count="multiple",
+                interactive=False,
+                elem_id="downloads",
+            )
     # API-only outputs and trigger (the /segment endpoint for gradio_client)
     with gr.Row(visible=False):
         api_trigger = gr.Button("api", visible=False)
@@ -294,8 +399,11 @@ with gr.Blocks(title="stroke-seg: ischemic stroke lesion segmentation (research 
     model_in.change(describe_model, model_in, model_info, api_visibility="private", queue=False)
     for name, component in zip(INPUT_NAMES + (DICOM, B0), (dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in)):
         component.upload(
-            user_upload(name), from_example, [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
-            api_visibility="private", queue=False,
+            user_upload(name),
+            from_example,
+            [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
+            api_visibility="private",
+            queue=False,
         )
     run_event = run_btn.click(clear_notice, None, notice, api_visibility="private", queue=False).then(
         run_segmentation,

@@ -4,7 +4,8 @@
 
 Direct and app runs are interleaved (one of each per repeat). Reports medians of N runs and their
 ratio, the time from submit to the first progress event, the largest gap between progress events
-seen by the client, and the time the app takes to bind its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result cache) so every run computes.
+seen by the client, and the time the app takes to bind its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result
+cache) so every run computes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,15 @@ def main() -> None:
 
         def run():
             t0 = time.perf_counter()
-            job = client.submit(handle_file(str(files["dwi"])), handle_file(str(files["adc"])), None, None, a.model, a.mode, api_name="/segment")
+            job = client.submit(
+                handle_file(str(files["dwi"])),
+                handle_file(str(files["adc"])),
+                None,
+                None,
+                a.model,
+                a.mode,
+                api_name="/segment",
+            )
             first, stamps, last = None, [], None
             while not job.done():
                 st = job.status()
@@ -77,14 +86,21 @@ def main() -> None:
     med_d, med_e = statistics.median(d[0] for d in direct), statistics.median(e2e)
     seg_d, seg_a = statistics.median(d[1] for d in direct), statistics.median(r[4] for r in runs)
     print(f"case {case.name}, model {a.model} ({a.mode}), {a.repeats} runs each")
-    print("| direct segment() median s | via gradio_client median s | ratio | target (1.05 x direct + 0.5 s) | first progress s (median / max) | largest gap s (max) | progress events (median) | port bind s |")
+    print(
+        "| direct segment() median s | via gradio_client median s | ratio | target (1.05 x direct + 0.5 s) | first "
+        "progress s (median / max) | largest gap s (max) | progress events (median) | port bind s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {med_d:.2f} | {med_e:.2f} | {med_e / med_d:.3f} | {1.05 * med_d + 0.5:.2f} | "
-        f"{statistics.median(r[1] for r in runs):.2f} / {max(r[1] for r in runs):.2f} | {max(r[2] for r in runs):.2f} | "
+        f"{statistics.median(r[1] for r in runs):.2f} / {max(r[1] for r in runs):.2f} | {max(r[2] for r in runs):.2f} "
+        "| "
         f"{statistics.median(r[3] for r in runs):.0f} | {bind_s:.1f} |"
     )
-    print(f"segment() total inside: direct {seg_d:.2f} s, app {seg_a:.2f} s (median); app overhead outside segment(): {med_e - seg_a:.2f} s")
+    print(
+        f"segment() total inside: direct {seg_d:.2f} s, app {seg_a:.2f} s (median); app overhead outside segment(): "
+        f"{med_e - seg_a:.2f} s"
+    )
 
 
 if __name__ == "__main__":

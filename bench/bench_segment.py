@@ -47,7 +47,19 @@ def child(folder: str, model: str, mode: str, repeats: int, device: str | None) 
     rss_mb = peak_rss_mb()
     median_stages = {k: round(statistics.median(s[k] for s in stages), 3) for k in stages[0]}
     dice = r.metrics.comparison.dice if r.metrics.comparison else None
-    print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3), "peak_rss_mb": round(rss_mb), "stages": median_stages, "dice": dice, "shape": list(r.case.shape)}))
+    print(
+        json.dumps(
+            {
+                "median_s": round(statistics.median(times), 3),
+                "min_s": round(min(times), 3),
+                "max_s": round(max(times), 3),
+                "peak_rss_mb": round(rss_mb),
+                "stages": median_stages,
+                "dice": dice,
+                "shape": list(r.case.shape),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -70,12 +82,36 @@ def main() -> None:
         if a.case:
             folders = [(Path(a.case).name, Path(a.case))]
         else:
-            folders = [(f"synthetic {vs:g} mm", synth.make_case(7, "territorial", synth.Acquisition(voxel_size=(vs,) * 3)).save(Path(tmp) / f"iso{vs:g}")) for vs in (1.0, 2.0)]
+            folders = [
+                (
+                    f"synthetic {vs:g} mm",
+                    synth.make_case(7, "territorial", synth.Acquisition(voxel_size=(vs,) * 3)).save(
+                        Path(tmp) / f"iso{vs:g}"
+                    ),
+                )
+                for vs in (1.0, 2.0)
+            ]
         for label, folder in folders:
-            cmd = [sys.executable, __file__, "--child", str(folder), "--model", a.model, "--mode", a.mode, "--repeats", str(a.repeats)] + (["--device", a.device] if a.device else [])
-            out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(folder),
+                "--model",
+                a.model,
+                "--mode",
+                a.mode,
+                "--repeats",
+                str(a.repeats),
+            ] + (["--device", a.device] if a.device else [])
+            out = json.loads(
+                subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            )
             dice = "—" if out["dice"] is None else f"{out['dice']:.3f}"
-            print(f"| {a.model} | {a.mode} | {label} | {tuple(out['shape'])} | {out['median_s']} | {out['min_s']}-{out['max_s']} | {out['peak_rss_mb']} | {dice} |")
+            print(
+                f"| {a.model} | {a.mode} | {label} | {tuple(out['shape'])} | {out['median_s']} | "
+                f"{out['min_s']}-{out['max_s']} | {out['peak_rss_mb']} | {dice} |"
+            )
             print(f"<!-- stages (median s): {out['stages']} -->")
 
 

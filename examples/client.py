@@ -19,7 +19,11 @@ from gradio_client import Client, handle_file
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url", nargs="?", default="http://127.0.0.1:7860/")
-    p.add_argument("--case", default=str(Path(__file__).parent / "embolic_multi"), help="folder with dwi.nii.gz, adc.nii.gz (+ flair, mask)")
+    p.add_argument(
+        "--case",
+        default=str(Path(__file__).parent / "embolic_multi"),
+        help="folder with dwi.nii.gz, adc.nii.gz (+ flair, mask)",
+    )
     p.add_argument("--model", default="unet")
     p.add_argument("--mode", default="fast", choices=("fast", "accurate"))
     p.add_argument("--out", default="mask.nii.gz")
@@ -31,8 +35,13 @@ def main() -> None:
 
     client = Client(a.url, verbose=False)
     job = client.submit(
-        handle_file(str(case / "dwi.nii.gz")), handle_file(str(case / "adc.nii.gz")),
-        optional("flair.nii.gz"), optional("mask.nii.gz"), a.model, a.mode, api_name="/segment",
+        handle_file(str(case / "dwi.nii.gz")),
+        handle_file(str(case / "adc.nii.gz")),
+        optional("flair.nii.gz"),
+        optional("mask.nii.gz"),
+        a.model,
+        a.mode,
+        api_name="/segment",
     )
     t0, last = time.monotonic(), None
     while not job.done():

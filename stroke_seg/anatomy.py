@@ -22,15 +22,26 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["MniMap", "SUSCEPTIBILITY_SITES_MNI", "ARTEFACT_ZONE_SITES_MNI", "SUSCEPTIBILITY_RADIUS_MM", "MNI_BRAIN_MEAN_MM", "MNI_BRAIN_STD_MM", "in_susceptibility_zone", "component_centres_world"]
+__all__ = [
+    "MniMap",
+    "SUSCEPTIBILITY_SITES_MNI",
+    "ARTEFACT_ZONE_SITES_MNI",
+    "SUSCEPTIBILITY_RADIUS_MM",
+    "MNI_BRAIN_MEAN_MM",
+    "MNI_BRAIN_STD_MM",
+    "in_susceptibility_zone",
+    "component_centres_world",
+]
 
-SUSCEPTIBILITY_SITES_MNI = np.array([  # MNI mm, right hemisphere; mirrored in x at use
-    [38.0, 12.0, -32.0],  # temporal pole (sphenoid sinus, middle cranial fossa)
-    [45.0, -15.0, -30.0],  # inferior temporal lobe (petrous bone)
-    [12.0, 35.0, -22.0],  # gyrus rectus / orbitofrontal cortex (frontal and ethmoid sinuses)
-    [32.0, -62.0, -40.0],  # inferior cerebellum (mastoid air cells)
-    [5.0, -30.0, -38.0],  # pons (clivus)
-])
+SUSCEPTIBILITY_SITES_MNI = np.array(
+    [  # MNI mm, right hemisphere; mirrored in x at use
+        [38.0, 12.0, -32.0],  # temporal pole (sphenoid sinus, middle cranial fossa)
+        [45.0, -15.0, -30.0],  # inferior temporal lobe (petrous bone)
+        [12.0, 35.0, -22.0],  # gyrus rectus / orbitofrontal cortex (frontal and ethmoid sinuses)
+        [32.0, -62.0, -40.0],  # inferior cerebellum (mastoid air cells)
+        [5.0, -30.0, -38.0],  # pons (clivus)
+    ]
+)
 """Centres of the susceptibility-prone zones at the skull base, MNI152 mm (x > 0: right)."""
 
 ARTEFACT_ZONE_SITES_MNI = SUSCEPTIBILITY_SITES_MNI[:3]
@@ -50,7 +61,9 @@ MNI_BRAIN_STD_MM = np.array([33.86, 41.06, 32.05])
 
 @dataclass(frozen=True)
 class MniMap:
-    """World (scanner RAS+ mm) to approximate MNI152 mm, per axis: ``mni = (world - centre) / spread * MNI spread + MNI centre``.
+    """World (scanner RAS+ mm) to approximate MNI152 mm, per axis.
+
+    ``mni = (world - centre) / spread * MNI spread + MNI centre``.
 
     Attributes:
         centre: (3,) brain-mask centroid in world mm.
@@ -75,7 +88,9 @@ class MniMap:
         p_xy, p_xz, p_yz = (brain.sum(axis=ax, dtype=np.float64) for ax in (2, 1, 0))
         n = float(p_xy.sum())
         if n < 1000:
-            raise ValueError(f"brain mask: expected at least 1000 voxels to place the brain in MNI space, but it has {int(n)}")
+            raise ValueError(
+                f"brain mask: expected at least 1000 voxels to place the brain in MNI space, but it has {int(n)}"
+            )
         i, j, k = (np.arange(size, dtype=np.float64) for size in brain.shape)
         p_x, p_y, p_z = p_xy.sum(1), p_xy.sum(0), p_xz.sum(0)
         mean = np.array([p_x @ i, p_y @ j, p_z @ k]) / n

@@ -1,7 +1,8 @@
 """``segment()``: the one call the app, the CLI and the tests use.
 
 load/validate -> preprocess (canonical orientation, brain mask, normalisation) -> model ->
-postprocess (threshold; small, unrestricted and skull-base artefact components; lesion edges at their DWI level) -> metrics, with progress and cancel at every stage.
+postprocess (threshold; small, unrestricted and skull-base artefact components; lesion edges at their DWI level) ->
+metrics, with progress and cancel at every stage.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ __all__ = ["segment", "CaseInput", "find_case_files"]
 log = logging.getLogger(__name__)
 
 CaseInput = Case | Mapping[str, ImageLike | float | None] | str | os.PathLike
-"""A :class:`Case`; a mapping with keys dwi and adc and/or b0 (+ flair, ground_truth, b_value in s/mm²); or a case folder."""
+"""A :class:`Case`; a mapping with keys dwi and adc and/or b0 (+ flair, ground_truth, b_value in s/mm²); or a case
+folder."""
 
 CASE_KEYS = ("dwi", "adc", "b0", "flair", "ground_truth", "b_value")
 
@@ -90,20 +92,29 @@ def _as_case(case: CaseInput, config: SegmentConfig) -> Case:
     else:
         files = find_case_files(case)
         if files["dwi"] is None or (files["adc"] is None and files["b0"] is None):
-            raise InvalidImageError(f"case folder {Path(case).name}: expected dwi.nii.gz and adc.nii.gz (or b0.nii.gz) in it, but found {sorted(p.name for p in Path(case).glob('*'))[:8]}")
+            raise InvalidImageError(
+                f"case folder {Path(case).name}: expected dwi.nii.gz and adc.nii.gz (or b0.nii.gz) in it, but found "
+                f"{sorted(p.name for p in Path(case).glob('*'))[:8]}"
+            )
     unknown = set(files) - set(CASE_KEYS)
     if unknown:
         raise TypeError(f"case keys must be among {', '.join(CASE_KEYS)}, but got {sorted(unknown)}")
     if files.get("dwi") is None:
         raise InvalidImageError("case: expected a DWI image, but none was given")
     return load_case(
-        files["dwi"], files.get("adc"), files.get("flair"), files.get("ground_truth"),
-        b0=files.get("b0"), b_value=float(files.get("b_value") or 1000.0), max_voxels=config.max_voxels,
+        files["dwi"],
+        files.get("adc"),
+        files.get("flair"),
+        files.get("ground_truth"),
+        b0=files.get("b0"),
+        b_value=float(files.get("b_value") or 1000.0),
+        max_voxels=config.max_voxels,
     )
 
 
 def _mni_map(volumes, config: SegmentConfig) -> MniMap | None:
-    """The case's world-to-MNI map for the susceptibility-zone rule; None when the rule is off or the brain too small."""
+    """The case's world-to-MNI map for the susceptibility-zone rule; None when the rule is off or the brain too
+    small."""
     if config.artefact_zone_adc is None:
         return None
     try:
@@ -176,13 +187,22 @@ def segment(
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
     mask = binarize(
-        prob, config.threshold, config.min_lesion_ml, voxel_ml, loaded.adc, config.max_lesion_adc,
-        zone_max_adc=config.artefact_zone_adc, affine=loaded.affine, mni=_mni_map(volumes, config),
+        prob,
+        config.threshold,
+        config.min_lesion_ml,
+        voxel_ml,
+        loaded.adc,
+        config.max_lesion_adc,
+        zone_max_adc=config.artefact_zone_adc,
+        affine=loaded.affine,
+        mni=_mni_map(volumes, config),
     )
     brain = from_canonical(volumes.brain, volumes.ornt)
     if config.edge_level is not None:
         report(0.5, "lesion edges at their DWI level")
-        mask = refine_edges(mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain)
+        mask = refine_edges(
+            mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain
+        )
     report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")
     mask = apply_physics_guard(mask, loaded.adc, brain, voxel_sizes(loaded.affine))
     report(1.0, "mask ready")
@@ -192,13 +212,26 @@ def segment(
     report(0.0, "lesion volume and count")
     lesion_metrics = metrics_mod.measure(mask, loaded.affine, loaded.adc, loaded.ground_truth)
     report(0.5, "plausibility checks")
-    warnings = quality_warnings(loaded, mask, brain, volume_ml=lesion_metrics.volume_ml, count=lesion_metrics.count, outside_ml=volumes.outside_ml)
+    warnings = quality_warnings(
+        loaded,
+        mask,
+        brain,
+        volume_ml=lesion_metrics.volume_ml,
+        count=lesion_metrics.count,
+        outside_ml=volumes.outside_ml,
+    )
     for w in warnings:
         log.info("QC warning: %s", w)
     report(1.0, "done")
     t = timed("metrics", t)
     timings["total"] = t - t_start
-    log.info("segment: model=%s volume=%.2f mL count=%d total=%.2fs", backend.name, lesion_metrics.volume_ml, lesion_metrics.count, timings["total"])
+    log.info(
+        "segment: model=%s volume=%.2f mL count=%d total=%.2fs",
+        backend.name,
+        lesion_metrics.volume_ml,
+        lesion_metrics.count,
+        timings["total"],
+    )
     return Result(
         mask=make_image(mask.astype(np.uint8), loaded, np.uint8),
         probability=make_image(prob, loaded, np.float32),

@@ -29,7 +29,20 @@ log = logging.getLogger(__name__)
 CaseFiles = dict[str, Path | None]
 """Paths of one case's inputs: keys dwi, adc, b0, flair, ground_truth (None when absent)."""
 
-CSV_FIELDS = ["case", "status", "model", "lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff", "seconds", "warnings", "error"]
+CSV_FIELDS = [
+    "case",
+    "status",
+    "model",
+    "lesion_volume_ml",
+    "lesion_count",
+    "dice",
+    "avd_ml",
+    "lesion_f1",
+    "lesion_count_diff",
+    "seconds",
+    "warnings",
+    "error",
+]
 
 
 def discover_cases(root: str | Path) -> list[tuple[str, CaseFiles]]:
@@ -44,7 +57,11 @@ def discover_cases(root: str | Path) -> list[tuple[str, CaseFiles]]:
         prefix = dwi.name.split("_dwi.nii")[0]
         adc = next(iter(sorted(dwi.parent.glob(f"{prefix}_adc.nii*"))), None)
         sub, ses = dwi.parts[-4], dwi.parts[-3]
-        gt = next(iter(sorted((root / "derivatives").glob(f"**/{sub}/{ses}/**/*_msk.nii*"))), None) if (root / "derivatives").is_dir() else None
+        gt = (
+            next(iter(sorted((root / "derivatives").glob(f"**/{sub}/{ses}/**/*_msk.nii*"))), None)
+            if (root / "derivatives").is_dir()
+            else None
+        )
         anat = dwi.parent.parent / "anat"
         flair = next(iter(sorted(anat.glob(f"{sub}_{ses}*_FLAIR.nii*"))), None) if anat.is_dir() else None
         cases.append((f"{sub}_{ses}", {"dwi": dwi, "adc": adc, "b0": None, "flair": flair, "ground_truth": gt}))
@@ -57,7 +74,9 @@ def discover_cases(root: str | Path) -> list[tuple[str, CaseFiles]]:
     return cases
 
 
-def write_outputs(result: Result, mask_path: Path, json_path: Path | None = None, prob_path: Path | None = None) -> None:
+def write_outputs(
+    result: Result, mask_path: Path, json_path: Path | None = None, prob_path: Path | None = None
+) -> None:
     """Write a result's mask (uint8, DWI grid), optional probability map (float32) and JSON report."""
     save_image(result.mask.get_fdata(dtype="float32"), result.case, mask_path)
     if prob_path is not None:
@@ -68,7 +87,13 @@ def write_outputs(result: Result, mask_path: Path, json_path: Path | None = None
 
 
 def _row(name: str, status: str, report: dict[str, Any]) -> dict[str, Any]:
-    row = {"case": name, "status": status, "model": report.get("model"), "seconds": report.get("timings", {}).get("total"), "warnings": " | ".join(report.get("warnings", []))}
+    row = {
+        "case": name,
+        "status": status,
+        "model": report.get("model"),
+        "seconds": report.get("timings", {}).get("total"),
+        "warnings": " | ".join(report.get("warnings", [])),
+    }
     for key in ("lesion_volume_ml", "lesion_count", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
         row[key] = report.get(key)
     return row
@@ -110,7 +135,12 @@ def run_case(name: str, files: CaseFiles, out: Path, model: str, config: Segment
 
 
 def run_batch(
-    cases: Iterable[tuple[str, CaseFiles]], out: Path, model: str, config: SegmentConfig, *, progress: Callable[[Iterable], Iterable] | None = None
+    cases: Iterable[tuple[str, CaseFiles]],
+    out: Path,
+    model: str,
+    config: SegmentConfig,
+    *,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every case (a failing one is reported and the rest go on) and write ``out/summary.csv``.
 

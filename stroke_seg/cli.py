@@ -56,7 +56,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, default=default, help=helptext + " (default: automatic)")
         else:
             optional = "None" in str(f.type)
-            p.add_argument(flag, type=float, default=default, help=helptext + f" (default {default:g}" + ("; 0 turns it off)" if optional else ")"))
+            p.add_argument(
+                flag,
+                type=float,
+                default=default,
+                help=helptext + f" (default {default:g}" + ("; 0 turns it off)" if optional else ")"),
+            )
 
 
 def _config(args: argparse.Namespace) -> SegmentConfig:
@@ -86,14 +91,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 write_seg(result.mask, chosen, args.seg, algorithm=result.model, version=result.model_version)
     else:
         if args.dwi is None:
-            raise StrokeSegError("segment: expected --dwi DWI (with --adc or --b0) or --dicom DIR_OR_ZIP, but got neither")
+            raise StrokeSegError(
+                "segment: expected --dwi DWI (with --adc or --b0) or --dicom DIR_OR_ZIP, but got neither"
+            )
         if args.adc is None and args.b0 is None:
-            raise StrokeSegError("segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given")
+            raise StrokeSegError(
+                "segment: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but neither was given"
+            )
         if args.seg:
-            raise StrokeSegError("segment: --seg (DICOM SEG) needs --dicom input to reference, but NIfTI inputs were given")
-        files = {"dwi": args.dwi, "adc": args.adc, "b0": args.b0, "b_value": args.b_value, "flair": args.flair, "ground_truth": args.ground_truth}
+            raise StrokeSegError(
+                "segment: --seg (DICOM SEG) needs --dicom input to reference, but NIfTI inputs were given"
+            )
+        files = {
+            "dwi": args.dwi,
+            "adc": args.adc,
+            "b0": args.b0,
+            "b_value": args.b_value,
+            "flair": args.flair,
+            "ground_truth": args.ground_truth,
+        }
         result = api.segment(files, model=args.model, config=_config(args))
-    batch.write_outputs(result, Path(args.out), Path(args.json) if args.json else None, Path(args.probability) if args.probability else None)
+    batch.write_outputs(
+        result,
+        Path(args.out),
+        Path(args.json) if args.json else None,
+        Path(args.probability) if args.probability else None,
+    )
     m = result.metrics
     line = f"{result.model}: {m.volume_ml:.2f} mL in {m.count} lesion(s), {result.timings['total']:.1f} s"
     if m.comparison is not None:
@@ -112,8 +135,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise StrokeSegError(f"batch input {root}: expected a folder of cases, but it does not exist")
     cases = batch.discover_cases(root)
     if not cases:
-        raise StrokeSegError(f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz (or b0.nii.gz) or ISLES'22 BIDS (sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case")
-    rows = batch.run_batch(cases, out, args.model, _config(args), progress=lambda c: tqdm(c, desc=f"segment ({args.model})", unit="case"))
+        raise StrokeSegError(
+            f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz (or b0.nii.gz) or ISLES'22 BIDS "
+            "(sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case"
+        )
+    rows = batch.run_batch(
+        cases, out, args.model, _config(args), progress=lambda c: tqdm(c, desc=f"segment ({args.model})", unit="case")
+    )
     failed = sum(r["status"] == "failed" for r in rows)
     print(f"{len(cases) - failed}/{len(cases)} cases done, {failed} failed; summary: {out / 'summary.csv'}")
     return 0 if failed == 0 else 1
@@ -126,12 +154,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stroke_seg", description="Ischemic stroke lesion segmentation of DWI + ADC. Research use only; not for diagnosis.")
+    parser = argparse.ArgumentParser(
+        prog="python -m stroke_seg",
+        description="Ischemic stroke lesion segmentation of DWI + ADC. Research use only; not for diagnosis.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and notes")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("segment", help="segment one case")
     p.add_argument("--dwi", help="DWI (b=1000) NIfTI; 4D b0 + b1000 accepted")
-    p.add_argument("--dicom", help="a folder or .zip of DICOM files holding the DWI series (b0 + b1000 or trace) and/or an ADC series, instead of --dwi/--adc")
+    p.add_argument(
+        "--dicom",
+        help="a folder or .zip of DICOM files holding the DWI series (b0 + b1000 or trace) and/or an ADC series, "
+        "instead of --dwi/--adc",
+    )
     p.add_argument("--adc", help="ADC map (mm2/s, 1e-3 or 1e-6 mm2/s; detected); optional with --b0")
     p.add_argument("--b0", help="b=0 image of the DWI acquisition: the ADC is computed from it when --adc is not given")
     p.add_argument("--b-value", type=float, default=1000.0, help="the DWI's b-value in s/mm2, for --b0 (default 1000)")
@@ -140,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="mask NIfTI to write (on the DWI grid)")
     p.add_argument("--json", help="JSON report to write")
     p.add_argument("--probability", help="probability map NIfTI to write")
-    p.add_argument("--seg", help="with --dicom: also write the mask as a DICOM Segmentation (.dcm) referencing the DWI series")
+    p.add_argument(
+        "--seg", help="with --dicom: also write the mask as a DICOM Segmentation (.dcm) referencing the DWI series"
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_segment)
     p = sub.add_parser("batch", help="segment every case in a folder (simple or ISLES'22 BIDS layout)")
@@ -156,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if getattr(args, "model", None) is not None and args.model not in model_names():
         print(f"error: --model: expected one of {', '.join(model_names())}, but got {args.model!r}", file=sys.stderr)
         return 2

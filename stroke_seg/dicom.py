@@ -85,7 +85,9 @@ def dcm2niix_path() -> str:
         pass
     found = shutil.which("dcm2niix")
     if not found:
-        raise InvalidImageError("DICOM input: expected the dcm2niix converter (pip install dcm2niix), but it is not installed")
+        raise InvalidImageError(
+            "DICOM input: expected the dcm2niix converter (pip install dcm2niix), but it is not installed"
+        )
     return found
 
 
@@ -99,7 +101,10 @@ def _unpack(source: Path, workdir: Path, name: str) -> Path:
             for member in zf.infolist():
                 dest = (target / member.filename).resolve()
                 if not str(dest).startswith(str(target.resolve()) + os.sep) and dest != target.resolve():
-                    raise InvalidImageError(f"DICOM archive {name}: expected files inside the archive, but {member.filename!r} points outside it")
+                    raise InvalidImageError(
+                        f"DICOM archive {name}: expected files inside the archive, but {member.filename!r} points "
+                        "outside it"
+                    )
             zf.extractall(target)
         return target
     raise InvalidImageError(f"DICOM input {name}: expected a folder or a .zip of DICOM files, but it is neither")
@@ -128,9 +133,19 @@ def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list
         meta = json.loads((out / f"{stem}.json").read_text()) if (out / f"{stem}.json").is_file() else {}
         bval_file = out / f"{stem}.bval"
         bvals = tuple(float(v) for v in bval_file.read_text().split()) if bval_file.is_file() else ()
-        series.append(DicomSeries(nii, str(meta.get("SeriesDescription", stem)), meta.get("SeriesNumber"), tuple(meta.get("ImageType", ())), bvals))
+        series.append(
+            DicomSeries(
+                nii,
+                str(meta.get("SeriesDescription", stem)),
+                meta.get("SeriesNumber"),
+                tuple(meta.get("ImageType", ())),
+                bvals,
+            )
+        )
     if not series:
-        raise InvalidImageError(f"DICOM input {name}: expected DICOM image series, but dcm2niix found none it could convert")
+        raise InvalidImageError(
+            f"DICOM input {name}: expected DICOM image series, but dcm2niix found none it could convert"
+        )
     return series, folder
 
 
@@ -162,16 +177,27 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
     """
     name = Path(source).name
     series, folder = convert(source, workdir)
-    found = "; ".join(f"{s.name} (b={','.join(f'{b:g}' for b in s.bvals) or '-'}{', ADC' if s.is_adc else ''})" for s in series)
+    found = "; ".join(
+        f"{s.name} (b={','.join(f'{b:g}' for b in s.bvals) or '-'}{', ADC' if s.is_adc else ''})" for s in series
+    )
     adcs = [s for s in series if s.is_adc]
     diffusion = [s for s in series if s.bvals and not s.is_adc]
     dwis = [s for s in diffusion if any(abs(b - b_value) <= B_TOLERANCE * b_value for b in s.bvals)]
     if not dwis:
-        raise InvalidImageError(f"DICOM input {name}: expected a diffusion series with b={b_value:g}, but there is no series with b={b_value:g} (found: {found})")
+        raise InvalidImageError(
+            f"DICOM input {name}: expected a diffusion series with b={b_value:g}, but there is no series with "
+            f"b={b_value:g} (found: {found})"
+        )
     if len(dwis) > 1:
-        raise InvalidImageError(f"DICOM input {name}: expected one DWI series with b={b_value:g}, but there are two or more: {', '.join(s.name for s in dwis)}")
+        raise InvalidImageError(
+            f"DICOM input {name}: expected one DWI series with b={b_value:g}, but there are two or more: "
+            f"{', '.join(s.name for s in dwis)}"
+        )
     if len(adcs) > 1:
-        raise InvalidImageError(f"DICOM input {name}: expected at most one ADC series, but there are {len(adcs)}: {', '.join(s.name for s in adcs)}")
+        raise InvalidImageError(
+            f"DICOM input {name}: expected at most one ADC series, but there are {len(adcs)}: "
+            f"{', '.join(s.name for s in adcs)}"
+        )
     dwi_s = dwis[0]
     k = int(np.argmin([abs(b - b_value) for b in dwi_s.bvals]))
     dwi = _volume(nib.load(str(dwi_s.nifti)), k, f"{name} {dwi_s.name} b={dwi_s.bvals[k]:g}")
@@ -187,10 +213,22 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
     if adc is not None:
         notes.append(f"ADC: {adcs[0].name}")
     if adc is None and b0 is None:
-        raise InvalidImageError(f"DICOM input {name}: expected an ADC series or a b=0 volume to compute it from, but found neither (found: {found})")
+        raise InvalidImageError(
+            f"DICOM input {name}: expected an ADC series or a b=0 volume to compute it from, but found neither "
+            f"(found: {found})"
+        )
     for n in notes:
         log.info("DICOM %s: %s", name, n)
-    return DicomCase(dwi=dwi, adc=adc, b0=b0, b_value=float(dwi_s.bvals[k]), notes=tuple(notes), source_dir=folder, dwi_series=dwi_s, dwi_volume=k)
+    return DicomCase(
+        dwi=dwi,
+        adc=adc,
+        b0=b0,
+        b_value=float(dwi_s.bvals[k]),
+        notes=tuple(notes),
+        source_dir=folder,
+        dwi_series=dwi_s,
+        dwi_volume=k,
+    )
 
 
 def _source_slices(case: DicomCase) -> list:
@@ -206,12 +244,18 @@ def _source_slices(case: DicomCase) -> list:
             ds = pydicom.dcmread(path, stop_before_pixels=False)
         except Exception:  # not DICOM (a README, a DICOMDIR index...)
             continue
-        if "ImagePositionPatient" not in ds or ds.get("SeriesNumber") != series.number or str(ds.get("SeriesDescription", "")) != series.description:
+        if (
+            "ImagePositionPatient" not in ds
+            or ds.get("SeriesNumber") != series.number
+            or str(ds.get("SeriesDescription", "")) != series.description
+        ):
             continue
         found.append(ds)
     b_tag = [ds.get((0x0018, 0x9087)) for ds in found]
     if found and all(t is not None for t in b_tag):
-        found = [ds for ds in found if abs(float(ds[0x0018, 0x9087].value) - case.b_value) <= B_TOLERANCE * case.b_value]
+        found = [
+            ds for ds in found if abs(float(ds[0x0018, 0x9087].value) - case.b_value) <= B_TOLERANCE * case.b_value
+        ]
     else:  # no standard b-value attribute: volumes follow each other in instance order, as dcm2niix stacks them
         found.sort(key=lambda ds: int(ds.get("InstanceNumber", 0)))
         per_volume = len(found) // max(1, len(series.bvals))
@@ -237,7 +281,9 @@ def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *,
 
     sources = _source_slices(case)
     if not sources:
-        raise InvalidImageError("DICOM SEG: expected the DWI series' DICOM files, but none were found next to the converted images")
+        raise InvalidImageError(
+            "DICOM SEG: expected the DWI series' DICOM files, but none were found next to the converted images"
+        )
     data = np.asanyarray(mask.dataobj) > 0
     inv = np.linalg.inv(mask.affine)
     frames = []
@@ -246,7 +292,11 @@ def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *,
         iop = np.asarray(ds.ImageOrientationPatient, float)
         dr, dc = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        lps = np.asarray(ds.ImagePositionPatient, float)[:, None, None] + iop[:3, None, None] * c * dc + iop[3:, None, None] * r * dr
+        lps = (
+            np.asarray(ds.ImagePositionPatient, float)[:, None, None]
+            + iop[:3, None, None] * c * dc
+            + iop[3:, None, None] * r * dr
+        )
         ras = lps * np.array([-1.0, -1.0, 1.0])[:, None, None]
         ijk = np.rint(np.tensordot(inv[:3, :3], ras, axes=1) + inv[:3, 3][:, None, None]).astype(int)
         inside = np.all((ijk >= 0) & (ijk < np.array(data.shape)[:, None, None]), axis=0)
@@ -259,7 +309,9 @@ def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *,
         segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
         segmented_property_type=hd.sr.CodedConcept("55641003", "SCT", "Infarct"),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(name=f"stroke-seg {algorithm}", version=version, family=codes.cid7162.ArtificialIntelligence),
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=f"stroke-seg {algorithm}", version=version, family=codes.cid7162.ArtificialIntelligence
+        ),
     )
     seg = hd.seg.Segmentation(
         source_images=sources,

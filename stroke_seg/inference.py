@@ -67,7 +67,10 @@ def sliding_window(
     if len(window) != 3 or min(window) < 1:
         raise ValueError(f"window must be 3 positive sizes, but it is {tuple(window)}")
     if any(s < w for s, w in zip(volume.shape[1:], window)):
-        raise ValueError(f"every spatial size must be >= the window {tuple(window)}, but the volume is {tuple(volume.shape[1:])} (pad it first)")
+        raise ValueError(
+            f"every spatial size must be >= the window {tuple(window)}, but the volume is {tuple(volume.shape[1:])} "
+            "(pad it first)"
+        )
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), but it is {overlap}")
     for axes in mirror_axes:

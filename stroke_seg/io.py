@@ -91,15 +91,23 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
     else:
         path = Path(image)
         if not path.is_file():
-            raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist")
+            raise InvalidImageError(
+                f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist"
+            )
         named_nifti = path.name.endswith(".nii") or path.name.endswith(".nii.gz")
         unnamed = None if named_nifti else _nifti_by_content(path)
         if not named_nifti and unnamed is None:
-            raise InvalidImageError(f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in {''.join(path.suffixes) or 'no suffix'}")
+            raise InvalidImageError(
+                f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in "
+                f"{''.join(path.suffixes) or 'no suffix'}"
+            )
         try:
             loaded = unnamed if unnamed is not None else nib.load(str(path))
         except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
-            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: {_without_paths(err, path, name)})") from err
+            raise InvalidImageError(
+                f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: "
+                f"{_without_paths(err, path, name)})"
+            ) from err
         if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it is {type(loaded).__name__}")
         img = loaded if isinstance(loaded, nib.Nifti1Image) else nib.Nifti1Image.from_image(loaded)
@@ -107,7 +115,10 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except (EOFError, zlib.error, OSError, ValueError) as err:
         where = Path(img.get_filename() or name)
-        raise InvalidImageError(f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated ({type(err).__name__}: {_without_paths(err, where, name)})") from err
+        raise InvalidImageError(
+            f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated "
+            f"({type(err).__name__}: {_without_paths(err, where, name)})"
+        ) from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     return img, np.ascontiguousarray(data)
@@ -116,7 +127,9 @@ def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray
 def _check_values(data: np.ndarray, role: str, name: str) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
-        raise InvalidImageError(f"{role} file {name}: expected finite values, but {int(bad.sum())} voxels are NaN or infinite")
+        raise InvalidImageError(
+            f"{role} file {name}: expected finite values, but {int(bad.sum())} voxels are NaN or infinite"
+        )
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         what = "all zero" if lo == 0 else f"constant ({lo:g})"
@@ -127,23 +140,35 @@ def _check_shape(data: np.ndarray, role: str, name: str, max_voxels: int) -> Non
     if data.ndim < 3 or min(data.shape[:3]) == 1:
         raise InvalidImageError(f"{role} file {name}: expected a 3D volume, but it is 2D (shape {data.shape})")
     if data.ndim > 3:
-        raise InvalidImageError(f"{role} file {name}: expected a 3D volume, but it is {data.ndim}D (shape {data.shape})")
+        raise InvalidImageError(
+            f"{role} file {name}: expected a 3D volume, but it is {data.ndim}D (shape {data.shape})"
+        )
     if min(data.shape) < MIN_AXIS:
-        raise InvalidImageError(f"{role} file {name}: expected at least {MIN_AXIS} voxels on every axis, but the shape is {data.shape}")
+        raise InvalidImageError(
+            f"{role} file {name}: expected at least {MIN_AXIS} voxels on every axis, but the shape is {data.shape}"
+        )
     if data.size > max_voxels:
-        raise InvalidImageError(f"{role} file {name}: expected at most {max_voxels} voxels, but it has {data.size} (shape {data.shape})")
+        raise InvalidImageError(
+            f"{role} file {name}: expected at most {max_voxels} voxels, but it has {data.size} (shape {data.shape})"
+        )
 
 
 def _split_dwi_4d(data: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """A 4D DWI holding b0 + b1000 is split into (b1000, b0); the b0 is the brighter one in the head."""
     if data.ndim == 4 and data.shape[3] == 2:
         keep = int(np.argmin([float(np.sum(data[..., i], dtype=np.float64)) for i in range(2)]))
-        note = f"DWI {name} is 4D with 2 volumes (b0 + b1000); volume {keep} (lower signal) is the b1000, volume {1 - keep} the b0"
+        note = (
+            f"DWI {name} is 4D with 2 volumes (b0 + b1000); volume {keep} (lower signal) is the b1000, volume "
+            f"{1 - keep} the b0"
+        )
         log.info(note)
         notes.append(note)
         return np.ascontiguousarray(data[..., keep]), np.ascontiguousarray(data[..., 1 - keep])
     if data.ndim == 4:
-        raise InvalidImageError(f"DWI file {name}: expected a 3D b=1000 volume (or 4D with b0 + b1000), but it is 4D with {data.shape[3]} volumes")
+        raise InvalidImageError(
+            f"DWI file {name}: expected a 3D b=1000 volume (or 4D with b0 + b1000), but it is 4D with {data.shape[3]} "
+            "volumes"
+        )
     return data, None
 
 
@@ -185,7 +210,9 @@ def _same_grid(shape_a, aff_a, shape_b, aff_b) -> bool:
     return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(aff_a, aff_b, atol=_GRID_ATOL_MM)
 
 
-def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, dst_shape, dst_affine: np.ndarray, order: int = 1) -> tuple[np.ndarray, float]:
+def resample_to_grid(
+    data: np.ndarray, src_affine: np.ndarray, dst_shape, dst_affine: np.ndarray, order: int = 1
+) -> tuple[np.ndarray, float]:
     """Resample ``data`` (on ``src_affine``) onto a destination grid, in world coordinates.
 
     Returns:
@@ -193,7 +220,16 @@ def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, dst_shape, dst_af
         the fraction of destination voxels that fall inside the source field of view.
     """
     vox = np.linalg.inv(src_affine) @ dst_affine  # destination voxel -> source voxel
-    out = ndi.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant", cval=0.0, output=np.float32)
+    out = ndi.affine_transform(
+        data,
+        vox[:3, :3],
+        offset=vox[:3, 3],
+        output_shape=tuple(dst_shape),
+        order=order,
+        mode="constant",
+        cval=0.0,
+        output=np.float32,
+    )
     # Field-of-view overlap, from a coarse lattice of destination voxels.
     axes = [np.linspace(0, s - 1, 12) for s in dst_shape]
     pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
@@ -202,12 +238,22 @@ def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, dst_shape, dst_af
     return out, float(inside.mean())
 
 
-def _to_dwi_grid(img: nib.Nifti1Image, data: np.ndarray, dwi_img: nib.Nifti1Image, dwi_shape, role: str, name: str, notes: list[str], order: int = 1) -> np.ndarray:
+def _to_dwi_grid(
+    img: nib.Nifti1Image,
+    data: np.ndarray,
+    dwi_img: nib.Nifti1Image,
+    dwi_shape,
+    role: str,
+    name: str,
+    notes: list[str],
+    order: int = 1,
+) -> np.ndarray:
     if _same_grid(data.shape, img.affine, dwi_shape, dwi_img.affine):
         return data
     if not (_has_world(img) and _has_world(dwi_img)):
         raise IncompatibleImagesError(
-            f"{role} file {name}: expected the DWI's grid {tuple(dwi_shape)} or valid world coordinates to resample it, "
+            f"{role} file {name}: expected the DWI's grid {tuple(dwi_shape)} or valid world coordinates to resample "
+            "it, "
             f"but its grid is {data.shape} and the images have no usable sform/qform"
         )
     out, overlap = resample_to_grid(data, img.affine, dwi_shape, dwi_img.affine, order=order)
@@ -216,7 +262,10 @@ def _to_dwi_grid(img: nib.Nifti1Image, data: np.ndarray, dwi_img: nib.Nifti1Imag
             f"{role} file {name}: expected to overlap the DWI in world coordinates, but only {overlap:.0%} of the DWI "
             f"field of view is covered (shape {data.shape} vs DWI {tuple(dwi_shape)})"
         )
-    note = f"{role} {name} is on another grid {data.shape}; resampled onto the DWI grid {tuple(dwi_shape)} (field-of-view overlap {overlap:.0%})"
+    note = (
+        f"{role} {name} is on another grid {data.shape}; resampled onto the DWI grid {tuple(dwi_shape)} "
+        f"(field-of-view overlap {overlap:.0%})"
+    )
     log.info(note)
     notes.append(note)
     return out
@@ -253,7 +302,10 @@ def _check_mask(data: np.ndarray, name: str) -> np.ndarray:
     values = np.unique(data)
     if values.size > 2 or not np.all(np.isin(values, (0.0, 1.0))):
         shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
-        raise InvalidImageError(f"ground-truth file {name}: expected a binary mask (values 0 and 1), but it holds {values.size} values ({shown})")
+        raise InvalidImageError(
+            f"ground-truth file {name}: expected a binary mask (values 0 and 1), but it holds {values.size} values "
+            f"({shown})"
+        )
     return data > 0.5
 
 
@@ -343,7 +395,8 @@ def load_case(
             diff = np.abs(img.affine - dwi_img.affine).max() if data.shape == dwi_data.shape else None
             raise IncompatibleImagesError(
                 f"ground-truth file {name}: expected the DWI's grid (shape {dwi_data.shape}, same affine), "
-                f"but its shape is {data.shape}" + (f" and its affine differs by up to {diff:.3g} mm" if diff is not None else "")
+                f"but its shape is {data.shape}"
+                + (f" and its affine differs by up to {diff:.3g} mm" if diff is not None else "")
             )
     header = dwi_img.header.copy()
     return Case(

@@ -77,7 +77,13 @@ class _Job:
             try:
                 if self.should_cancel():
                     raise Cancelled("cancelled while waiting for the device")
-                self.result = segment(case, model=self.model, config=SegmentConfig(mode=self.mode), progress=self.report, should_cancel=self.should_cancel)
+                self.result = segment(
+                    case,
+                    model=self.model,
+                    config=SegmentConfig(mode=self.mode),
+                    progress=self.report,
+                    should_cancel=self.should_cancel,
+                )
                 outcome = "ok"
             except Cancelled:
                 outcome = "cancelled"
@@ -126,7 +132,9 @@ class JobEngine:
         """Ask running jobs to stop at their next step."""
         self.stopping.set()
 
-    async def run(self, files: dict[str, str | None], model: str, mode: str, progress: Progress) -> AsyncIterator[JobEvent]:
+    async def run(
+        self, files: dict[str, str | None], model: str, mode: str, progress: Progress
+    ) -> AsyncIterator[JobEvent]:
         """One job, as a stream of :data:`JobEvent`.
 
         An async generator on purpose: between events it waits in ``await``, so a caller that closes it (a
@@ -137,10 +145,15 @@ class JobEngine:
         """
         dicom, b0 = files.get(DICOM) or None, files.get(B0) or None
         if dicom and (files.get("dwi") or files.get("adc") or b0):
-            raise InvalidImageError("input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given")
+            raise InvalidImageError(
+                "input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given"
+            )
         if not dicom and (not files.get("dwi") or not (files.get("adc") or b0)):
             missing = "the DWI" if not files.get("dwi") else "the ADC (or a b0)"
-            raise InvalidImageError(f"input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but {missing} is missing")
+            raise InvalidImageError(
+                "input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but "
+                f"{missing} is missing"
+            )
         if model not in model_names():
             raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
         ordered = [files.get(n) or None for n in INPUT_NAMES]
@@ -162,14 +175,20 @@ class JobEngine:
             if dicom:
                 job.report(0.0, "converting the DICOM export (dcm2niix)")
                 chosen = await asyncio.to_thread(load_dicom, dicom, workdir)
-                case = await asyncio.to_thread(lambda: load_case(chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value))
+                case = await asyncio.to_thread(
+                    lambda: load_case(
+                        chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value
+                    )
+                )
             else:
                 case = await asyncio.to_thread(lambda: load_case(*ordered, b0=b0))
             staging = self.cache.staging()
             # Inference starts now on an inference thread (the context carries the caller's progress tracking);
             # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.
             finished = asyncio.wrap_future(self._pool.submit(contextvars.copy_context().run, job.run, case))
-            inputs_png = await asyncio.to_thread(lambda: render.save_png(render.input_montage(case), staging / "inputs.png"))
+            inputs_png = await asyncio.to_thread(
+                lambda: render.save_png(render.input_montage(case), staging / "inputs.png")
+            )
             yield "summary", (case, inputs_png)
             while not finished.done():
                 done, _ = await asyncio.wait({finished}, timeout=self.tick_s)
@@ -179,7 +198,14 @@ class JobEngine:
                 raise job.error
             await asyncio.to_thread(write_entry, job.result, case, files, staging)
             if chosen is not None:
-                await asyncio.to_thread(write_seg, job.result.mask, chosen, staging / "mask_seg.dcm", algorithm=job.result.model, version=job.result.model_version)
+                await asyncio.to_thread(
+                    write_seg,
+                    job.result.mask,
+                    chosen,
+                    staging / "mask_seg.dcm",
+                    algorithm=job.result.model,
+                    version=job.result.model_version,
+                )
             folder = self.cache.commit(staging, key)
             staging = None
             log.info("result written %s t=%.3f", folder.name, time.time())
@@ -199,12 +225,23 @@ def write_entry(result: Result, case: Case, files: dict[str, str | None], folder
     """
     mask = np.asarray(result.mask.dataobj) > 0
     if files.get("dwi") and files.get("adc"):
-        tasks = [lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name]))) for name in ("dwi", "adc")]
+        tasks = [
+            lambda name=name: shutil.copyfile(files[name], folder / (name + _nifti_suffix(files[name])))
+            for name in ("dwi", "adc")
+        ]
     else:  # converted inputs (DICOM): the viewer shows the validated DWI and ADC (1e-6 mm²/s)
-        tasks = [lambda: save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32), lambda: save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32)]
+        tasks = [
+            lambda: save_image(case.dwi, case, folder / "dwi.nii.gz", dtype=np.float32),
+            lambda: save_image(case.adc, case, folder / "adc.nii.gz", dtype=np.float32),
+        ]
     tasks += [
         lambda: save_image(mask.astype(np.uint8), case, folder / "mask.nii.gz"),
-        lambda: save_image(np.asarray(result.probability.dataobj, dtype=np.float32), case, folder / "probability.nii.gz", dtype=np.float32),
+        lambda: save_image(
+            np.asarray(result.probability.dataobj, dtype=np.float32),
+            case,
+            folder / "probability.nii.gz",
+            dtype=np.float32,
+        ),
         lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
     ]
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:

@@ -92,7 +92,9 @@ def compare(prediction: np.ndarray, truth: np.ndarray, voxel_ml: float) -> Compa
     )
 
 
-def measure(mask: np.ndarray, affine: np.ndarray, adc: np.ndarray | None = None, truth: np.ndarray | None = None) -> LesionMetrics:
+def measure(
+    mask: np.ndarray, affine: np.ndarray, adc: np.ndarray | None = None, truth: np.ndarray | None = None
+) -> LesionMetrics:
     """Volume (mL), count and per-lesion table of a mask, plus ISLES'22 metrics when ``truth`` is given."""
     lesions = lesion_table(mask, affine, adc)
     vml = voxel_volume_ml(affine)

@@ -11,7 +11,17 @@ from scipy import ndimage as ndi
 
 from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
 
-__all__ = ["apply_physics_guard", "measurable_diffusion", "MIN_LESION_ADC", "binarize", "filter_components", "refine_edges", "remove_small_components", "remove_unrestricted_components", "CONNECTIVITY_26"]
+__all__ = [
+    "apply_physics_guard",
+    "measurable_diffusion",
+    "MIN_LESION_ADC",
+    "binarize",
+    "filter_components",
+    "refine_edges",
+    "remove_small_components",
+    "remove_unrestricted_components",
+    "CONNECTIVITY_26",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +64,17 @@ def filter_components(
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
     inside = labels > 0 if (by_adc or by_zone) else None
     if by_adc:
-        medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64).reshape(-1)
+        medians = np.asarray(
+            ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64
+        ).reshape(-1)
         unrestricted = keep[1:] & (medians > max_median_adc)
         if unrestricted.any():
-            log.info("dropped %d of %d components with median ADC > %g (not restricted)", int(unrestricted.sum()), n, max_median_adc)
+            log.info(
+                "dropped %d of %d components with median ADC > %g (not restricted)",
+                int(unrestricted.sum()),
+                n,
+                max_median_adc,
+            )
         keep[1:] &= ~unrestricted
     if by_zone:
         centres = mni(component_centres_world(labels, n, affine, offset=[s.start for s in box]))
@@ -65,10 +82,17 @@ def filter_components(
         artefact = np.zeros(n, bool)
         if in_zone.any():
             index = np.flatnonzero(in_zone) + 1
-            p25 = ndi.labeled_comprehension(adc[box][inside], labels[inside], index, lambda a: np.percentile(a, 25), np.float64, np.inf)
+            p25 = ndi.labeled_comprehension(
+                adc[box][inside], labels[inside], index, lambda a: np.percentile(a, 25), np.float64, np.inf
+            )
             artefact[index - 1] = np.asarray(p25).reshape(-1) >= zone_max_adc
         if artefact.any():
-            log.info("dropped %d of %d components in skull-base susceptibility zones without a core (ADC p25 >= %g)", int(artefact.sum()), n, zone_max_adc)
+            log.info(
+                "dropped %d of %d components in skull-base susceptibility zones without a core (ADC p25 >= %g)",
+                int(artefact.sum()),
+                n,
+                zone_max_adc,
+            )
         keep[1:] &= ~artefact
     keep[0] = False
     if keep[1:].all():
@@ -84,7 +108,8 @@ def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 
 
 def remove_unrestricted_components(mask: np.ndarray, adc: np.ndarray, max_median_adc: float | None) -> np.ndarray:
-    """Drop connected components whose median ADC (1e-6 mm²/s, same grid) is above ``max_median_adc``; None keeps all."""
+    """Drop connected components whose median ADC (1e-6 mm²/s, same grid) is above ``max_median_adc``; None keeps
+    all."""
     return filter_components(mask, adc=adc, max_median_adc=max_median_adc)
 
 
@@ -112,7 +137,8 @@ def binarize(
         voxel_ml: volume of one voxel, mL.
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s.
         max_median_adc: largest kept lesion median ADC, 1e-6 mm²/s; None skips the rule.
-        zone_max_adc: in a susceptibility zone, a lesion's ADC 25th percentile must be below this (1e-6 mm²/s); None skips.
+        zone_max_adc: in a susceptibility zone, a lesion's ADC 25th percentile must be below this (1e-6 mm²/s); None
+        skips.
         affine: 4x4 voxel-to-world affine of ``probability`` (mm).
         mni: world-to-MNI map of the case.
 
@@ -229,7 +255,9 @@ def measurable_diffusion(adc: np.ndarray, voxel_size: tuple[float, float, float]
     return ndi.binary_erosion(support, structure=struct, border_value=1)
 
 
-def apply_physics_guard(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
+def apply_physics_guard(
+    mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, voxel_size: tuple[float, float, float]
+) -> np.ndarray:
     """Remove lesion voxels that cannot be an infarct: ADC <= :data:`MIN_LESION_ADC`, no diffusion measurement
     (:func:`measurable_diffusion`) or outside the brain mask.
 
@@ -243,11 +271,16 @@ def apply_physics_guard(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, vo
         The guarded mask, bool, same shape.
     """
     if mask.shape != adc.shape or mask.shape != brain.shape:
-        raise ValueError(f"mask, ADC and brain must have one shape, but they are {mask.shape}, {adc.shape} and {brain.shape}")
+        raise ValueError(
+            f"mask, ADC and brain must have one shape, but they are {mask.shape}, {adc.shape} and {brain.shape}"
+        )
     if not mask.any():
         return mask
     allowed = (adc > MIN_LESION_ADC) & brain & measurable_diffusion(adc, voxel_size)
     removed = int((mask & ~allowed).sum())
     if removed:
-        log.info("physics guard: removed %d lesion voxels without a plausible diffusion measurement or outside the brain", removed)
+        log.info(
+            "physics guard: removed %d lesion voxels without a plausible diffusion measurement or outside the brain",
+            removed,
+        )
     return mask & allowed

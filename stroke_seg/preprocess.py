@@ -185,7 +185,15 @@ def zoom_to_shape(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> n
         return data.astype(np.float32, copy=False)
     scale = np.asarray(data.shape, float) / np.asarray(shape, float)
     offset = 0.5 * scale - 0.5  # centre-aligned: voxel i covers the same world extent in both grids
-    return ndi.affine_transform(data.astype(np.float32, copy=False), scale, offset=offset, output_shape=shape, order=order, mode="nearest", output=np.float32)
+    return ndi.affine_transform(
+        data.astype(np.float32, copy=False),
+        scale,
+        offset=offset,
+        output_shape=shape,
+        order=order,
+        mode="nearest",
+        output=np.float32,
+    )
 
 
 def preprocess(case: Case) -> Preprocessed:

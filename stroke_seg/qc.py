@@ -56,13 +56,19 @@ POSTERIOR_FOSSA_Z_MNI = -22.0
 
 def check_lesion_volume(volume_ml: float) -> str | None:
     if volume_ml > MAX_LESION_ML:
-        return f"Lesion volume {volume_ml:.0f} mL is above {MAX_LESION_ML:.0f} mL: implausible for most strokes; check the overlay for artefacts or a wrong brain mask."
+        return (
+            f"Lesion volume {volume_ml:.0f} mL is above {MAX_LESION_ML:.0f} mL: implausible for most strokes; check "
+            "the overlay for artefacts or a wrong brain mask."
+        )
     return None
 
 
 def check_lesion_count(count: int) -> str | None:
     if count > MAX_LESIONS:
-        return f"{count} separate lesions (more than {MAX_LESIONS}): scattered false positives are likely; check the overlay."
+        return (
+            f"{count} separate lesions (more than {MAX_LESIONS}): scattered false positives are likely; check the "
+            "overlay."
+        )
     return None
 
 
@@ -90,21 +96,29 @@ def check_artefact_sites(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, a
     if core >= 0.25:
         return None
     return (
-        f"{share:.0%} of the lesion volume lies in the posterior fossa or within {EDGE_MM:g} mm of the brain edge, where DWI has "
-        f"susceptibility artefacts, and only {core:.0%} of it has a restricted core (ADC < {CORE_ADC:g}): it may be artefact."
+        f"{share:.0%} of the lesion volume lies in the posterior fossa or within {EDGE_MM:g} mm of the brain edge, "
+        "where DWI has "
+        f"susceptibility artefacts, and only {core:.0%} of it has a restricted core (ADC < {CORE_ADC:g}): it may be "
+        "artefact."
     )
 
 
 def check_brain_volume(brain_ml: float) -> str | None:
     lo, hi = BRAIN_ML_RANGE
     if not lo <= brain_ml <= hi:
-        return f"Brain mask volume {brain_ml:.0f} mL is outside {lo:.0f}-{hi:.0f} mL: brain extraction probably failed; the result is unreliable."
+        return (
+            f"Brain mask volume {brain_ml:.0f} mL is outside {lo:.0f}-{hi:.0f} mL: brain extraction probably failed; "
+            "the result is unreliable."
+        )
     return None
 
 
 def check_skull_removed(outside_ml: float) -> str | None:
     if outside_ml > SKULL_ML:
-        return "The input was not skull-stripped: skull, scalp and background were removed by the automatic brain mask; check that it cut no brain and kept no scalp."
+        return (
+            "The input was not skull-stripped: skull, scalp and background were removed by the automatic brain mask; "
+            "check that it cut no brain and kept no scalp."
+        )
     return None
 
 
@@ -115,11 +129,16 @@ def check_adc_unit(case: Case) -> str | None:
         return None
     for lo, hi, factor, unit in ADC_UNITS:
         if lo <= median <= hi and not 400.0 <= median * factor <= 1600.0:
-            return f"ADC unit guessed as {unit} from a borderline brain median ({median:g}); if the unit is wrong every ADC rule is off: check the ADC map's unit."
+            return (
+                f"ADC unit guessed as {unit} from a borderline brain median ({median:g}); if the unit is wrong every "
+                "ADC rule is off: check the ADC map's unit."
+            )
     return None
 
 
-def quality_warnings(case: Case, mask: np.ndarray, brain: np.ndarray, *, volume_ml: float, count: int, outside_ml: float) -> tuple[str, ...]:
+def quality_warnings(
+    case: Case, mask: np.ndarray, brain: np.ndarray, *, volume_ml: float, count: int, outside_ml: float
+) -> tuple[str, ...]:
     """Every warning that applies to one result.
 
     Args:

@@ -71,7 +71,9 @@ def _compose(tiles: list[np.ndarray], cols: int, labels: list[str]) -> bytes:
         draw.text((c * w * scale + 3, r * h * scale + 2), text, fill=(255, 255, 0))
         draw.text((c * w * scale + 3, (r + 1) * h * scale - 12), "R", fill=(255, 255, 255))
     buf = _io.BytesIO()
-    img.save(buf, format="PNG", compress_level=3)  # fast; with optimize=True a montage took ~3x longer for ~10 % smaller files
+    img.save(
+        buf, format="PNG", compress_level=3
+    )  # fast; with optimize=True a montage took ~3x longer for ~10 % smaller files
     return buf.getvalue()
 
 
@@ -86,7 +88,9 @@ def input_montage(case: Case, n: int = 6) -> bytes:
     vs = voxel_sizes(aff_c)
     ks = pick_slices(dwi_c, None, n)
     dwi_w, adc_w = _window(dwi_c), np.clip(adc_c / 2000.0, 0, 1)
-    tiles = [_gray(_axial(dwi_w, k, vs)).astype(np.uint8) for k in ks] + [_gray(_axial(adc_w, k, vs)).astype(np.uint8) for k in ks]
+    tiles = [_gray(_axial(dwi_w, k, vs)).astype(np.uint8) for k in ks] + [
+        _gray(_axial(adc_w, k, vs)).astype(np.uint8) for k in ks
+    ]
     labels = [f"DWI z={k}" for k in ks] + [f"ADC z={k}" for k in ks]
     return _compose(tiles, len(ks), labels)
 
@@ -104,7 +108,9 @@ def result_montage(case: Case, mask: np.ndarray, n: int = 12, cols: int = 6, sli
     """
     dwi_c, aff_c, _ = to_canonical(case.dwi, case.affine)
     mask_c = to_canonical(mask.astype(np.uint8), case.affine)[0] > 0
-    gt_c = to_canonical(case.ground_truth.astype(np.uint8), case.affine)[0] > 0 if case.ground_truth is not None else None
+    gt_c = (
+        to_canonical(case.ground_truth.astype(np.uint8), case.affine)[0] > 0 if case.ground_truth is not None else None
+    )
     vs = voxel_sizes(aff_c)
     focus = mask_c | gt_c if gt_c is not None else mask_c
     ks = sorted(slices) if slices else pick_slices(dwi_c, focus, n)

@@ -139,8 +139,15 @@ def template_path(name: str) -> Path:
     """Path of an MNI152 2009a map shipped in the nilearn wheel (name: "t1", "gm" or "wm")."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the synthetic generator needs the nilearn package (pip install nilearn); it ships the MNI152 template")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
+        raise RuntimeError(
+            "the synthetic generator needs the nilearn package (pip install nilearn); it ships the MNI152 template"
+        )
+    path = (
+        Path(list(spec.submodule_search_locations)[0])
+        / "datasets"
+        / "data"
+        / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
+    )
     if not path.is_file():
         raise RuntimeError(f"MNI152 template map not found at {path}")
     return path
@@ -216,7 +223,14 @@ def _blob(rng: np.random.Generator, center, radius_range, elong=(0.7, 1.4)) -> _
     radii = r * rng.uniform(*elong, size=3)
     k = rng.normal(size=3)
     k *= (2 * math.pi / (1.6 * r)) / np.linalg.norm(k)
-    return _Blob(np.asarray(center, float), radii, _rotation(rng.uniform(-90, 90, 3)), k, float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.3)))
+    return _Blob(
+        np.asarray(center, float),
+        radii,
+        _rotation(rng.uniform(-90, 90, 3)),
+        k,
+        float(rng.uniform(0, 2 * math.pi)),
+        float(rng.uniform(0.1, 0.3)),
+    )
 
 
 def _near(rng: np.random.Generator, point, radius: float, side: int | None = None) -> np.ndarray:
@@ -237,7 +251,9 @@ def _lesion_blobs(rng: np.random.Generator, pattern: str) -> list[_Blob]:
         return [_blob(rng, _near(rng, seed, 22, side), (8, 18)) for _ in range(rng.integers(3, 7))]
     if pattern == "lacunar":  # small deep infarct(s), basal ganglia / internal capsule / corona radiata
         c = _near(rng, (side * rng.uniform(15, 26), rng.uniform(-18, 10), rng.uniform(-2, 20)), 8, side)
-        return [_blob(rng, c, (2.5, 7.0))] + ([_blob(rng, _near(rng, c, 25, side), (2.0, 4.0))] if rng.random() < 0.3 else [])
+        return [_blob(rng, c, (2.5, 7.0))] + (
+            [_blob(rng, _near(rng, c, 25, side), (2.0, 4.0))] if rng.random() < 0.3 else []
+        )
     if pattern == "emboli":  # many small cortical/subcortical lesions in one territory (or both sides)
         both = rng.random() < 0.4
         seed = _near(rng, (side * rng.uniform(25, 45), rng.uniform(-60, 30), rng.uniform(0, 45)), 15, side)
@@ -262,7 +278,9 @@ def _mimic_blobs(rng: np.random.Generator) -> list[_Blob]:
     return [_blob(rng, _near(rng, c, 10), (6, 14)) for _ in range(rng.integers(1, 3))]
 
 
-def _render_blobs(blobs: list[_Blob], affine: np.ndarray, shape, sub: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _render_blobs(
+    blobs: list[_Blob], affine: np.ndarray, shape, sub: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Fraction of each voxel inside the union of blobs, and a normalised depth q (0 centre, 1 edge)."""
     frac = np.zeros(shape, np.float32)
     depth = np.ones(shape, np.float32)
@@ -270,7 +288,14 @@ def _render_blobs(blobs: list[_Blob], affine: np.ndarray, shape, sub: tuple[int,
     offsets = [((np.arange(n) + 0.5) / n - 0.5) for n in sub]
     for b in blobs:
         reach = float(b.radii.max() * (1 + b.wave_amp) + 2 * np.abs(affine[:3, :3]).sum(0).max())
-        corners = np.array([[b.center[0] + dx, b.center[1] + dy, b.center[2] + dz] for dx in (-reach, reach) for dy in (-reach, reach) for dz in (-reach, reach)])
+        corners = np.array(
+            [
+                [b.center[0] + dx, b.center[1] + dy, b.center[2] + dz]
+                for dx in (-reach, reach)
+                for dy in (-reach, reach)
+                for dz in (-reach, reach)
+            ]
+        )
         vox = corners @ inv[:3, :3].T + inv[:3, 3]
         lo = np.clip(np.floor(vox.min(0)).astype(int), 0, np.array(shape))
         hi = np.clip(np.ceil(vox.max(0)).astype(int) + 1, 0, np.array(shape))
@@ -283,11 +308,20 @@ def _render_blobs(blobs: list[_Blob], affine: np.ndarray, shape, sub: tuple[int,
             for oy in offsets[1]:
                 for oz in offsets[2]:
                     pts = [grids[0] + ox, grids[1] + oy, grids[2] + oz]
-                    world = [affine[i, 0] * pts[0] + affine[i, 1] * pts[1] + affine[i, 2] * pts[2] + affine[i, 3] - b.center[i] for i in range(3)]
+                    world = [
+                        affine[i, 0] * pts[0]
+                        + affine[i, 1] * pts[1]
+                        + affine[i, 2] * pts[2]
+                        + affine[i, 3]
+                        - b.center[i]
+                        for i in range(3)
+                    ]
                     local = [sum(b.rot[j, i] * world[j] for j in range(3)) / b.radii[i] for i in range(3)]
                     q = np.sqrt(local[0] ** 2 + local[1] ** 2 + local[2] ** 2)
-                    wave = b.wave_amp * np.sin(b.wave_k[0] * world[0] + b.wave_k[1] * world[1] + b.wave_k[2] * world[2] + b.wave_phase)
-                    acc += (q + wave < 1.0)
+                    wave = b.wave_amp * np.sin(
+                        b.wave_k[0] * world[0] + b.wave_k[1] * world[1] + b.wave_k[2] * world[2] + b.wave_phase
+                    )
+                    acc += q + wave < 1.0
                     q_centre = q if q_centre is None else np.minimum(q_centre, q)
         acc /= len(offsets[0]) * len(offsets[1]) * len(offsets[2])
         sl = tuple(slice(lo[i], hi[i]) for i in range(3))
@@ -329,7 +363,9 @@ def _skull_base_gain(rng: np.random.Generator, affine: np.ndarray, shape) -> tup
             c = site * np.array([side, 1, 1]) + rng.normal(0, 4, 3)
             sigma = rng.uniform(4, 10)
             d2 = sum((world[i] - c[i]) ** 2 for i in range(3))
-            spots += rng.uniform(0.3, 4.0) * np.exp(-d2 / (2 * sigma**2))  # v1.3: up to 5x (ISLES'22 temporal poles: DWI 4.5-5x median)
+            spots += rng.uniform(0.3, 4.0) * np.exp(
+                -d2 / (2 * sigma**2)
+            )  # v1.3: up to 5x (ISLES'22 temporal poles: DWI 4.5-5x median)
     s0_gain = (base * (1 + spots)).astype(np.float32)
     s_gain = (base * (1 + spots) ** 0.95).astype(np.float32)
     return s0_gain, s_gain
@@ -389,7 +425,9 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     blurred = _blurred_template(tuple(float(v) for v in np.round(np.sqrt(np.maximum(vs**2 - 1, 0) / 12) * 4) / 4))
 
     def sample(vol: np.ndarray) -> np.ndarray:
-        return ndi.affine_transform(vol, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=1, mode="constant", cval=0.0, output=np.float32)
+        return ndi.affine_transform(
+            vol, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=1, mode="constant", cval=0.0, output=np.float32
+        )
 
     gm, wm, csf, scalp, brain, depth = (sample(v) for v in blurred)
     # Atrophy (v1.2): patients are older than the MNI average; parenchyma next to CSF gives way to
@@ -408,12 +446,18 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     mild = rng.random(len(blobs)) < p_mild
     mild[:1] = False  # the first blob (the main or index lesion) is always an acute core
     les_frac, les_depth = _render_blobs([b for b, m in zip(blobs, mild) if not m], mni_affine, shape, lesion_sub)
-    mild_frac = _render_blobs([b for b, m in zip(blobs, mild) if m], mni_affine, shape, lesion_sub)[0] if mild.any() else np.zeros(shape, np.float32)
+    mild_frac = (
+        _render_blobs([b for b, m in zip(blobs, mild) if m], mni_affine, shape, lesion_sub)[0]
+        if mild.any()
+        else np.zeros(shape, np.float32)
+    )
     is_mild = mild_frac > les_frac
     les_frac = np.maximum(les_frac, mild_frac)
     has_mimic = pattern in MIMIC_PATTERNS or (pattern in LESION_PATTERNS and rng.random() < 0.25)
     mimic_kind = pattern if pattern in MIMIC_PATTERNS else str(rng.choice(MIMIC_PATTERNS))
-    mim_frac = _render_blobs(_mimic_blobs(rng), mni_affine, shape, lesion_sub)[0] if has_mimic else np.zeros(shape, np.float32)
+    mim_frac = (
+        _render_blobs(_mimic_blobs(rng), mni_affine, shape, lesion_sub)[0] if has_mimic else np.zeros(shape, np.float32)
+    )
     mim_frac *= 1 - les_frac
 
     f_les = les_frac * par
@@ -433,7 +477,9 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     rim = les_depth ** rng.uniform(2.0, 4.0)
     adc_les = (core + (rng.uniform(650, 860) - core) * rim) * hetero
     adc_les = np.where(is_mild, rng.uniform(620, 840) * hetero, adc_les)
-    s0_les = rng.uniform(1.1, 1.5) * (1 + rng.uniform(0.1, 0.4) * rim) * np.where(gm > wm, s0_gm, s0_wm)  # T2 rise of acute tissue
+    s0_les = (
+        rng.uniform(1.1, 1.5) * (1 + rng.uniform(0.1, 0.4) * rim) * np.where(gm > wm, s0_gm, s0_wm)
+    )  # T2 rise of acute tissue
     s0_les = np.where(is_mild, s0_les * rng.uniform(1.15, 1.4), s0_les)
     if mimic_kind == "shine_through":  # v1.4: ADC clearly raised (950-1300), apart from the lesions' rims
         adc_mim, s0_mim = rng.uniform(950, 1300), rng.uniform(1.8, 2.5)
@@ -452,7 +498,13 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         return s0 * np.exp(-_B * adc * 1e-6)
 
     S0 = f_gm * s0_gm + f_wm * s0_wm + csf * s0_csf + f_les * s0_les + f_mim * s0_mim
-    S = f_gm * sig(s0_gm, adc_gm) + f_wm * sig(s0_wm, adc_wm) + csf * sig(s0_csf, adc_csf) + f_les * sig(s0_les, adc_les) + f_mim * sig(s0_mim, adc_mim)
+    S = (
+        f_gm * sig(s0_gm, adc_gm)
+        + f_wm * sig(s0_wm, adc_wm)
+        + csf * sig(s0_csf, adc_csf)
+        + f_les * sig(s0_les, adc_les)
+        + f_mim * sig(s0_mim, adc_mim)
+    )
     if not acq.skull_stripped:
         adc_scalp = rng.uniform(600, 1400)
         S0 = S0 + scalp * s0_scalp
@@ -475,7 +527,13 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     adc = np.clip(adc, 0, 4000).astype(np.float32)
     flair = None
     if acq.with_flair:
-        F = f_gm * 1.0 + f_wm * 0.8 + csf * 0.12 + f_les * rng.uniform(1.0, 1.25) + f_mim * (1.6 if mimic_kind == "shine_through" else 0.3)
+        F = (
+            f_gm * 1.0
+            + f_wm * 0.8
+            + csf * 0.12
+            + f_les * rng.uniform(1.0, 1.25)
+            + f_mim * (1.6 if mimic_kind == "shine_through" else 0.3)
+        )
         if not acq.skull_stripped:
             F = F + scalp * 0.9
         flair = rician(F * bias)
@@ -498,6 +556,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         def orient(a):
             return np.ascontiguousarray(a[::-1, ::-1, :])
     elif acq.orientation == "RAS":
+
         def orient(a):
             return a
     else:
@@ -555,15 +614,28 @@ def generate(outdir: str | Path, n: int = 20, seed: int = 0, voxel_size: float |
     for i, (case_seed, pattern) in enumerate(case_plan(n, seed)):
         acq = None
         if voxel_size is not None:
-            acq = dataclasses.replace(random_acquisition(np.random.default_rng(case_seed + 7)), voxel_size=(voxel_size,) * 3)
+            acq = dataclasses.replace(
+                random_acquisition(np.random.default_rng(case_seed + 7)), voxel_size=(voxel_size,) * 3
+            )
         case = make_case(case_seed, pattern, acq)
         folders.append(case.save(outdir / f"case_{i:03d}_{pattern}"))
-        log.info("case %d/%d: %s, %.2f mL, voxel %s %s", i + 1, n, pattern, case.lesion_volume_ml, case.acquisition.voxel_size, case.acquisition.orientation)
+        log.info(
+            "case %d/%d: %s, %.2f mL, voxel %s %s",
+            i + 1,
+            n,
+            pattern,
+            case.lesion_volume_ml,
+            case.acquisition.voxel_size,
+            case.acquisition.orientation,
+        )
     return folders
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stroke_seg.synth", description="Generate synthetic acute-stroke cases (DWI, ADC, ground truth) on the MNI152 template.")
+    parser = argparse.ArgumentParser(
+        prog="python -m stroke_seg.synth",
+        description="Generate synthetic acute-stroke cases (DWI, ADC, ground truth) on the MNI152 template.",
+    )
     parser.add_argument("outdir")
     parser.add_argument("--n", type=int, default=20, help=f"number of cases (patterns cycle: {', '.join(PATTERNS)})")
     parser.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,16 @@ __all__ = ["write_dicom_case", "zip_folder"]
 _MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
-def _series(folder: Path, volumes: list[tuple[np.ndarray, float | None]], affine: np.ndarray, *, number: int, description: str, image_type: list[str], study_uid: str) -> None:
+def _series(
+    folder: Path,
+    volumes: list[tuple[np.ndarray, float | None]],
+    affine: np.ndarray,
+    *,
+    number: int,
+    description: str,
+    image_type: list[str],
+    study_uid: str,
+) -> None:
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -41,7 +50,13 @@ def _series(folder: Path, volumes: list[tuple[np.ndarray, float | None]], affine
             ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
             ds.SOPClassUID, ds.SOPInstanceUID = _MR, meta.MediaStorageSOPInstanceUID
             ds.PatientName, ds.PatientID, ds.Modality = "SYNTHETIC^CASE", "SYNTH0001", "MR"
-            ds.PatientBirthDate, ds.PatientSex, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "O", "1", "", ""
+            ds.PatientBirthDate, ds.PatientSex, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = (
+                "",
+                "O",
+                "1",
+                "",
+                "",
+            )
             ds.Manufacturer = "stroke-seg synthetic"
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
             ds.StudyDate = ds.SeriesDate = "20260101"
@@ -68,7 +83,13 @@ def _series(folder: Path, volumes: list[tuple[np.ndarray, float | None]], affine
 
 
 def write_dicom_case(
-    folder: str | Path, dwi: nib.Nifti1Image, b0: nib.Nifti1Image, adc: nib.Nifti1Image | None = None, *, b_value: float = 1000.0, b0_in_dwi_series: bool = True
+    folder: str | Path,
+    dwi: nib.Nifti1Image,
+    b0: nib.Nifti1Image,
+    adc: nib.Nifti1Image | None = None,
+    *,
+    b_value: float = 1000.0,
+    b0_in_dwi_series: bool = True,
 ) -> Path:
     """Write DWI (+ b0, + ADC) volumes as DICOM series into ``folder`` (created).
 
@@ -88,12 +109,44 @@ def write_dicom_case(
         return np.round(np.asanyarray(img.dataobj, dtype=np.float32))
 
     if b0_in_dwi_series:
-        _series(folder / "ep2d_diff", [(arr(b0), 0.0), (arr(dwi), b_value)], affine, number=3, description="ep2d_diff_b0_b1000", image_type=["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"], study_uid=study)
+        _series(
+            folder / "ep2d_diff",
+            [(arr(b0), 0.0), (arr(dwi), b_value)],
+            affine,
+            number=3,
+            description="ep2d_diff_b0_b1000",
+            image_type=["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"],
+            study_uid=study,
+        )
     else:
-        _series(folder / "b0", [(arr(b0), 0.0)], affine, number=3, description="ep2d_diff_b0", image_type=["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"], study_uid=study)
-        _series(folder / "trace", [(arr(dwi), b_value)], affine, number=4, description="ep2d_diff_TRACEW", image_type=["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"], study_uid=study)
+        _series(
+            folder / "b0",
+            [(arr(b0), 0.0)],
+            affine,
+            number=3,
+            description="ep2d_diff_b0",
+            image_type=["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"],
+            study_uid=study,
+        )
+        _series(
+            folder / "trace",
+            [(arr(dwi), b_value)],
+            affine,
+            number=4,
+            description="ep2d_diff_TRACEW",
+            image_type=["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"],
+            study_uid=study,
+        )
     if adc is not None:
-        _series(folder / "adc", [(arr(adc), None)], affine, number=5, description="ep2d_diff_ADC", image_type=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"], study_uid=study)
+        _series(
+            folder / "adc",
+            [(arr(adc), None)],
+            affine,
+            number=5,
+            description="ep2d_diff_ADC",
+            image_type=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"],
+            study_uid=study,
+        )
     return folder
 
 

@@ -38,7 +38,15 @@ from .preprocess import preprocess, to_canonical, zoom_to_spacing
 
 log = logging.getLogger("stroke_seg.train")
 
-PATTERN_WEIGHTS = {"territorial": 0.15, "lacunar": 0.15, "emboli": 0.3, "posterior": 0.15, "control": 0.08, "shine_through": 0.085, "old_infarct": 0.085}
+PATTERN_WEIGHTS = {
+    "territorial": 0.15,
+    "lacunar": 0.15,
+    "emboli": 0.3,
+    "posterior": 0.15,
+    "control": 0.08,
+    "shine_through": 0.085,
+    "old_infarct": 0.085,
+}
 VALIDATION_SEED = 900_000
 PATCH = (48, 48, 48)
 
@@ -83,7 +91,9 @@ class RealScan:
 
 REAL_CASES = {
     "isles22-strokecase0001": RealScan({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, "expert_mask.nii.gz", "expert"),
-    "jhu-ads-subject01": RealScan({"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz", "DAGMNet (a model)", "brain_mask.nii.gz"),
+    "jhu-ads-subject01": RealScan(
+        {"dwi": "dwi.nii.gz", "b0": "b0.nii.gz"}, "dagmnet_mask.nii.gz", "DAGMNet (a model)", "brain_mask.nii.gz"
+    ),
     "isles22-unlabelled-case": RealScan({"dwi": "dwi.nii.gz", "adc": "adc.nii.gz"}, None, "none"),
 }
 """The real scans that ``--real`` (and ``bench/evaluate.py``) know. Their reference masks train as lesions; where
@@ -95,8 +105,10 @@ def make_real_example(folder: Path) -> Example:
     scan = REAL_CASES[folder.name]
     inputs, reference = scan.inputs, scan.reference
     case = load_case(
-        folder / inputs["dwi"], (folder / inputs["adc"]) if "adc" in inputs else None,
-        ground_truth=(folder / reference) if reference else None, b0=(folder / inputs["b0"]) if "b0" in inputs else None,
+        folder / inputs["dwi"],
+        (folder / inputs["adc"]) if "adc" in inputs else None,
+        ground_truth=(folder / reference) if reference else None,
+        b0=(folder / inputs["b0"]) if "b0" in inputs else None,
     )
     vols = preprocess(case)
     prep = prepare_inputs(vols, pad_to=PATCH)
@@ -113,7 +125,12 @@ def make_real_example(folder: Path) -> Example:
         y = np.zeros(brain.shape, bool)
         suspect = brain & (prep.x[0] > 1.5) & (prep.x[1] < 0.65)
         ignore = ndi.binary_dilation(suspect, iterations=3) if suspect.any() else None
-    log.info("real case %s: %d lesion voxels, %s ignored", folder.name, int(y.sum()), 0 if ignore is None else int(ignore.sum()))
+    log.info(
+        "real case %s: %d lesion voxels, %s ignored",
+        folder.name,
+        int(y.sum()),
+        0 if ignore is None else int(ignore.sum()),
+    )
     return Example(prep.x.astype(np.float16), y.astype(np.uint8), "real", ignore, brain & ~y)
 
 
@@ -196,7 +213,9 @@ def validate(net: UNet3D, val: list[Example], device: torch.device) -> float:
     net.eval()
     scores = []
     for ex in val:
-        x = torch.from_numpy(np.pad(ex.x.astype(np.float32), [(0, 0)] + [(0, max(0, w - s)) for s, w in zip(ex.x.shape[1:], WINDOW)])).to(device)
+        x = torch.from_numpy(
+            np.pad(ex.x.astype(np.float32), [(0, 0)] + [(0, max(0, w - s)) for s, w in zip(ex.x.shape[1:], WINDOW)])
+        ).to(device)
         prob = sliding_window(x, net, WINDOW)[: ex.y.shape[0], : ex.y.shape[1], : ex.y.shape[2]]
         if ex.y.any():
             scores.append(dice(prob > 0.5, ex.y > 0))
@@ -206,7 +225,9 @@ def validate(net: UNet3D, val: list[Example], device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stroke_seg.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="weights file to write (.pt); a .json sidecar is written beside it")
+    parser.add_argument(
+        "--out", required=True, help="weights file to write (.pt); a .json sidecar is written beside it"
+    )
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -218,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--val-every", type=int, default=5, help="epochs between validations")
     parser.add_argument("--init", default=None, help="start from these weights (fine-tuning) instead of random ones")
-    parser.add_argument("--real-root", default=None, help="folder holding the real scans of --real (e.g. ../shared/data)")
-    parser.add_argument("--real", nargs="*", default=[], choices=sorted(REAL_CASES), help="real scans to train on (background, lesions)")
+    parser.add_argument(
+        "--real-root", default=None, help="folder holding the real scans of --real (e.g. ../shared/data)"
+    )
+    parser.add_argument(
+        "--real", nargs="*", default=[], choices=sorted(REAL_CASES), help="real scans to train on (background, lesions)"
+    )
     parser.add_argument("--real-fraction", type=float, default=0.5, help="share of patches drawn from the real scans")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -232,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
 
     base_seed = 1_000_000 * (args.seed + 1)
-    log.info("generating a pool of %d training cases (seeds %d+) and 8 validation cases (seeds %d+)", args.pool, base_seed, VALIDATION_SEED)
+    log.info(
+        "generating a pool of %d training cases (seeds %d+) and 8 validation cases (seeds %d+)",
+        args.pool,
+        base_seed,
+        VALIDATION_SEED,
+    )
     pool = [make_example(base_seed + i) for i in range(args.pool)]
     next_seed = base_seed + args.pool
     val = [make_example(VALIDATION_SEED + i, synth.PATTERNS[i % len(synth.PATTERNS)]) for i in range(8)]
@@ -252,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         losses = []
         for _ in range(args.steps_per_epoch):
             batch = [
-                sample_patch(real[rng.integers(len(real))] if real and rng.random() < args.real_fraction else pool[rng.integers(len(pool))], rng)
+                sample_patch(
+                    real[rng.integers(len(real))]
+                    if real and rng.random() < args.real_fraction
+                    else pool[rng.integers(len(pool))],
+                    rng,
+                )
                 for _ in range(args.batch)
             ]
             x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
@@ -267,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(2):  # refresh the pool with never-seen cases
             pool[rng.integers(len(pool))] = make_example(next_seed)
             next_seed += 1
-        entry = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "minutes": round((time.time() - t0) / 60, 1)}
+        entry = {
+            "epoch": epoch + 1,
+            "loss": round(float(np.mean(losses)), 4),
+            "minutes": round((time.time() - t0) / 60, 1),
+        }
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
             entry["val_dice"] = round(validate(net, val, device), 4)
         history.append(entry)
@@ -297,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "history": history,
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    log.info("wrote %s (%d bytes, sha256 %s) after %.1f min", out, out.stat().st_size, digest[:12], meta["wall_minutes"])
+    log.info(
+        "wrote %s (%d bytes, sha256 %s) after %.1f min", out, out.stat().st_size, digest[:12], meta["wall_minutes"]
+    )
     return 0
 
 

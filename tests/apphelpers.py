@@ -38,9 +38,18 @@ def launched_app(tmp: Path, *, with_process: bool = False, **env: str):
     stops it afterwards."""
     port = free_port()
     log_path = tmp / f"app-{port}.log"
-    full_env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), STROKE_SEG_CACHE_DIR=str(tmp / f"cache-{port}"), GRADIO_ANALYTICS_ENABLED="False", **env)
+    full_env = dict(
+        os.environ,
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        STROKE_SEG_CACHE_DIR=str(tmp / f"cache-{port}"),
+        GRADIO_ANALYTICS_ENABLED="False",
+        **env,
+    )
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         t0 = time.monotonic()

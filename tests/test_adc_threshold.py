@@ -11,12 +11,23 @@ from stroke_seg.types import SegmentConfig
 
 
 def _volumes(adc: np.ndarray, dwi: np.ndarray) -> Preprocessed:
-    return Preprocessed(dwi=dwi.astype(np.float32), adc=adc.astype(np.float32), flair=None, brain=np.ones(adc.shape, bool),
-                        affine=np.diag([2.0, 2.0, 2.0, 1.0]), voxel_size=(2.0, 2.0, 2.0), ornt=np.array([[0, 1], [1, 1], [2, 1]]), dwi_median=1.0)
+    return Preprocessed(
+        dwi=dwi.astype(np.float32),
+        adc=adc.astype(np.float32),
+        flair=None,
+        brain=np.ones(adc.shape, bool),
+        affine=np.diag([2.0, 2.0, 2.0, 1.0]),
+        voxel_size=(2.0, 2.0, 2.0),
+        ornt=np.array([[0, 1], [1, 1], [2, 1]]),
+        dwi_median=1.0,
+    )
 
 
 def _predict(vol: Preprocessed) -> np.ndarray:
-    return AdcThreshold().predict(vol, config=SegmentConfig(), progress=lambda f, d: None, should_cancel=lambda: False) > 0.5
+    return (
+        AdcThreshold().predict(vol, config=SegmentConfig(), progress=lambda f, d: None, should_cancel=lambda: False)
+        > 0.5
+    )
 
 
 def _ball(shape, centre, radius):

@@ -7,7 +7,13 @@ import pytest
 
 import stroke_seg
 from stroke_seg import SegmentConfig, synth
-from stroke_seg.anatomy import MNI_BRAIN_MEAN_MM, MNI_BRAIN_STD_MM, SUSCEPTIBILITY_SITES_MNI, MniMap, in_susceptibility_zone
+from stroke_seg.anatomy import (
+    MNI_BRAIN_MEAN_MM,
+    MNI_BRAIN_STD_MM,
+    SUSCEPTIBILITY_SITES_MNI,
+    MniMap,
+    in_susceptibility_zone,
+)
 from stroke_seg.postprocess import filter_components
 from stroke_seg.preprocess import preprocess
 
@@ -25,7 +31,9 @@ def test_mni_constants_match_the_template():
 @pytest.mark.parametrize("stripped", [True, False])
 def test_mni_map_places_a_synthetic_head(stripped):
     # Oblique storage: the case's world coordinates are MNI mm, so the fitted map should be close to identity.
-    acq = synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS", tilt_deg=(6.0, -4.0, 3.0), oblique=True, skull_stripped=stripped)
+    acq = synth.Acquisition(
+        voxel_size=(2.0, 2.0, 2.0), orientation="LPS", tilt_deg=(6.0, -4.0, 3.0), oblique=True, skull_stripped=stripped
+    )
     c = synth.make_case(4242, "control", acq)
     volumes = preprocess(stroke_seg.load_case(c.dwi, c.adc))
     mni = MniMap.from_brain(volumes.brain, volumes.affine)
@@ -40,9 +48,13 @@ def test_mni_map_needs_a_brain():
 
 
 def test_zones_cover_the_skull_base_not_the_centrum_semiovale():
-    assert in_susceptibility_zone(np.array([[-38.0, 12.0, -30.0], [12.0, 40.0, -20.0]])).all()  # left temporal pole, gyrus rectus
+    assert in_susceptibility_zone(
+        np.array([[-38.0, 12.0, -30.0], [12.0, 40.0, -20.0]])
+    ).all()  # left temporal pole, gyrus rectus
     # centrum semiovale, occipital, and the infratentorial generator sites (cerebellum, pons) are not in a zone
-    assert not in_susceptibility_zone(np.array([[-28.0, -10.0, 40.0], [20.0, -90.0, 5.0], [-32.0, -62.0, -40.0], [5.0, -30.0, -38.0]])).any()
+    assert not in_susceptibility_zone(
+        np.array([[-28.0, -10.0, 40.0], [20.0, -90.0, 5.0], [-32.0, -62.0, -40.0], [5.0, -30.0, -38.0]])
+    ).any()
 
 
 def _world_grid(shape=(100, 120, 100)):

@@ -18,7 +18,17 @@ def test_segment_returns_result_with_everything(phantom_files):
     assert r.metrics.count == 1
     assert r.probability.get_data_dtype() == np.float32
     report = json.loads(json.dumps(r.to_dict()))
-    for key in ("model", "lesion_volume_ml", "lesion_count", "lesions", "timings", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
+    for key in (
+        "model",
+        "lesion_volume_ml",
+        "lesion_count",
+        "lesions",
+        "timings",
+        "dice",
+        "avd_ml",
+        "lesion_f1",
+        "lesion_count_diff",
+    ):
         assert key in report
 
 

@@ -51,7 +51,15 @@ def case_1mm(tmp_path_factory):
 def submit(client: Client, folder: Path, model="unet", mode="fast", with_gt=True):
     gt = handle_file(str(folder / "mask.nii.gz")) if with_gt else None
     flair = handle_file(str(folder / "flair.nii.gz")) if (folder / "flair.nii.gz").is_file() else None
-    return client.submit(handle_file(str(folder / "dwi.nii.gz")), handle_file(str(folder / "adc.nii.gz")), flair, gt, model, mode, api_name="/segment")
+    return client.submit(
+        handle_file(str(folder / "dwi.nii.gz")),
+        handle_file(str(folder / "adc.nii.gz")),
+        flair,
+        gt,
+        model,
+        mode,
+        api_name="/segment",
+    )
 
 
 def watch(job, on_status=None) -> list[tuple[float, float | None, str]]:
@@ -95,7 +103,15 @@ def test_job_streams_progress_and_returns_what_segment_returns(app):
     assert len(outputs) >= 2 and outputs[0][1]["status"] == "running" and "shape" in outputs[0][1]["input"]
     assert Path(montage).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["model"] == "unet" and "dice" in report
-    direct = stroke_seg.segment({"dwi": EXAMPLE / "dwi.nii.gz", "adc": EXAMPLE / "adc.nii.gz", "flair": EXAMPLE / "flair.nii.gz", "ground_truth": EXAMPLE / "mask.nii.gz"}, model="unet")
+    direct = stroke_seg.segment(
+        {
+            "dwi": EXAMPLE / "dwi.nii.gz",
+            "adc": EXAMPLE / "adc.nii.gz",
+            "flair": EXAMPLE / "flair.nii.gz",
+            "ground_truth": EXAMPLE / "mask.nii.gz",
+        },
+        model="unet",
+    )
     served = nib.load(mask_path)
     np.testing.assert_array_equal(np.asarray(served.dataobj), np.asarray(direct.mask.dataobj))
     np.testing.assert_array_equal(served.affine, direct.mask.affine)
@@ -164,7 +180,10 @@ def _intervals(log: str) -> list[tuple[float, float]]:
 
 def test_queue_full_and_concurrency_limit(tmp_path, weights):
     # five different cases, so that none is served from the result cache
-    cases = [synth.make_case(500 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"c{i}") for i in range(5)]
+    cases = [
+        synth.make_case(500 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"c{i}")
+        for i in range(5)
+    ]
     with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="2", STROKE_SEG_CONCURRENCY="1") as (url, log):
         client = Client(url, verbose=False)
         # Five submissions: the first is running, then four arrive at once. The queue holds two
@@ -189,7 +208,9 @@ def test_queue_full_and_concurrency_limit(tmp_path, weights):
                 job.result(timeout=300)
                 outcomes.append("ok")
             except Exception as err:  # gradio_client raises for a refused job
-                outcomes.append("full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}")
+                outcomes.append(
+                    "full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}"
+                )
         assert outcomes.count("full") == 2, outcomes
         assert outcomes.count("ok") == 3, outcomes
         spans = _intervals(log_text(log))
@@ -201,7 +222,10 @@ def test_queue_full_and_concurrency_limit(tmp_path, weights):
 def test_twenty_clients_ttl_zero_every_served_client_downloads_its_mask(tmp_path, weights):
     """20 clients at once on a queue of 5 with the cache's reuse off (TTL 0): each served client gets its mask."""
     folder = synth.make_case(610, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / "c")
-    with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="5", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_CACHE_TTL="0") as (url, _log):
+    with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="5", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_CACHE_TTL="0") as (
+        url,
+        _log,
+    ):
         outcomes: list[str] = [""] * 20
         barrier = threading.Barrier(20)
 
@@ -214,7 +238,9 @@ def test_twenty_clients_ttl_zero_every_served_client_downloads_its_mask(tmp_path
                 data = np.asarray(nib.load(mask_path).dataobj)  # downloaded by this client, readable
                 outcomes[i] = "ok" if data.shape == nib.load(str(folder / "dwi.nii.gz")).shape else "bad mask"
             except Exception as err:
-                outcomes[i] = "full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}"
+                outcomes[i] = (
+                    "full" if "full" in str(err).lower() or job.status().code == Status.QUEUE_FULL else f"error: {err}"
+                )
 
         threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
         for t in threads:
@@ -225,7 +251,13 @@ def test_twenty_clients_ttl_zero_every_served_client_downloads_its_mask(tmp_path
         assert outcomes.count("ok") >= 6, outcomes  # one running + five waiting, at least
         assert outcomes.count("full") >= 1, outcomes
         after = Client(url, verbose=False).predict(
-            handle_file(str(folder / "dwi.nii.gz")), handle_file(str(folder / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment"
+            handle_file(str(folder / "dwi.nii.gz")),
+            handle_file(str(folder / "adc.nii.gz")),
+            None,
+            None,
+            "adc-threshold",
+            "fast",
+            api_name="/segment",
         )
         assert Path(after[0]).is_file()  # the server answers afterwards
 
@@ -236,10 +268,28 @@ def test_bad_upload_gives_clear_error_and_server_stays_up(app, tmp_path):
     bad.write_bytes(b"not a nifti")
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="broken_dwi.nii.gz") as raised:
-        client.predict(handle_file(str(bad)), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+        client.predict(
+            handle_file(str(bad)),
+            handle_file(str(EXAMPLE / "adc.nii.gz")),
+            None,
+            None,
+            "adc-threshold",
+            "fast",
+            api_name="/segment",
+        )
     message = str(raised.value)
-    assert "/tmp" not in message and "gradio" not in message.lower() and str(tmp_path) not in message, message  # no server path
-    ok = client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+    assert "/tmp" not in message and "gradio" not in message.lower() and str(tmp_path) not in message, (
+        message
+    )  # no server path
+    ok = client.predict(
+        handle_file(str(EXAMPLE / "dwi.nii.gz")),
+        handle_file(str(EXAMPLE / "adc.nii.gz")),
+        None,
+        None,
+        "adc-threshold",
+        "fast",
+        api_name="/segment",
+    )
     assert json.dumps(ok[1])
 
 
@@ -247,7 +297,15 @@ def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
     with launched_app(tmp_path, STROKE_SEG_MAX_FILE_SIZE="100kb") as (url, _log):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match=r"(?i)size|large|exceed"):
-            client.predict(handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz")), None, None, "adc-threshold", "fast", api_name="/segment")
+            client.predict(
+                handle_file(str(EXAMPLE / "dwi.nii.gz")),
+                handle_file(str(EXAMPLE / "adc.nii.gz")),
+                None,
+                None,
+                "adc-threshold",
+                "fast",
+                api_name="/segment",
+            )
 
 
 def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
@@ -255,7 +313,9 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     pytest.importorskip("pydicom")
     from stroke_seg.synth_dicom import write_dicom_case, zip_folder
 
-    c = synth.make_case(78, "territorial", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False))
+    c = synth.make_case(
+        78, "territorial", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)
+    )
     dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
     adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
     b0 = nib.Nifti1Image(np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16), c.dwi.affine)
@@ -264,7 +324,9 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     archive = zip_folder(write_dicom_case(tmp_path / "export", c.dwi, b0), tmp_path / "export.zip")
     url, _, _ = app
     client = Client(url, verbose=False)
-    mask_path, report, _ = client.predict(None, None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")
+    mask_path, report, _ = client.predict(
+        None, None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment"
+    )
     direct = stroke_seg.segment({"dwi": tmp_path / "dwi.nii.gz", "b0": tmp_path / "b0.nii.gz"}, model="unet")
     assert report["lesion_volume_ml"] == pytest.approx(direct.metrics.volume_ml, abs=1e-3)
     assert report["input"]["adc_unit_detected"].startswith("computed from b0")
@@ -272,10 +334,27 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     local = np.asarray(nib.as_closest_canonical(direct.mask).dataobj) > 0
     assert (served == local).all()
     with pytest.raises(Exception, match="either a DICOM export or NIfTI"):
-        client.predict(handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment")
+        client.predict(
+            handle_file(str(tmp_path / "dwi.nii.gz")),
+            None,
+            None,
+            None,
+            "unet",
+            "fast",
+            handle_file(str(archive)),
+            api_name="/segment",
+        )
     # the same scan as NIfTI DWI + b0 (no ADC map): the ADC is computed, the result is the same
     _, report_b0, _ = client.predict(
-        handle_file(str(tmp_path / "dwi.nii.gz")), None, None, None, "unet", "fast", None, handle_file(str(tmp_path / "b0.nii.gz")), api_name="/segment"
+        handle_file(str(tmp_path / "dwi.nii.gz")),
+        None,
+        None,
+        None,
+        "unet",
+        "fast",
+        None,
+        handle_file(str(tmp_path / "b0.nii.gz")),
+        api_name="/segment",
     )
     assert report_b0["lesion_volume_ml"] == pytest.approx(direct.metrics.volume_ml, abs=1e-3)
 
@@ -301,10 +380,16 @@ def test_mcp_tool_is_listed_and_callable(app, tmp_path):
                 await session.initialize()
                 tools = {t.name: t for t in (await session.list_tools()).tools}
                 assert "segment_api" in tools and "dwi" in tools["segment_api"].inputSchema["properties"]
-                return await session.call_tool("segment_api", {"dwi": dwi_url, "adc": adc_url, "model": "adc-threshold", "mode": "fast"})
+                return await session.call_tool(
+                    "segment_api", {"dwi": dwi_url, "adc": adc_url, "model": "adc-threshold", "mode": "fast"}
+                )
 
     result = asyncio.run(call())
     assert not result.isError, result
     text = " ".join(getattr(c, "text", "") for c in result.content)
-    expected = stroke_seg.segment({"dwi": EXAMPLE / "dwi.nii.gz", "adc": EXAMPLE / "adc.nii.gz"}, model="adc-threshold").metrics.volume_ml
-    assert f'"lesion_volume_ml": {round(expected, 4)}' in text.replace("\\n", " ") or str(round(expected, 4)) in text, text[:2000]
+    expected = stroke_seg.segment(
+        {"dwi": EXAMPLE / "dwi.nii.gz", "adc": EXAMPLE / "adc.nii.gz"}, model="adc-threshold"
+    ).metrics.volume_ml
+    assert f'"lesion_volume_ml": {round(expected, 4)}' in text.replace("\\n", " ") or str(round(expected, 4)) in text, (
+        text[:2000]
+    )

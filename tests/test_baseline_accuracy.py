@@ -14,7 +14,9 @@ def results():
     out = []
     for case_seed, pattern in synth.case_plan(14, seed=0):
         c = synth.make_case(case_seed, pattern)
-        r = stroke_seg.segment({"dwi": c.dwi, "adc": c.adc, "flair": c.flair, "ground_truth": c.mask}, model="adc-threshold")
+        r = stroke_seg.segment(
+            {"dwi": c.dwi, "adc": c.adc, "flair": c.flair, "ground_truth": c.mask}, model="adc-threshold"
+        )
         out.append((pattern, r))
     return out
 

@@ -35,7 +35,13 @@ def browser_app(tmp_path_factory):
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
             headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
         )
         try:
             yield browser, url, log
@@ -60,7 +66,11 @@ def _wait_text(page, selector: str, text: str, timeout: float = 30.0, present: b
     deadline = time.monotonic() + timeout
     while ((text in page.locator(selector).inner_text()) != present) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert (text in page.locator(selector).inner_text()) == present, (selector, text, page.locator(selector).inner_text())
+    assert (text in page.locator(selector).inner_text()) == present, (
+        selector,
+        text,
+        page.locator(selector).inner_text(),
+    )
 
 
 def _wait_done(page, timeout: float = 240.0) -> list[str]:
@@ -161,8 +171,25 @@ def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
     report = tmp_path / "cli.json"
     subprocess.run(
-        [sys.executable, "-m", "stroke_seg", "segment", "--dwi", str(dwi), "--adc", str(adc), "--model", "unet", "--out", str(tmp_path / "m.nii.gz"), "--json", str(report)],
-        cwd=ROOT, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "stroke_seg",
+            "segment",
+            "--dwi",
+            str(dwi),
+            "--adc",
+            str(adc),
+            "--model",
+            "unet",
+            "--out",
+            str(tmp_path / "m.nii.gz"),
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     assert shown == pytest.approx(json.loads(report.read_text())["lesion_volume_ml"], abs=0.006)
     page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
@@ -241,7 +268,9 @@ def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     from stroke_seg import synth
     from stroke_seg.synth_dicom import write_dicom_case, zip_folder
 
-    c = synth.make_case(79, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False))
+    c = synth.make_case(
+        79, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)
+    )
     dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
     adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
     b0 = nib.Nifti1Image(np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16), c.dwi.affine)
@@ -258,8 +287,23 @@ def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
     report = tmp_path / "cli.json"
     subprocess.run(
-        [sys.executable, "-m", "stroke_seg", "segment", "--dicom", str(archive), "--model", "unet", "--out", str(tmp_path / "m.nii.gz"), "--json", str(report)],
-        cwd=ROOT, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "stroke_seg",
+            "segment",
+            "--dicom",
+            str(archive),
+            "--model",
+            "unet",
+            "--out",
+            str(tmp_path / "m.nii.gz"),
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     assert shown == pytest.approx(json.loads(report.read_text())["lesion_volume_ml"], abs=0.006)
     downloads = "".join(page.locator("#downloads").all_inner_texts()).replace("\n", "")

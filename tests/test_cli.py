@@ -12,25 +12,84 @@ from stroke_seg.cli import main
 
 def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
     out, rep = tmp_path / "o" / "mask.nii.gz", tmp_path / "o" / "report.json"
-    rc = main(["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--ground-truth", str(phantom_files["ground_truth"]), "--out", str(out), "--json", str(rep)])
+    rc = main(
+        [
+            "segment",
+            "--dwi",
+            str(phantom_files["dwi"]),
+            "--adc",
+            str(phantom_files["adc"]),
+            "--ground-truth",
+            str(phantom_files["ground_truth"]),
+            "--out",
+            str(out),
+            "--json",
+            str(rep),
+        ]
+    )
     assert rc == 0 and out.is_file()
     report = json.loads(rep.read_text())
-    for key in ("model", "lesion_volume_ml", "lesion_count", "lesions", "timings", "dice", "avd_ml", "lesion_f1", "lesion_count_diff"):
+    for key in (
+        "model",
+        "lesion_volume_ml",
+        "lesion_count",
+        "lesions",
+        "timings",
+        "dice",
+        "avd_ml",
+        "lesion_f1",
+        "lesion_count_diff",
+    ):
         assert key in report
     assert "Dice" in capsys.readouterr().out
 
 
 def test_post_processing_options_reach_the_report(phantom_files, tmp_path):
-    args = ["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--out", str(tmp_path / "m.nii.gz")]
+    args = [
+        "segment",
+        "--dwi",
+        str(phantom_files["dwi"]),
+        "--adc",
+        str(phantom_files["adc"]),
+        "--out",
+        str(tmp_path / "m.nii.gz"),
+    ]
     assert main(args + ["--json", str(tmp_path / "a.json")]) == 0
-    assert main(args + ["--json", str(tmp_path / "b.json"), "--artefact-zone-adc", "0", "--max-lesion-adc", "900", "--edge-level", "0"]) == 0
+    assert (
+        main(
+            args
+            + [
+                "--json",
+                str(tmp_path / "b.json"),
+                "--artefact-zone-adc",
+                "0",
+                "--max-lesion-adc",
+                "900",
+                "--edge-level",
+                "0",
+            ]
+        )
+        == 0
+    )
     default, changed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     assert (default["artefact_zone_adc"], default["max_lesion_adc"], default["edge_level"]) == (620.0, 1000.0, 0.5)
     assert (changed["artefact_zone_adc"], changed["max_lesion_adc"], changed["edge_level"]) == (None, 900.0, None)
 
 
 def test_unknown_model_exit_2(phantom_files, tmp_path, capsys):
-    rc = main(["segment", "--dwi", str(phantom_files["dwi"]), "--adc", str(phantom_files["adc"]), "--out", str(tmp_path / "m.nii.gz"), "--model", "magic"])
+    rc = main(
+        [
+            "segment",
+            "--dwi",
+            str(phantom_files["dwi"]),
+            "--adc",
+            str(phantom_files["adc"]),
+            "--out",
+            str(tmp_path / "m.nii.gz"),
+            "--model",
+            "magic",
+        ]
+    )
     assert rc == 2 and "magic" in capsys.readouterr().err
 
 
@@ -108,7 +167,22 @@ def test_quality_warnings_reach_stderr_json_and_the_batch_csv(tmp_path, capsys):
     case.mkdir(parents=True)
     save(case / "dwi.nii.gz", dwi)
     save(case / "adc.nii.gz", adc)
-    assert main(["segment", "--dwi", str(case / "dwi.nii.gz"), "--adc", str(case / "adc.nii.gz"), "--out", str(tmp_path / "m.nii.gz"), "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "--dwi",
+                str(case / "dwi.nii.gz"),
+                "--adc",
+                str(case / "adc.nii.gz"),
+                "--out",
+                str(tmp_path / "m.nii.gz"),
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert "warning: Brain mask volume" in capsys.readouterr().err
     assert any("Brain mask volume" in w for w in json.loads((tmp_path / "r.json").read_text())["warnings"])
     assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0

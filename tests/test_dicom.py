@@ -26,7 +26,11 @@ def scan(tmp_path_factory):
     except InvalidImageError as err:
         require(False, str(err))
     root = tmp_path_factory.mktemp("dicom")
-    c = synth.make_case(77, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="RAS", dtype="int16", skull_stripped=False))
+    c = synth.make_case(
+        77,
+        "lacunar",
+        synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="RAS", dtype="int16", skull_stripped=False),
+    )
     dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
     adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
     b0 = np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16)  # the b0 this DWI and ADC imply
@@ -50,13 +54,26 @@ def scan(tmp_path_factory):
     write_dicom_case(two / "second", c.dwi, b0_img, b0_in_dwi_series=False)
     exports["two_dwi"] = two
     # an oblique LPS acquisition: its own NIfTI files and export
-    o = synth.make_case(78, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS", tilt_deg=(8.0, -5.0, 4.0), oblique=True, dtype="int16", skull_stripped=False))
+    o = synth.make_case(
+        78,
+        "lacunar",
+        synth.Acquisition(
+            voxel_size=(2.0, 2.0, 2.0),
+            orientation="LPS",
+            tilt_deg=(8.0, -5.0, 4.0),
+            oblique=True,
+            dtype="int16",
+            skull_stripped=False,
+        ),
+    )
     odwi, oadc = np.asanyarray(o.dwi.dataobj).astype(np.float32), np.asanyarray(o.adc.dataobj).astype(np.float32)
     ob0 = nib.Nifti1Image(np.round(np.where(oadc > 0, odwi * np.exp(oadc * 1e-3), odwi)).astype(np.int16), o.dwi.affine)
     (root / "oblique").mkdir()
     nib.save(o.dwi, str(root / "oblique" / "dwi.nii.gz"))
     nib.save(ob0, str(root / "oblique" / "b0.nii.gz"))
-    exports["oblique_lps"] = zip_folder(write_dicom_case(root / "o", o.dwi, nib.load(str(root / "oblique" / "b0.nii.gz"))), root / "oblique.zip")
+    exports["oblique_lps"] = zip_folder(
+        write_dicom_case(root / "o", o.dwi, nib.load(str(root / "oblique" / "b0.nii.gz"))), root / "oblique.zip"
+    )
     nii["oblique"] = {"dwi": root / "oblique" / "dwi.nii.gz", "b0": root / "oblique" / "b0.nii.gz"}
     return nii, exports
 
@@ -73,7 +90,9 @@ def _canonical_mask(path):
 def test_cli_dicom_mask_equals_the_nifti_path(scan, tmp_path, export, nifti_inputs):
     nii, exports = scan
     out_dicom, out_nifti = tmp_path / "dicom_mask.nii.gz", tmp_path / "nifti_mask.nii.gz"
-    assert cli_main(["segment", "--dicom", str(exports[export]), "--model", "adc-threshold", "--out", str(out_dicom)]) == 0
+    assert (
+        cli_main(["segment", "--dicom", str(exports[export]), "--model", "adc-threshold", "--out", str(out_dicom)]) == 0
+    )
     source = nii["oblique"] if export == "oblique_lps" else nii
     args = ["segment", "--model", "adc-threshold", "--out", str(out_nifti)]
     for key in nifti_inputs:
@@ -95,7 +114,9 @@ def test_dicom_series_choice_and_notes(scan, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "export, match", [("b0_only", "no series with b=1000"), ("two_dwi", "two or more")], ids=["no-b1000", "two-dwi-series"]
+    "export, match",
+    [("b0_only", "no series with b=1000"), ("two_dwi", "two or more")],
+    ids=["no-b1000", "two-dwi-series"],
 )
 def test_bad_dicom_exports_give_clear_errors(scan, tmp_path, export, match):
     _, exports = scan
@@ -114,26 +135,63 @@ def test_cli_writes_a_dicom_seg_that_matches_the_mask(scan, tmp_path):
     """--seg: a binary DICOM Segmentation referencing the DWI series; its frames hold the NIfTI mask's voxels."""
     _, exports = scan
     out, seg_path = tmp_path / "mask.nii.gz", tmp_path / "mask.dcm"
-    assert cli_main(["segment", "--dicom", str(exports["b0_b1000"]), "--model", "adc-threshold", "--out", str(out), "--seg", str(seg_path)]) == 0
+    assert (
+        cli_main(
+            [
+                "segment",
+                "--dicom",
+                str(exports["b0_b1000"]),
+                "--model",
+                "adc-threshold",
+                "--out",
+                str(out),
+                "--seg",
+                str(seg_path),
+            ]
+        )
+        == 0
+    )
     seg = pydicom.dcmread(seg_path)
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     assert seg.SegmentSequence[0].SegmentLabel == "acute ischemic lesion"
     frames = seg.pixel_array.astype(bool)
     mask = np.asarray(nib.load(str(out)).dataobj) > 0
     assert frames.shape[0] == mask.shape[2] and frames.sum() == mask.sum()  # one frame per source slice, same voxels
-    referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    referenced = {
+        r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence
+    }
     assert len(referenced) == mask.shape[2]  # the b1000 slices only, not the b0 ones
     # read back with highdicom: one segment; each frame sits exactly on a referenced b1000 slice
     import highdicom as hd
 
     back = hd.seg.segread(seg_path)
     assert back.number_of_segments == 1
-    positions = [tuple(round(float(v), 3) for v in fr.PlanePositionSequence[0].ImagePositionPatient) for fr in seg.PerFrameFunctionalGroupsSequence]
+    positions = [
+        tuple(round(float(v), 3) for v in fr.PlanePositionSequence[0].ImagePositionPatient)
+        for fr in seg.PerFrameFunctionalGroupsSequence
+    ]
     assert len(set(positions)) == mask.shape[2]
     orientation = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
-    assert np.allclose([float(v) for v in orientation], [1, 0, 0, 0, -1, 0], atol=1e-4) or np.allclose([float(v) for v in orientation], [-1, 0, 0, 0, -1, 0], atol=1e-4)
+    assert np.allclose([float(v) for v in orientation], [1, 0, 0, 0, -1, 0], atol=1e-4) or np.allclose(
+        [float(v) for v in orientation], [-1, 0, 0, 0, -1, 0], atol=1e-4
+    )
 
 
 def test_seg_needs_dicom_input(scan, tmp_path):
     nii, _ = scan
-    assert cli_main(["segment", "--dwi", str(nii["dwi"]), "--adc", str(nii["adc"]), "--out", str(tmp_path / "m.nii.gz"), "--seg", str(tmp_path / "m.dcm")]) == 2
+    assert (
+        cli_main(
+            [
+                "segment",
+                "--dwi",
+                str(nii["dwi"]),
+                "--adc",
+                str(nii["adc"]),
+                "--out",
+                str(tmp_path / "m.nii.gz"),
+                "--seg",
+                str(tmp_path / "m.dcm"),
+            ]
+        )
+        == 2
+    )

@@ -28,6 +28,7 @@ def test_gaussian_weighting_favours_window_centres():
     w = gaussian_weight((16, 16, 16))
     assert w.shape == (16, 16, 16) and w.max() == pytest.approx(1.0) and w.min() > 0
     assert w[8, 8, 8] > w[4, 8, 8] > w[4, 4, 4]
+
     # a network that is wrong only at window borders: the weighting keeps the error small where windows overlap
     def border_biased(x):
         out = x[:, :1].clone()
@@ -48,7 +49,11 @@ def test_window_starts_cover_the_volume():
 
 @pytest.mark.parametrize(
     "shape, window, overlap, match",
-    [((1, 10, 20, 20), (16, 16, 16), 0.5, "pad it first"), ((1, 20, 20, 20), (16, 16, 16), 1.0, "overlap"), ((20, 20, 20), (16, 16, 16), 0.5, r"\(C, X, Y, Z\)")],
+    [
+        ((1, 10, 20, 20), (16, 16, 16), 0.5, "pad it first"),
+        ((1, 20, 20, 20), (16, 16, 16), 1.0, "overlap"),
+        ((20, 20, 20), (16, 16, 16), 0.5, r"\(C, X, Y, Z\)"),
+    ],
     ids=["smaller-than-window", "overlap-1", "no-channel-axis"],
 )
 def test_preconditions_are_checked(shape, window, overlap, match):
@@ -64,5 +69,11 @@ def test_cancel_and_progress_per_window():
         return calls["n"] > 2
 
     with pytest.raises(Cancelled, match="window 3"):
-        sliding_window(torch.zeros((1, 48, 16, 16)), identity_logit, (16, 16, 16), should_cancel=cancel_after_two, progress=lambda f, d: seen.append(f))
+        sliding_window(
+            torch.zeros((1, 48, 16, 16)),
+            identity_logit,
+            (16, 16, 16),
+            should_cancel=cancel_after_two,
+            progress=lambda f, d: seen.append(f),
+        )
     assert seen == pytest.approx([1 / 5, 2 / 5])

@@ -191,13 +191,25 @@ def test_cli_segments_with_b0_and_no_adc(tmp_path, capsys):
     adc_true = np.clip(adc_true, 0, None)
     s0, sb = _b0_b1000(adc_true)
     out = tmp_path / "mask.nii.gz"
-    code = cli_main(["segment", "--dwi", str(save(tmp_path / "dwi.nii.gz", sb)), "--b0", str(save(tmp_path / "b0.nii.gz", s0)), "--out", str(out)])
+    code = cli_main(
+        [
+            "segment",
+            "--dwi",
+            str(save(tmp_path / "dwi.nii.gz", sb)),
+            "--b0",
+            str(save(tmp_path / "b0.nii.gz", s0)),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and out.is_file()
     mask = np.asarray(nib.load(str(out)).dataobj) > 0
     assert (mask & truth).sum() / truth.sum() > 0.8  # the computed ADC carries the lesion's restriction
 
 
-@pytest.mark.parametrize("factor, unit", [(1.0, "1e-6 mm2/s"), (1e-3, "1e-3 mm2/s"), (1e-6, "mm2/s")], ids=["micro", "milli", "si"])
+@pytest.mark.parametrize(
+    "factor, unit", [(1.0, "1e-6 mm2/s"), (1e-3, "1e-3 mm2/s"), (1e-6, "mm2/s")], ids=["micro", "milli", "si"]
+)
 def test_adc_units_detected_and_converted(tmp_path, factor, unit):
     dwi, adc, _ = phantom()
     case = load_case(save(tmp_path / "dwi.nii.gz", dwi), save(tmp_path / "adc.nii.gz", adc * factor, dtype=np.float32))
@@ -221,7 +233,9 @@ def test_adc_on_other_grid_is_resampled_onto_dwi_grid(tmp_path):
 
 def test_nibabel_images_accepted(tmp_path):
     dwi, adc, truth = phantom()
-    case = load_case(nib.Nifti1Image(dwi, AFF), nib.Nifti1Image(adc, AFF), ground_truth=nib.Nifti1Image(truth.astype(np.uint8), AFF))
+    case = load_case(
+        nib.Nifti1Image(dwi, AFF), nib.Nifti1Image(adc, AFF), ground_truth=nib.Nifti1Image(truth.astype(np.uint8), AFF)
+    )
     assert case.sources["dwi"] == "<in-memory image>"
     assert case.ground_truth.sum() == truth.sum()
 

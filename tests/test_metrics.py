@@ -57,7 +57,11 @@ def test_one_predicted_component_touching_two_truth_lesions():
     assert c.lesion_f1 == 1.0 and c.lesion_count_diff == 1
 
 
-@pytest.mark.parametrize("pred_empty, truth_empty, dice, f1", [(True, True, 1.0, 1.0), (False, True, 0.0, 0.0), (True, False, 0.0, 0.0)], ids=["both-empty", "false-alarm", "missed"])
+@pytest.mark.parametrize(
+    "pred_empty, truth_empty, dice, f1",
+    [(True, True, 1.0, 1.0), (False, True, 0.0, 0.0), (True, False, 0.0, 0.0)],
+    ids=["both-empty", "false-alarm", "missed"],
+)
 def test_empty_conventions(pred_empty, truth_empty, dice, f1):
     full = _vol(np.s_[2:4, 2:4, 2:4])
     empty = np.zeros_like(full)

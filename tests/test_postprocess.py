@@ -43,7 +43,7 @@ def test_max_lesion_adc_is_validated():
 
 def _blurred_ball(radius_mm: float = 6.0, contrast: float = 0.8):
     """A DWI-bright ball (1 mm voxels) whose edge voxels are part lesion (sub-voxel partial volume)."""
-    g = (np.indices((40, 40, 40)).astype(np.float32) - 19.6)
+    g = np.indices((40, 40, 40)).astype(np.float32) - 19.6
     sub = np.stack(np.meshgrid(*[np.arange(4) / 4 - 0.375] * 3, indexing="ij")).reshape(3, -1)
     frac = np.mean([np.sqrt(((g + s[:, None, None, None]) ** 2).sum(0)) < radius_mm for s in sub.T], axis=0)
     dwi = 1.0 + contrast * frac
@@ -72,7 +72,10 @@ def test_refine_edges_stops_at_csf_at_its_reach_and_at_the_brain():
     grown = refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=2.0, shell_mm=(8.0, 12.0))
     dist = ndi.distance_transform_edt(~seed)
     assert grown.sum() > seed.sum() + 100 and dist[grown].max() <= 2.0
-    assert refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0)).sum() > grown.sum()
+    assert (
+        refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0)).sum()
+        > grown.sum()
+    )
     # CSF (ADC >= max_adc) and voxels outside the brain are never added
     assert refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0))[edge].any()
     csf = np.where(edge, 3000.0, adc).astype(np.float32)

@@ -42,11 +42,23 @@ def _with_bright_scalp(case, truth, vs, level):
 
 @pytest.mark.parametrize(
     "voxel, stripped, scalp",
-    [((2.0, 2.0, 2.0), True, None), ((1.2, 1.2, 5.0), False, None), ((1.2, 1.2, 5.0), False, 1.0), ((1.5, 1.5, 3.5), False, 0.6)],
+    [
+        ((2.0, 2.0, 2.0), True, None),
+        ((1.2, 1.2, 5.0), False, None),
+        ((1.2, 1.2, 5.0), False, 1.0),
+        ((1.5, 1.5, 3.5), False, 0.6),
+    ],
     ids=["stripped-2mm", "raw-thick-slices", "raw-thick-bright-scalp", "raw-3.5mm-scalp"],
 )
 def test_brain_mask_on_synthetic_heads(voxel, stripped, scalp):
-    acq = synth.Acquisition(voxel_size=voxel, orientation="LPS", tilt_deg=(3.0, 0.0, -6.0), skull_stripped=stripped, dtype="int16", adc_unit="mm2/s")
+    acq = synth.Acquisition(
+        voxel_size=voxel,
+        orientation="LPS",
+        tilt_deg=(3.0, 0.0, -6.0),
+        skull_stripped=stripped,
+        dtype="int16",
+        adc_unit="mm2/s",
+    )
     c = synth.make_case(5000, "emboli", acq)
     case = load_case(c.dwi, c.adc)
     truth = np.asarray(c.brain.dataobj) > 0
@@ -55,7 +67,9 @@ def test_brain_mask_on_synthetic_heads(voxel, stripped, scalp):
     assert dice(mask, truth) >= 0.94
     assert mask.sum() <= 1.15 * truth.sum() <= BRAIN_ML_MAX / np.prod(voxel) * 1000 * 1.15
     if stripped:  # a skull-stripped input keeps its own support
-        support = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(case.dwi != 0, 2, 0)], axis=2)  # int16 CSF may round to 0
+        support = np.stack(
+            [ndi.binary_fill_holes(s) for s in np.moveaxis(case.dwi != 0, 2, 0)], axis=2
+        )  # int16 CSF may round to 0
         assert (mask & ~ndi.binary_dilation(support, iterations=1)).sum() == 0
         assert (support & ~mask).sum() / support.sum() < 0.02
 

@@ -75,7 +75,9 @@ def _sync_server(case_dir: Path, stop: threading.Event):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             try:
-                r = stroke_seg.segment(case_dir, model="unet", config=stroke_seg.SegmentConfig(mode="accurate"), should_cancel=stop.is_set)
+                r = stroke_seg.segment(
+                    case_dir, model="unet", config=stroke_seg.SegmentConfig(mode="accurate"), should_cancel=stop.is_set
+                )
                 body = json.dumps(r.to_dict()).encode()
                 self.send_response(200)
                 self.end_headers()
@@ -96,20 +98,42 @@ def test_long_job_survives_idle_timeout_proxy_but_sync_request_gets_504(tmp_path
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
     from gradio_client import Client, handle_file
 
-    case_dir = synth.make_case(33, "territorial", synth.Acquisition(voxel_size=(1.0, 1.0, 1.0))).save(tmp_path / "case1mm")
+    case_dir = synth.make_case(33, "territorial", synth.Acquisition(voxel_size=(1.0, 1.0, 1.0))).save(
+        tmp_path / "case1mm"
+    )
     stop = threading.Event()
     sync = _sync_server(case_dir, stop)
     with launched_app(tmp_path, STROKE_SEG_CONCURRENCY="1") as (app_url, _log):
         port = free_port()
         conf = tmp_path / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, app_port=app_url.rsplit(":", 1)[1].strip("/"), sync_port=sync.server_address[1], timeout=PROXY_TIMEOUT_S))
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        conf.write_text(
+            NGINX_CONF.format(
+                tmp=tmp_path,
+                port=port,
+                app_port=app_url.rsplit(":", 1)[1].strip("/"),
+                sync_port=sync.server_address[1],
+                timeout=PROXY_TIMEOUT_S,
+            )
+        )
+        proc = subprocess.Popen(
+            [NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             proxy = f"http://127.0.0.1:{port}/"
             wait_http(proxy, timeout=20)
             client = Client(proxy, verbose=False)
             t0 = time.monotonic()
-            job = client.submit(handle_file(str(case_dir / "dwi.nii.gz")), handle_file(str(case_dir / "adc.nii.gz")), None, handle_file(str(case_dir / "mask.nii.gz")), "unet", "accurate", api_name="/segment")
+            job = client.submit(
+                handle_file(str(case_dir / "dwi.nii.gz")),
+                handle_file(str(case_dir / "adc.nii.gz")),
+                None,
+                handle_file(str(case_dir / "mask.nii.gz")),
+                "unet",
+                "accurate",
+                api_name="/segment",
+            )
             updates, last = [], None
             while not job.done():
                 st = job.status()
@@ -121,7 +145,9 @@ def test_long_job_survives_idle_timeout_proxy_but_sync_request_gets_504(tmp_path
                 time.sleep(0.05)
             mask_path, report, _ = job.result()
             duration = time.monotonic() - t0
-            assert duration >= 3 * PROXY_TIMEOUT_S, f"job took only {duration:.1f} s; it must outlast the proxy timeout 3x"
+            assert duration >= 3 * PROXY_TIMEOUT_S, (
+                f"job took only {duration:.1f} s; it must outlast the proxy timeout 3x"
+            )
             assert Path(mask_path).is_file() and report["model"] == "unet" and report["mode"] == "accurate"
             windows = [u for u in updates if "window" in (u[2] or "")]
             assert len(windows) >= 3, updates
@@ -129,7 +155,9 @@ def test_long_job_survives_idle_timeout_proxy_but_sync_request_gets_504(tmp_path
             # the same work as one synchronous request through the same proxy: the gateway cuts it
             t1 = time.monotonic()
             with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(urllib.request.Request(f"{proxy}sync/segment", data=b"{}", method="POST"), timeout=60)
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{proxy}sync/segment", data=b"{}", method="POST"), timeout=60
+                )
             assert info.value.code == 504
             assert time.monotonic() - t1 < duration  # cut at the timeout, long before the work could finish
         finally:

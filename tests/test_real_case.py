@@ -12,7 +12,11 @@ from conftest import SHARED_CASE, require
 @pytest.fixture(scope="module")
 def real_files():
     require(SHARED_CASE.is_dir(), f"the real ISLES'22 case is not at {SHARED_CASE}")
-    return {"dwi": SHARED_CASE / "dwi.nii.gz", "adc": SHARED_CASE / "adc.nii.gz", "ground_truth": SHARED_CASE / "expert_mask.nii.gz"}
+    return {
+        "dwi": SHARED_CASE / "dwi.nii.gz",
+        "adc": SHARED_CASE / "adc.nii.gz",
+        "ground_truth": SHARED_CASE / "expert_mask.nii.gz",
+    }
 
 
 def test_real_case_loads_with_units_detected(real_files):
@@ -47,7 +51,9 @@ def test_raw_clinical_scan_with_b0_and_no_adc():
     import json
 
     assert "jhu-ads-subject01" not in json.loads(WEIGHTS_PATH.with_suffix(".json").read_text()).get("real_cases", [])
-    r = stroke_seg.segment({"dwi": JHU / "dwi.nii.gz", "b0": JHU / "b0.nii.gz", "ground_truth": JHU / "dagmnet_mask.nii.gz"}, model="unet")
+    r = stroke_seg.segment(
+        {"dwi": JHU / "dwi.nii.gz", "b0": JHU / "b0.nii.gz", "ground_truth": JHU / "dagmnet_mask.nii.gz"}, model="unet"
+    )
     assert r.case.adc_unit.startswith("computed from b0")
     assert r.metrics.comparison.dice >= 0.80, r.metrics.comparison
     assert 1200 < r.brain_ml < 2000

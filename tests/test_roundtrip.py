@@ -11,8 +11,12 @@ from stroke_seg import synth
 
 ACQ = {
     "lps": synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS"),
-    "oblique": synth.Acquisition(voxel_size=(1.5, 1.5, 3.0), orientation="RAS", tilt_deg=(7.0, -5.0, 4.0), oblique=True),
-    "anisotropic-1.2x1.2x5": synth.Acquisition(voxel_size=(1.2, 1.2, 5.0), orientation="LPS", tilt_deg=(3.0, 0.0, -2.0)),
+    "oblique": synth.Acquisition(
+        voxel_size=(1.5, 1.5, 3.0), orientation="RAS", tilt_deg=(7.0, -5.0, 4.0), oblique=True
+    ),
+    "anisotropic-1.2x1.2x5": synth.Acquisition(
+        voxel_size=(1.2, 1.2, 5.0), orientation="LPS", tilt_deg=(3.0, 0.0, -2.0)
+    ),
     "int16": synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", adc_unit="1e-6", skull_stripped=True),
 }
 

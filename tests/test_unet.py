@@ -106,12 +106,22 @@ def test_missing_and_corrupt_weights_give_clear_errors(weights, tmp_path):
     assert meta["command"].startswith("python -m stroke_seg.train")
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the shipped unet reaches Dice 0.476 against the expert mask (target 0.65); see MODEL_CARD.md")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the shipped unet reaches Dice 0.476 against the expert mask (target 0.65); see MODEL_CARD.md",
+)
 def test_real_case_against_the_expert_mask(weights):
     from conftest import SHARED_CASE
 
     require(SHARED_CASE.is_dir(), f"the real ISLES'22 case is not at {SHARED_CASE}")
-    r = stroke_seg.segment({"dwi": SHARED_CASE / "dwi.nii.gz", "adc": SHARED_CASE / "adc.nii.gz", "ground_truth": SHARED_CASE / "expert_mask.nii.gz"}, model="unet")
+    r = stroke_seg.segment(
+        {
+            "dwi": SHARED_CASE / "dwi.nii.gz",
+            "adc": SHARED_CASE / "adc.nii.gz",
+            "ground_truth": SHARED_CASE / "expert_mask.nii.gz",
+        },
+        model="unet",
+    )
     assert r.metrics.comparison.dice >= EXPERT_DICE_TARGET, r.metrics.comparison
 
 

@@ -57,12 +57,15 @@ def recorded_figures(name: str) -> str:
         return ""
     text = (
         f"{f['synthetic_cases']} held-out synthetic cases (generator {record['generator_version']}, {record['mode']}): "
-        f"Dice {f['synthetic_dice']:.3f}, lesion F1 {f['synthetic_lesion_f1']:.3f}, controls/mimics max {f['negatives_max_ml']:.2f} mL"
+        f"Dice {f['synthetic_dice']:.3f}, lesion F1 {f['synthetic_lesion_f1']:.3f}, controls/mimics max "
+        f"{f['negatives_max_ml']:.2f} mL"
     )
     real = record.get("real", {})
     expert = real.get("isles22-strokecase0001", {}).get(name)
     if expert and expert.get("dice") is not None:
-        text += f"; real ISLES'22 case vs its expert mask: Dice {expert['dice']:.3f}, lesion F1 {expert['lesion_f1']:.3f}"
+        text += (
+            f"; real ISLES'22 case vs its expert mask: Dice {expert['dice']:.3f}, lesion F1 {expert['lesion_f1']:.3f}"
+        )
     raw = real.get("jhu-ads-subject01", {}).get(name)
     if raw and raw.get("dice") is not None:
         text += f"; raw clinical scan with skull (b0 + DWI, no ADC) vs DAGMNet: Dice {raw['dice']:.3f}"
@@ -76,7 +79,14 @@ def model_infos() -> list[dict[str, str]]:
         cls = factory if isinstance(factory, type) else getattr(factory, "backend_class", None)
         src = cls if cls is not None else get_model(name)
         figures = recorded_figures(name)
-        out.append({"name": name, "description": src.description, "validated_on": src.validated_on + (" " + figures if figures else ""), "version": src.version})
+        out.append(
+            {
+                "name": name,
+                "description": src.description,
+                "validated_on": src.validated_on + (" " + figures if figures else ""),
+                "version": src.version,
+            }
+        )
     return out
 
 

@@ -40,7 +40,14 @@ from ..preprocess import Preprocessed
 from ..types import CancelCheck, ProgressCallback, SegmentConfig
 from .base import Backend
 
-__all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "ADC_RIM_THRESHOLD", "DWI_RATIO_THRESHOLD", "grow_rim", "rim_probability"]
+__all__ = [
+    "AdcThreshold",
+    "ADC_CORE_THRESHOLD",
+    "ADC_RIM_THRESHOLD",
+    "DWI_RATIO_THRESHOLD",
+    "grow_rim",
+    "rim_probability",
+]
 
 ADC_CORE_THRESHOLD = 620.0  # 1e-6 mm²/s
 DWI_RATIO_THRESHOLD = 1.3  # x brain median
@@ -55,11 +62,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class AdcThreshold(Backend):
     name = "adc-threshold"
-    description = "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend removed), plus a DWI-bright rim (ADC < 850) within 4 mm of the core."
+    description = (
+        "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend "
+        "removed), plus a DWI-bright rim (ADC < 850) within 4 mm of the core."
+    )
     validated_on = "Synthetic cases of stroke_seg.synth (see README); not trained."
     version = "1.2"
 
-    def predict(self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck) -> np.ndarray:
+    def predict(
+        self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> np.ndarray:
         progress(0.0, "ADC threshold")
         adc = _filtered_adc(volumes)
         p_adc = _sigmoid((ADC_CORE_THRESHOLD - adc) / 25.0)
@@ -98,7 +110,9 @@ def rim_probability(volumes: Preprocessed) -> np.ndarray:
     return _rim(_filtered_adc(volumes), _dwi_term(volumes), volumes.brain & (volumes.adc > 50))
 
 
-def grow_rim(prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: float = 0.0, threshold: float = 0.5) -> np.ndarray:
+def grow_rim(
+    prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: float = 0.0, threshold: float = 0.5
+) -> np.ndarray:
     """Extend lesions (``prob > threshold``) into the DWI-bright rim around them, at most ``RIM_MAX_MM`` away.
 
     Args:

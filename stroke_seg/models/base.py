@@ -51,4 +51,9 @@ class Backend(ABC):
         """
 
     def info(self) -> dict[str, str]:
-        return {"name": self.name, "description": self.description, "validated_on": self.validated_on, "version": self.version}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "validated_on": self.validated_on,
+            "version": self.version,
+        }

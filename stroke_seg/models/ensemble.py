@@ -42,10 +42,13 @@ class Ensemble(Backend):
         self.version = "1.0[" + ",".join(f"{b.name}:{b.version}" for b in self.backends) + f"]/{self.fusion}"
         self.description = f"{self.fusion.capitalize()} fusion of {', '.join(self.members)}."
 
-    def predict(self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck) -> np.ndarray:
+    def predict(
+        self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> np.ndarray:
         n = len(self.backends)
         probs = []
         for i, backend in enumerate(self.backends):
+
             def sub(fraction: float, description: str, i: int = i, name: str = backend.name) -> None:
                 progress((i + fraction) / n, f"{name} {description}")
 

@@ -66,8 +66,12 @@ class UNet3D(nn.Module):
         super().__init__()
         chans = [base * 2**i for i in range(depth)]
         self.config = {"in_channels": in_channels, "base": base, "depth": depth}
-        self.down = nn.ModuleList([_Block(in_channels, chans[0])] + [_Block(chans[i - 1], chans[i], stride=2) for i in range(1, depth)])
-        self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i], chans[i - 1], 2, stride=2) for i in range(depth - 1, 0, -1)])
+        self.down = nn.ModuleList(
+            [_Block(in_channels, chans[0])] + [_Block(chans[i - 1], chans[i], stride=2) for i in range(1, depth)]
+        )
+        self.up = nn.ModuleList(
+            [nn.ConvTranspose3d(chans[i], chans[i - 1], 2, stride=2) for i in range(depth - 1, 0, -1)]
+        )
         self.merge = nn.ModuleList([_Block(2 * chans[i - 1], chans[i - 1]) for i in range(depth - 1, 0, -1)])
         self.head = nn.Conv3d(chans[0], 1, 1)
 
@@ -101,7 +105,9 @@ def prepare_inputs(volumes: Preprocessed, pad_to: tuple[int, int, int] = WINDOW)
     adc = np.clip(volumes.adc / 1000.0, 0, 4)
     flair = np.clip(volumes.flair, 0, 6) if volumes.flair is not None else None
     chans = [zoom_to_spacing(c, volumes.voxel_size, SPACING_MM) for c in (dwi, adc)]
-    chans.append(zoom_to_spacing(flair, volumes.voxel_size, SPACING_MM) if flair is not None else np.zeros_like(chans[0]))
+    chans.append(
+        zoom_to_spacing(flair, volumes.voxel_size, SPACING_MM) if flair is not None else np.zeros_like(chans[0])
+    )
     brain_w = zoom_to_spacing(volumes.brain.astype(np.float32), volumes.voxel_size, SPACING_MM) > 0.25
     working_shape = chans[0].shape
     if brain_w.any():
@@ -153,14 +159,19 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
     """
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
-        raise ModelError(f"unet weights: expected {path.name} and {meta_path.name} in {path.parent}, but they are missing; train them with `python -m stroke_seg.train --out {path}`")
+        raise ModelError(
+            f"unet weights: expected {path.name} and {meta_path.name} in {path.parent}, but they are missing; train "
+            f"them with `python -m stroke_seg.train --out {path}`"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as err:
         raise ModelError(f"unet weights: {meta_path.name} is not valid JSON ({err})") from err
     digest = sha256(path)
     if digest != meta.get("sha256"):
-        raise ModelError(f"unet weights: {path.name} is corrupt: expected SHA-256 {meta.get('sha256')}, but the file has {digest}")
+        raise ModelError(
+            f"unet weights: {path.name} is corrupt: expected SHA-256 {meta.get('sha256')}, but the file has {digest}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         net = UNet3D(**meta["architecture"])
@@ -173,8 +184,14 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
 
 class UNetBackend(Backend):
     name = "unet"
-    description = "3D U-Net (DWI+ADC[+FLAIR], 2 mm) trained here on synthetic cases only, edges completed with the DWI-bright rim; fast or 8x mirror TTA."
-    validated_on = "Held-out synthetic cases and three real scans it never trained on (see MODEL_CARD.md); never trained on patient scans."
+    description = (
+        "3D U-Net (DWI+ADC[+FLAIR], 2 mm) trained here on synthetic cases only, edges completed with the DWI-bright "
+        "rim; fast or 8x mirror TTA."
+    )
+    validated_on = (
+        "Held-out synthetic cases and three real scans it never trained on (see MODEL_CARD.md); never trained on "
+        "patient scans."
+    )
     version = "1.0"
 
     def __init__(self, weights: Path = WEIGHTS_PATH) -> None:
@@ -188,7 +205,9 @@ class UNetBackend(Backend):
             self._device = device
         return self.net
 
-    def predict(self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck) -> np.ndarray:
+    def predict(
+        self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> np.ndarray:
         progress(0.0, f"resampling to {SPACING_MM:g} mm working grid")
         prepared = prepare_inputs(volumes)
         check_cancel(should_cancel, "input preparation")
@@ -198,7 +217,10 @@ class UNetBackend(Backend):
         log.info("unet: %s windows of %s on %s, %d mirror passes", prepared.x.shape[1:], WINDOW, device, len(mirrors))
         x = torch.from_numpy(prepared.x).to(device)
         prob = sliding_window(
-            x, net, WINDOW, mirror_axes=mirrors,
+            x,
+            net,
+            WINDOW,
+            mirror_axes=mirrors,
             progress=lambda f, d: progress(0.02 + 0.95 * f, d + (" (8x mirror TTA)" if len(mirrors) > 1 else "")),
             should_cancel=should_cancel,
         )

@@ -115,6 +115,19 @@ class SynthCase:
     lesion_volume_ml: float
     brain: nib.Nifti1Image | None = None  # intracranial mask (uint8) on the same grid, the brain-extraction truth
 
+    def b0(self) -> nib.Nifti1Image:
+        """The b=0 image this case's DWI and ADC imply (``S0 = S_b exp(b ADC)``, b=1000), in the DWI's dtype and grid:
+        a b0 + b1000 export of the same scan, for the b0 and DICOM paths."""
+        dwi = np.asanyarray(self.dwi.dataobj).astype(np.float32)
+        adc = np.asanyarray(self.adc.dataobj).astype(np.float32)
+        adc_micro = adc * {"1e-6": 1.0, "1e-3": 1e3, "mm2/s": 1e6}[self.acquisition.adc_unit]
+        s0 = np.where(adc_micro > 0, dwi * np.exp(adc_micro * _B * 1e-6), dwi)
+        dtype = self.dwi.get_data_dtype()
+        data = np.round(s0).astype(dtype) if np.issubdtype(dtype, np.integer) else s0.astype(np.float32)
+        img = nib.Nifti1Image(data, self.dwi.affine, self.dwi.header.copy())
+        img.header.set_data_dtype(data.dtype)
+        return img
+
     def save(self, folder: str | Path) -> Path:
         """Write dwi/adc/mask(/flair).nii.gz and meta.json into ``folder``."""
         folder = Path(folder)

@@ -62,6 +62,12 @@ def submit(client: Client, folder: Path, model="unet", mode="fast", with_gt=True
     )
 
 
+def rule_on_example(client: Client):
+    """The bundled example through /segment with the fast rule: (mask path, report, montage path)."""
+    dwi, adc = handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz"))
+    return client.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")
+
+
 def watch(job, on_status=None) -> list[tuple[float, float | None, str]]:
     """Poll a job until done; returns (time, fraction, description) of each distinct progress update."""
     seen: list[tuple[float, float | None, str]] = []
@@ -281,31 +287,14 @@ def test_bad_upload_gives_clear_error_and_server_stays_up(app, tmp_path):
     assert "/tmp" not in message and "gradio" not in message.lower() and str(tmp_path) not in message, (
         message
     )  # no server path
-    ok = client.predict(
-        handle_file(str(EXAMPLE / "dwi.nii.gz")),
-        handle_file(str(EXAMPLE / "adc.nii.gz")),
-        None,
-        None,
-        "adc-threshold",
-        "fast",
-        api_name="/segment",
-    )
-    assert json.dumps(ok[1])
+    assert json.dumps(rule_on_example(client)[1])
 
 
 def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
     with launched_app(tmp_path, STROKE_SEG_MAX_FILE_SIZE="100kb") as (url, _log):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match=r"(?i)size|large|exceed"):
-            client.predict(
-                handle_file(str(EXAMPLE / "dwi.nii.gz")),
-                handle_file(str(EXAMPLE / "adc.nii.gz")),
-                None,
-                None,
-                "adc-threshold",
-                "fast",
-                api_name="/segment",
-            )
+            rule_on_example(client)
 
 
 def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
@@ -316,9 +305,7 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     c = synth.make_case(
         78, "territorial", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)
     )
-    dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
-    adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
-    b0 = nib.Nifti1Image(np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16), c.dwi.affine)
+    b0 = c.b0()
     nib.save(c.dwi, str(tmp_path / "dwi.nii.gz"))
     nib.save(b0, str(tmp_path / "b0.nii.gz"))
     archive = zip_folder(write_dicom_case(tmp_path / "export", c.dwi, b0), tmp_path / "export.zip")

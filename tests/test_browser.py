@@ -86,6 +86,28 @@ def _wait_done(page, timeout: float = 240.0) -> list[str]:
     return seen + [f"toast: {t}" for t in toasts]
 
 
+def _cli_volume(tmp_path, *inputs: str) -> float:
+    """The lesion volume the CLI reports for the same inputs (``--dwi X --adc Y`` or ``--dicom Z``), unet, fast."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "cli.json"
+    command = [
+        sys.executable,
+        "-m",
+        "stroke_seg",
+        "segment",
+        *inputs,
+        "--model",
+        "unet",
+        "--out",
+        str(tmp_path / "m.nii.gz"),
+    ]
+    subprocess.run([*command, "--json", str(report)], cwd=ROOT, check=True, capture_output=True)
+    return json.loads(report.read_text())["lesion_volume_ml"]
+
+
 def _texts(page) -> str:
     return " | ".join(t.strip() for t in page.locator(PROGRESS_SELECTOR).all_inner_texts() if t.strip())
 
@@ -146,9 +168,6 @@ def own_case(tmp_path_factory):
 
 def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     """What a new user does: open the page, (an example was clicked before), clear, upload own DWI + ADC, Run."""
-    import json
-    import subprocess
-    import sys
 
     browser, url, _ = browser_app
     dwi, adc = own_case
@@ -169,29 +188,7 @@ def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     table = page.locator("#results-table").inner_text()
     assert "Dice" not in table  # no ground truth was sent with the user's files
     shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
-    report = tmp_path / "cli.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stroke_seg",
-            "segment",
-            "--dwi",
-            str(dwi),
-            "--adc",
-            str(adc),
-            "--model",
-            "unet",
-            "--out",
-            str(tmp_path / "m.nii.gz"),
-            "--json",
-            str(report),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    assert shown == pytest.approx(json.loads(report.read_text())["lesion_volume_ml"], abs=0.006)
+    assert shown == pytest.approx(_cli_volume(tmp_path, "--dwi", str(dwi), "--adc", str(adc)), abs=0.006)
     page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
     assert page.evaluate("() => window.strokeSegViewer.nv.volumes.length") == 2
     assert page.evaluate("() => window.strokeSegViewer.nv.volumes[1].name") == "mask.nii.gz"
@@ -258,12 +255,6 @@ def test_an_upload_is_never_paired_with_an_example_file(browser_app, own_case):
 
 def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     """A user uploads a scanner's DICOM export (.zip) instead of NIfTI files: same volume as the CLI, SEG offered."""
-    import json
-    import subprocess
-    import sys
-
-    import nibabel as nib
-    import numpy as np
 
     from stroke_seg import synth
     from stroke_seg.synth_dicom import write_dicom_case, zip_folder
@@ -271,9 +262,7 @@ def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     c = synth.make_case(
         79, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)
     )
-    dwi = np.asanyarray(c.dwi.dataobj).astype(np.float32)
-    adc = np.asanyarray(c.adc.dataobj).astype(np.float32)
-    b0 = nib.Nifti1Image(np.round(np.where(adc > 0, dwi * np.exp(adc * 1e-3), dwi)).astype(np.int16), c.dwi.affine)
+    b0 = c.b0()
     archive = zip_folder(write_dicom_case(tmp_path / "export", c.dwi, b0, c.adc), tmp_path / "patient_export.zip")
     browser, url, _ = browser_app
     page, errors = _open(browser, url, None)
@@ -285,27 +274,7 @@ def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
     table = page.locator("#results-table").inner_text()
     shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
-    report = tmp_path / "cli.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stroke_seg",
-            "segment",
-            "--dicom",
-            str(archive),
-            "--model",
-            "unet",
-            "--out",
-            str(tmp_path / "m.nii.gz"),
-            "--json",
-            str(report),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    assert shown == pytest.approx(json.loads(report.read_text())["lesion_volume_ml"], abs=0.006)
+    assert shown == pytest.approx(_cli_volume(tmp_path, "--dicom", str(archive)), abs=0.006)
     downloads = "".join(page.locator("#downloads").all_inner_texts()).replace("\n", "")
     assert "mask_seg.dcm" in downloads, downloads
     assert not errors, errors

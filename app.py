@@ -1,16 +1,8 @@
-"""stroke-seg web app: the Gradio UI over the ``stroke_seg`` library (UI only; no logic here).
+"""stroke-seg web app: the Gradio Blocks layout and its handlers over the ``stroke_seg`` library (UI only).
 
-Run ``python app.py`` (binds 0.0.0.0:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override).
-Every inference event runs on Gradio's queue under one ``concurrency_id``, streams progress
-(stage + fraction) over SSE, and can be cancelled. Research use only; not for diagnosis.
-
-Environment:
-    STROKE_SEG_MAX_QUEUE (20), STROKE_SEG_CONCURRENCY (1), STROKE_SEG_CACHE_DIR (<tmp>/stroke-seg-cache),
-    STROKE_SEG_CACHE_TTL seconds a result is reused for identical inputs (3600; 0: no reuse),
-    STROKE_SEG_RESULT_KEEP seconds a result stays downloadable whatever the TTL (900),
-    STROKE_SEG_MAX_FILE_SIZE ("200mb"), STROKE_SEG_MCP ("1": also serve /segment as an MCP tool),
-    STROKE_SEG_DEFAULT_MODEL ("unet" when its weights load, else "adc-threshold"),
-    GRADIO_HEARTBEAT_INTERVAL seconds (set to 1 here unless given: below any gateway idle timeout).
+Run ``python app.py`` (0.0.0.0:7860). Every inference event runs on Gradio's queue under one ``concurrency_id`` and
+streams progress over SSE with heartbeats; the job engine is :mod:`stroke_seg.jobs`, the viewer :mod:`viewer`.
+Settings are environment variables (README, "Configuration"). Research use only; not for diagnosis.
 """
 
 from __future__ import annotations
@@ -19,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
@@ -27,9 +19,10 @@ os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
 import gradio as gr  # noqa: E402
 
 import stroke_seg  # noqa: E402
+from stroke_seg import presentation  # noqa: E402
 from stroke_seg.batch import discover_cases  # noqa: E402
-from stroke_seg.cache import DELIVERY_S, ResultCache, default_cache_dir  # noqa: E402
-from stroke_seg.jobs import B0, DICOM, INPUT_NAMES, JobEngine, entry_file  # noqa: E402
+from stroke_seg.cache import ResultCache  # noqa: E402
+from stroke_seg.jobs import B0, DICOM, INPUT_NAMES, JobEngine, after_upload, entry_file, own_files  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
@@ -39,45 +32,20 @@ EXAMPLES = ROOT / "examples"
 MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
-CACHE = ResultCache(
-    default_cache_dir(),
-    float(os.environ.get("STROKE_SEG_CACHE_TTL", "3600")),
-    float(os.environ.get("STROKE_SEG_RESULT_KEEP", str(DELIVERY_S))),
-)
-ENGINE = JobEngine(CACHE, CONCURRENCY)
+CACHE = ResultCache.from_env()
+ENGINE = JobEngine(CACHE, CONCURRENCY, engine=os.environ.get("STROKE_SEG_ENGINE", "auto"))
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
-DISCLAIMER = (
-    "**Research use only — not for diagnosis or treatment decisions.** The `unet` model was trained only on "
-    "synthetic cases generated from the MNI152 template (never on patient scans). On real scans it never saw it finds "
-    "large infarcts well but misses most small, faint lesions (Dice 0.48 against an expert mask; a strong published "
-    "model: 0.79). `adc-threshold` is a fixed rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, plus the "
-    "DWI-bright rim next to that core). Implausible results get a warning. See the model card for the figures."
-)
+DOWNLOADS = ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json")
+DEFAULT_MODEL = stroke_seg.models.default_model(os.environ.get("STROKE_SEG_DEFAULT_MODEL"))
 
 
-def _model_choices() -> list[tuple[str, str]]:
-    return [(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()]
-
-
-def _default_model() -> str:
-    wanted = os.environ.get("STROKE_SEG_DEFAULT_MODEL")
-    names = stroke_seg.model_names()
-    if wanted in names:
-        return wanted
-    return "unet" if "unet" in names and _weights_present() else "adc-threshold"
-
-
-def _weights_present() -> bool:
-    from stroke_seg.models.unet import WEIGHTS_PATH
-
-    return WEIGHTS_PATH.is_file()
-
-
-async def _guard(steps: AsyncIterator):
+async def _guard(start: Callable[[], AsyncIterator]):
     """Map library errors to gr.Error once; unexpected errors are logged with traceback, shown short."""
+    steps = None
     try:
+        steps = start()
         async for item in steps:
             yield item
     except stroke_seg.StrokeSegError as err:
@@ -91,101 +59,48 @@ async def _guard(steps: AsyncIterator):
             print_exception=False,
         ) from err
     finally:
-        await steps.aclose()
-
-
-# ------------------------------------------------------------------------------------------
-# Handlers (top-level functions, as in Gradio's demos).
-
-
-def _summary_md(case: stroke_seg.Case) -> str:
-    s = case.summary()
-    lines = [
-        f"**Input** — shape {tuple(s['shape'])}, voxel {' × '.join(f'{v:g}' for v in s['voxel_size_mm'])} mm, "
-        f"orientation {s['orientation']}, ADC unit detected: {s['adc_unit_detected']}"
-        + (", FLAIR given" if s["has_flair"] else "")
-        + (", ground truth given" if s["has_ground_truth"] else "")
-    ]
-    lines += [f"- {n}" for n in s["notes"]]
-    return "\n".join(lines)
-
-
-def _tables(report: dict) -> tuple[list[list], list[list]]:
-    summary = [
-        ["Lesion volume (mL)", f"{report['lesion_volume_ml']:.2f}"],
-        ["Lesion count", str(report["lesion_count"])],
-    ]
-    for key, label in (
-        ("dice", "Dice vs ground truth"),
-        ("avd_ml", "Abs. volume difference (mL)"),
-        ("lesion_f1", "Lesion-wise F1"),
-        ("lesion_count_diff", "Abs. lesion count difference"),
-    ):
-        if key in report:
-            summary.append([label, f"{report[key]:.3f}" if isinstance(report[key], float) else str(report[key])])
-    summary.append(["Model", f"{report['model']} {report['model_version']} ({report['mode']})"])
-    summary.append(["Time (s)", f"{report['timings']['total']:.1f}"])
-    lesions = [
-        [
-            les["label"],
-            round(les["volume_ml"], 3),
-            ", ".join(f"{c:.1f}" for c in les["centroid_mm"]),
-            les["mean_adc_1e-6_mm2_per_s"],
-        ]
-        for les in report["lesions"]
-    ]
-    return summary, lesions
+        if steps is not None:
+            await steps.aclose()
 
 
 def _files(dwi, adc, flair, ground_truth, dicom=None, b0=None) -> dict[str, str | None]:
     return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth))) | {DICOM: dicom, B0: b0}
 
 
-def _viewer_value(folder: Path) -> str:
-    return viewer_value(entry_file(folder, "dwi"), entry_file(folder, "adc"), folder / "mask.nii.gz", folder.name)
+def _warnings(report: dict):
+    text = presentation.warnings_markdown(report)
+    return gr.update(value=text, visible=bool(text))
 
 
 async def run_segmentation(dwi, adc, flair, ground_truth, dicom, b0, model, mode, from_example, progress=gr.Progress()):
     """UI handler: streams an input summary, status ticks, then the full result."""
-    files = _own_files(_files(dwi, adc, flair, ground_truth, dicom, b0), from_example)
-    async for kind, payload in _guard(ENGINE.run(files, model, mode, progress)):
+    files = _files(dwi, adc, flair, ground_truth, dicom, b0)
+    async for kind, payload in _guard(lambda: ENGINE.run(own_files(files, from_example), model, mode, progress)):
         if kind == "summary":
             case, png = payload
-            yield {status: _summary_md(case), warnings_box: gr.update(value="", visible=False), inputs_img: str(png)}
+            yield {status: presentation.case_markdown(case), warnings_box: _warnings({}), inputs_img: str(png)}
         elif kind == "tick":
             yield {status: gr.update(value=payload)}
         else:
             folder = payload
             report = json.loads((folder / "report.json").read_text())
-            summary_rows, lesion_rows = _tables(report)
+            summary_rows, lesion_rows = presentation.result_rows(report)
             yield {
-                status: f"Done in {report['timings']['total']:.1f} s with `{report['model']}` ({report['mode']})."
-                + (" Served from the result cache." if kind == "cached" else ""),
-                warnings_box: _warnings_md(report),
+                status: presentation.done_markdown(report, cached=kind == "cached"),
+                warnings_box: _warnings(report),
                 inputs_img: str(folder / "inputs.png"),
-                viewer: _viewer_value(folder),
+                viewer: viewer_value(*(entry_file(folder, n) for n in ("dwi", "adc", "mask")), folder.name),
                 montage_img: str(folder / "montage.png"),
                 summary_table: summary_rows,
                 lesion_table: lesion_rows,
-                downloads: [
-                    str(folder / n)
-                    for n in ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json")
-                    if (folder / n).is_file()
-                ],
+                downloads: [str(folder / n) for n in DOWNLOADS if (folder / n).is_file()],
             }
 
 
 async def segment_api(
-    dwi=None,
-    adc=None,
-    flair=None,
-    ground_truth=None,
-    model="unet",
-    mode="fast",
-    dicom=None,
-    b0=None,
+    dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, b0=None,
     progress=gr.Progress(),
-):
+):  # fmt: skip
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
     Yields (None, {"status": "running", "input": ...}, input montage), then
@@ -201,19 +116,14 @@ async def segment_api(
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
     """
-    async for kind, payload in _guard(
-        ENGINE.run(_files(dwi, adc, flair, ground_truth, dicom, b0), model, mode, progress)
-    ):
+    files = _files(dwi, adc, flair, ground_truth, dicom, b0)
+    async for kind, payload in _guard(lambda: ENGINE.run(files, model, mode, progress)):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
         elif kind in ("done", "cached"):
-            folder = payload
-            yield (
-                str(folder / "mask.nii.gz"),
-                json.loads((folder / "report.json").read_text()),
-                str(folder / "montage.png"),
-            )
+            report = json.loads((payload / "report.json").read_text())
+            yield str(payload / "mask.nii.gz"), report, str(payload / "montage.png")
 
 
 START_STATUS = (
@@ -224,68 +134,20 @@ START_STATUS = (
 def example_loaded(dwi, adc, flair, ground_truth):
     """An example filled the inputs: remember which, so that nothing of it is paired with a later upload."""
     filled = [n for n, v in zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)) if v]
-    return (
-        {"left": filled, "user": False},
-        "Example case loaded (DWI, ADC"
-        + (", FLAIR" if flair else "")
-        + (", ground truth" if ground_truth else "")
-        + "): press **Run**.",
-        gr.update(value="", visible=False),
-    )
+    parts = ", ".join(["DWI", "ADC"] + ["FLAIR"] * bool(flair) + ["ground truth"] * bool(ground_truth))
+    return {"left": filled, "user": False}, f"Example case loaded ({parts}): press **Run**.", _warnings({})
 
 
 def user_upload(name: str):
-    """Handler factory: an upload into ``name`` clears the example's optional files (FLAIR, ground truth).
-
-    The DWI and ADC are left for the user to replace (clearing them here could race with the user's next upload);
-    :func:`_own_files` refuses to pair an upload with the example's DWI or ADC at Run.
-    """
+    """Handler factory: an upload into ``name`` clears the example's FLAIR and ground truth (:func:`after_upload`)."""
 
     def handler(state: dict):
-        left = [n for n in state.get("left", []) if n != name]
-        cleared = [n for n in left if n in ("flair", "ground_truth")]
+        state, cleared = after_upload(state, name)
+        note = "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " * bool(cleared)
         updates = [gr.update(value=None) if n in cleared else gr.update() for n in INPUT_NAMES]
-        note = (
-            "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " if cleared else ""
-        )
-        return (
-            *updates,
-            {"left": [n for n in left if n not in cleared], "user": True},
-            note + START_STATUS,
-            gr.update(value="", visible=False),
-        )
+        return *updates, state, note + START_STATUS, _warnings({})
 
     return handler
-
-
-def _own_files(files: dict[str, str | None], state: dict | None) -> dict[str, str | None]:
-    """The files to segment: a user's uploads are never paired with what an example left in another input."""
-    state = state or {}
-    if not state.get("user"):
-        return files
-    if files.get(DICOM):  # a DICOM export replaces the whole case: nothing an example left is used
-        return {n: (None if n in state.get("left", []) else v) for n, v in files.items()}
-    left = set(state.get("left", []))
-    mixed = [n for n in ("dwi", "adc") if n in left and files.get(n)]
-    if mixed:
-        raise gr.Error(
-            f"Your upload would be paired with the example's {' and '.join(m.upper() for m in mixed)}: upload your own "
-            f"{' and '.join(m.upper() for m in mixed)} too (or click the example again to run it whole).",
-            print_exception=False,
-        )
-    return {n: (None if n in left else v) for n, v in files.items()}
-
-
-def _warnings_md(report: dict):
-    found = report.get("warnings") or []
-    if not found:
-        return gr.update(value="", visible=False)
-    return gr.update(value="### ⚠️ Check this result\n" + "\n".join(f"- {w}" for w in found), visible=True)
-
-
-def describe_model(model: str) -> str:
-    info = next((i for i in stroke_seg.model_infos() if i["name"] == model), None)
-    return f"*{info['description']}* Validated on: {info['validated_on']}" if info else ""
 
 
 def cancel_notice() -> str:
@@ -293,55 +155,44 @@ def cancel_notice() -> str:
     return "Cancelled. The server stopped the job at its next step; you can run again."
 
 
-def clear_notice() -> str:
-    return ""
+def _nifti_input(label: str, elem_id: str) -> gr.File:
+    return gr.File(label=label, file_types=[".nii", ".gz"], elem_id=elem_id)
 
 
-def _examples() -> tuple[list[list], list[str]]:
+RO = {"interactive": False}
+MONTAGE_LABEL = "Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)"
+DOWNLOADS_LABEL = "Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report"
+DICOM_LABEL = "DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM SEG"
+
+
+def _examples() -> dict[str, list]:
     cases = discover_cases(EXAMPLES)
     rows = [[str(f[n]) if f[n] else None for n in INPUT_NAMES] for _, f in cases]
-    return rows, [name.replace("_", " ") for name, _ in cases]
+    return {"examples": rows, "example_labels": [name.replace("_", " ") for name, _ in cases]}
 
 
 # Gradio's own upload/output cache is swept like ours: every 10 min, files older than the cache lifetime go.
 with gr.Blocks(
     title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.lifetime_s))
 ) as demo:
-    gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + DISCLAIMER)
+    gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + presentation.RESEARCH_NOTICE)
     status = gr.Markdown(START_STATUS, elem_id="status", render=False)
     warnings_box = gr.Markdown("", elem_id="qc-warnings", visible=False, render=False)
     notice = gr.Markdown("", elem_id="cancel-notice", render=False)
+    from_example = gr.State({"left": [], "user": False})  # inputs an example filled; uploads since?
     with gr.Row():
         with gr.Column(scale=1):
-            example_rows, example_labels = _examples()
-            from_example = gr.State(
-                {"left": [], "user": False}
-            )  # inputs an example filled, and whether the user uploaded since
-            dwi_in = gr.File(label="DWI (b=1000) .nii / .nii.gz", file_types=[".nii", ".gz"], elem_id="dwi-in")
-            adc_in = gr.File(
-                label="ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)",
-                file_types=[".nii", ".gz"],
-                elem_id="adc-in",
-            )
+            dwi_in = _nifti_input("DWI (b=1000) .nii / .nii.gz", "dwi-in")
+            adc_in = _nifti_input("ADC map .nii / .nii.gz (mm²/s, 10⁻³ or 10⁻⁶ mm²/s; detected)", "adc-in")
             with gr.Accordion("Optional: FLAIR, ground truth, or a b0 instead of the ADC", open=False):
-                b0_in = gr.File(
-                    label="b0 (b=0 image of the DWI's acquisition): with no ADC map, the ADC is computed",
-                    file_types=[".nii", ".gz"],
-                    elem_id="b0-in",
-                )
-                flair_in = gr.File(label="FLAIR (optional)", file_types=[".nii", ".gz"], elem_id="flair-in")
-                gt_in = gr.File(
-                    label="Ground-truth mask (optional, binary, DWI grid)", file_types=[".nii", ".gz"], elem_id="gt-in"
-                )
+                b0_in = _nifti_input("b0 (b=0 image of the DWI's acquisition): with no ADC map, it is used", "b0-in")
+                flair_in = _nifti_input("FLAIR (optional)", "flair-in")
+                gt_in = _nifti_input("Ground-truth mask (optional, binary, DWI grid)", "gt-in")
             with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
-                dicom_in = gr.File(
-                    label="DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM "
-                    "SEG",
-                    file_types=[".zip"],
-                    elem_id="dicom-in",
-                )
-            model_in = gr.Dropdown(choices=_model_choices(), value=_default_model(), label="Model")
-            model_info = gr.Markdown(describe_model(_default_model()))
+                dicom_in = gr.File(label=DICOM_LABEL, file_types=[".zip"], elem_id="dicom-in")
+            model_in = gr.Dropdown([(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()])
+            model_in.value, model_in.label = DEFAULT_MODEL, "Model"
+            model_info = gr.Markdown(presentation.model_markdown(DEFAULT_MODEL))
             mode_in = gr.Radio(
                 ["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)"
             )
@@ -349,9 +200,8 @@ with gr.Blocks(
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
             gr.Examples(
-                example_rows,
+                **_examples(),
                 inputs=[dwi_in, adc_in, flair_in, gt_in],
-                example_labels=example_labels,
                 fn=example_loaded,
                 outputs=[from_example, status, warnings_box],
                 run_on_click=True,
@@ -363,32 +213,15 @@ with gr.Blocks(
             notice.render()
             warnings_box.render()
             viewer = NiiVueViewer(elem_id="viewer")
-            if not NiiVueViewer.available():
-                gr.Markdown(
-                    "*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). "
-                    "The PNG montage below shows the result.*"
-                )
+            gr.Markdown(NiiVueViewer.MISSING, visible=not NiiVueViewer.available())
             with gr.Row():
                 summary_table = gr.Dataframe(
-                    headers=["Measure", "Value"], label="Results", interactive=False, elem_id="results-table"
+                    headers=["Measure", "Value"], label="Results", elem_id="results-table", **RO
                 )
-                lesion_table = gr.Dataframe(
-                    headers=["Lesion", "Volume (mL)", "Centroid (world mm)", "Mean ADC (10⁻⁶ mm²/s)"],
-                    label="Lesions (largest first)",
-                    interactive=False,
-                )
-            montage_img = gr.Image(
-                label="Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)",
-                type="filepath",
-                interactive=False,
-            )
-            inputs_img = gr.Image(label="Inputs (DWI top, ADC bottom)", type="filepath", interactive=False)
-            downloads = gr.File(
-                label="Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report",
-                file_count="multiple",
-                interactive=False,
-                elem_id="downloads",
-            )
+                lesion_table = gr.Dataframe(headers=presentation.LESION_COLUMNS, label="Lesions, largest first", **RO)
+            montage_img = gr.Image(label=MONTAGE_LABEL, type="filepath", **RO)
+            inputs_img = gr.Image(label="Inputs (DWI top, ADC bottom)", type="filepath", **RO)
+            downloads = gr.File(label=DOWNLOADS_LABEL, file_count="multiple", **RO, elem_id="downloads")
     # API-only outputs and trigger (the /segment endpoint for gradio_client)
     with gr.Row(visible=False):
         api_trigger = gr.Button("api", visible=False)
@@ -396,7 +229,7 @@ with gr.Blocks(
         api_report = gr.JSON(label="report", visible=False)
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
-    model_in.change(describe_model, model_in, model_info, api_visibility="private", queue=False)
+    model_in.change(presentation.model_markdown, model_in, model_info, api_visibility="private", queue=False)
     for name, component in zip(INPUT_NAMES + (DICOM, B0), (dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in)):
         component.upload(
             user_upload(name),
@@ -405,7 +238,7 @@ with gr.Blocks(
             api_visibility="private",
             queue=False,
         )
-    run_event = run_btn.click(clear_notice, None, notice, api_visibility="private", queue=False).then(
+    run_event = run_btn.click(lambda: "", None, notice, api_visibility="private", queue=False).then(
         run_segmentation,
         inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
@@ -428,7 +261,7 @@ demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ENGINE.warm_up(_default_model())
+    ENGINE.warm_up(DEFAULT_MODEL)
     try:
         demo.launch(
             server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),

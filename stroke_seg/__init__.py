@@ -16,8 +16,7 @@ from .errors import Cancelled, IncompatibleImagesError, InvalidImageError, Model
 from .io import load_case, save_image
 from .models import get_model, model_infos, model_names
 from .types import Case, Comparison, Lesion, LesionMetrics, Result, SegmentConfig
-
-__version__ = "0.5.0"
+from .version import __version__
 
 __all__ = [
     "segment",

@@ -20,10 +20,10 @@ from .anatomy import MniMap
 from .errors import InvalidImageError, check_cancel
 from .io import ImageLike, load_case, make_image
 from .models import get_model
-from .postprocess import apply_physics_guard, binarize, refine_edges
+from .postprocess import apply_physics_guard, grow_to_dwi_edges, threshold_and_filter
 from .preprocess import from_canonical, preprocess, voxel_sizes
 from .qc import quality_warnings
-from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
+from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig, scaled_progress
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
 
@@ -53,15 +53,12 @@ class _Progress:
         self.last = 0.0
 
     def stage(self, name: str) -> ProgressCallback:
-        start, end = _STAGES[name]
+        return scaled_progress(self._forward, *_STAGES[name], prefix=f"{name}: ")
 
-        def report(fraction: float, description: str) -> None:
-            overall = max(self.last, start + (end - start) * min(max(float(fraction), 0.0), 1.0))
-            self.last = overall
-            if self.callback is not None:
-                self.callback(overall, f"{name}: {description}")
-
-        return report
+    def _forward(self, overall: float, description: str) -> None:
+        self.last = max(self.last, overall)
+        if self.callback is not None:
+            self.callback(self.last, description)
 
 
 def find_case_files(folder: str | os.PathLike) -> dict[str, Path | None]:
@@ -186,7 +183,7 @@ def segment(
     report(0.0, "threshold; small, unrestricted and skull-base artefact component removal")
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-    mask = binarize(
+    mask = threshold_and_filter(
         prob,
         config.threshold,
         config.min_lesion_ml,
@@ -200,7 +197,7 @@ def segment(
     brain = from_canonical(volumes.brain, volumes.ornt)
     if config.edge_level is not None:
         report(0.5, "lesion edges at their DWI level")
-        mask = refine_edges(
+        mask = grow_to_dwi_edges(
             mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain
         )
     report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")

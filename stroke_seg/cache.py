@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .digest import update_with_file
+
 __all__ = ["ResultCache", "default_cache_dir", "DELIVERY_S"]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,17 @@ class ResultCache:
 
     DONE = "report.json"  # an entry is complete when this file exists
 
+    @classmethod
+    def from_env(cls) -> ResultCache:
+        """A cache configured by ``STROKE_SEG_CACHE_DIR``, ``STROKE_SEG_CACHE_TTL`` (3600) and
+        ``STROKE_SEG_RESULT_KEEP`` (:data:`DELIVERY_S`)."""
+        env = os.environ.get
+        return cls(
+            default_cache_dir(),
+            float(env("STROKE_SEG_CACHE_TTL", "3600")),
+            float(env("STROKE_SEG_RESULT_KEEP", DELIVERY_S)),
+        )
+
     def __init__(self, root: str | Path, ttl_s: float = 3600.0, keep_s: float = DELIVERY_S) -> None:
         if ttl_s < 0 or keep_s < 0:
             raise ValueError(f"ttl_s and keep_s must be >= 0 seconds, but they are {ttl_s} and {keep_s}")
@@ -66,9 +79,7 @@ class ResultCache:
             if f is None:
                 h.update(b"\x00none\x00")
                 continue
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            update_with_file(h, f)
             h.update(b"\x00file\x00")
         for opt in options:
             h.update(opt.encode() + b"\x00")

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import api, batch
 from .errors import StrokeSegError
 from .models import model_infos, model_names
-from .types import SegmentConfig
+from .types import ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -37,7 +37,17 @@ def _field_docs() -> dict[str, str]:
     return {k: re.split(r"(?<=[a-z)])\. ", v)[0].rstrip(".") for k, v in plain.items()}
 
 
-_CONFIG_FLAGS = ("mode", "threshold", "min_lesion_ml", "max_lesion_adc", "artefact_zone_adc", "edge_level", "device")
+_CONFIG_FLAGS = (
+    "mode",
+    "threshold",
+    "min_lesion_ml",
+    "max_lesion_adc",
+    "artefact_zone_adc",
+    "edge_level",
+    "device",
+    "engine",
+)
+_CHOICES = {"mode": ("fast", "accurate"), "engine": ENGINE_NAMES}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -50,8 +60,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         helptext = docs.get(f.name, "").replace("%", "%%")
-        if f.name == "mode":
-            p.add_argument(flag, choices=("fast", "accurate"), default=default, help=helptext)
+        if f.name in _CHOICES:
+            p.add_argument(flag, choices=_CHOICES[f.name], default=default, help=helptext + f" (default {default})")
         elif default is None or isinstance(default, str):
             p.add_argument(flag, default=default, help=helptext + " (default: automatic)")
         else:

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InvalidImageError
+from .readers import Image, read_image
 
 __all__ = ["DicomSeries", "DicomCase", "load_dicom", "convert", "dcm2niix_path", "write_seg"]
 
@@ -59,9 +60,9 @@ class DicomSeries:
 class DicomCase:
     """The images chosen from a DICOM export, ready for :func:`stroke_seg.io.load_case`."""
 
-    dwi: nib.Nifti1Image
-    adc: nib.Nifti1Image | None
-    b0: nib.Nifti1Image | None
+    dwi: Image
+    adc: Image | None
+    b0: Image | None
     b_value: float
     notes: tuple[str, ...]
     source_dir: Path | None = None
@@ -149,15 +150,11 @@ def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list
     return series, folder
 
 
-def _volume(img: nib.Nifti1Image, index: int | None, label: str) -> nib.Nifti1Image:
-    """One 3D volume of a converted series, named for messages as the user knows it (``label``)."""
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4:
-        data = data[..., index or 0]
-    out = nib.Nifti1Image(np.asarray(data), img.affine, img.header.copy())
-    out.header.set_data_shape(data.shape)
-    out.set_filename(f"{label}.nii.gz")
-    return out
+def _volume(series: DicomSeries, index: int | None, label: str) -> Image:
+    """One 3D volume of a converted series (read by the NIfTI reader), named as the user knows it (``label``)."""
+    image = read_image(series.nifti, label)
+    data = image.data[..., index or 0] if image.data.ndim == 4 else image.data
+    return Image(np.ascontiguousarray(data), image.geometry, label)
 
 
 def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value: float = 1000.0) -> DicomCase:
@@ -200,16 +197,16 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
         )
     dwi_s = dwis[0]
     k = int(np.argmin([abs(b - b_value) for b in dwi_s.bvals]))
-    dwi = _volume(nib.load(str(dwi_s.nifti)), k, f"{name} {dwi_s.name} b={dwi_s.bvals[k]:g}")
+    dwi = _volume(dwi_s, k, f"{name} {dwi_s.name} b={dwi_s.bvals[k]:g}")
     notes = [f"DWI: {dwi_s.name}, b={dwi_s.bvals[k]:g} (volume {k + 1} of {len(dwi_s.bvals)})"]
     b0 = None
     for s in [dwi_s] + [d for d in diffusion if d is not dwi_s]:
         zeros = [i for i, b in enumerate(s.bvals) if b <= 50]
         if zeros:
-            b0 = _volume(nib.load(str(s.nifti)), zeros[0], f"{name} {s.name} b=0")
+            b0 = _volume(s, zeros[0], f"{name} {s.name} b=0")
             notes.append(f"b0: {s.name}, volume {zeros[0] + 1}")
             break
-    adc = _volume(nib.load(str(adcs[0].nifti)), None, f"{name} {adcs[0].name}") if adcs else None
+    adc = _volume(adcs[0], None, f"{name} {adcs[0].name}") if adcs else None
     if adc is not None:
         notes.append(f"ADC: {adcs[0].name}")
     if adc is None and b0 is None:

@@ -7,10 +7,8 @@ whose message names the file and says what was expected and what came.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -18,14 +16,26 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import IncompatibleImagesError, InvalidImageError
-from .types import Case
+from .readers import Image, ImageSource, read_image, to_nifti, write_image
+from .types import Case, Geometry
 
-__all__ = ["ImageLike", "load_case", "load_image", "save_image", "adc_from_b0", "MIN_AXIS", "ADC_MAX", "ADC_UNITS"]
+__all__ = [
+    "ImageLike",
+    "load_case",
+    "save_image",
+    "make_image",
+    "adc_from_b0",
+    "resample_to_grid",
+    "MIN_AXIS",
+    "ADC_MAX",
+    "ADC_UNITS",
+]
 
 log = logging.getLogger(__name__)
 
-ImageLike = str | os.PathLike | nib.Nifti1Image
-"""A path to a ``.nii``/``.nii.gz`` file or an in-memory nibabel image."""
+ImageLike = ImageSource
+"""A path to a file a registered reader accepts (NIfTI), an :class:`~stroke_seg.readers.Image`, or an in-memory
+nibabel image."""
 
 MIN_AXIS = 16
 """Smallest accepted size of any image axis, in voxels."""
@@ -37,91 +47,6 @@ ADC_UNITS = (
     (0.1, 5.0, 1e3, "1e-3 mm2/s"),
     (100.0, 5000.0, 1.0, "1e-6 mm2/s"),
 )
-
-
-def _name(image: ImageLike) -> str:
-    if isinstance(image, nib.Nifti1Image):
-        fname = image.get_filename()
-        return Path(fname).name if fname else "<in-memory image>"
-    return Path(image).name
-
-
-def _without_paths(err: BaseException, path: Path, name: str) -> str:
-    """An exception's text with the file's full path (a server path, in the app) replaced by its name."""
-    text = str(err)
-    for full in sorted({str(path), str(path.resolve())}, key=len, reverse=True):
-        text = text.replace(full, name)
-    for folder in sorted({str(path.parent), str(path.resolve().parent)}, key=len, reverse=True):
-        if folder not in ("", ".", "/"):
-            text = text.replace(folder + "/", "").replace(folder, "<folder>")
-    return text
-
-
-def _nifti_by_content(path: Path) -> nib.Nifti1Image | None:
-    """A NIfTI-1 file under another name (``file.gz`` from an MCP client's base64 upload), recognised by its header."""
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        if len(raw) < 352 or raw[344:347] not in (b"n+1", b"ni1"):
-            return None
-        return nib.Nifti1Image.from_bytes(raw)
-    except (OSError, EOFError, zlib.error, ValueError):
-        return None
-
-
-def load_image(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Open one NIfTI image and read all of its data (nibabel is lazy; corrupt files fail here).
-
-    Args:
-        image: path or nibabel image.
-        role: what the image is ("DWI", "ADC", ...), used in messages.
-
-    Returns:
-        The image and its data as float32, with trailing singleton axes beyond the third dropped.
-
-    Raises:
-        InvalidImageError: missing, not NIfTI, unreadable, corrupt or truncated.
-    """
-    name = _name(image)
-    if isinstance(image, nib.Nifti1Image):
-        img = image
-    elif isinstance(image, (nib.Nifti2Image, nib.spatialimages.SpatialImage)):
-        img = nib.Nifti1Image.from_image(image)
-    else:
-        path = Path(image)
-        if not path.is_file():
-            raise InvalidImageError(
-                f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist"
-            )
-        named_nifti = path.name.endswith(".nii") or path.name.endswith(".nii.gz")
-        unnamed = None if named_nifti else _nifti_by_content(path)
-        if not named_nifti and unnamed is None:
-            raise InvalidImageError(
-                f"{role} file {name}: expected a NIfTI file (.nii or .nii.gz), but the name ends in "
-                f"{''.join(path.suffixes) or 'no suffix'}"
-            )
-        try:
-            loaded = unnamed if unnamed is not None else nib.load(str(path))
-        except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
-            raise InvalidImageError(
-                f"{role} file {name}: expected a NIfTI image, but it could not be read ({type(err).__name__}: "
-                f"{_without_paths(err, path, name)})"
-            ) from err
-        if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it is {type(loaded).__name__}")
-        img = loaded if isinstance(loaded, nib.Nifti1Image) else nib.Nifti1Image.from_image(loaded)
-    try:
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
-    except (EOFError, zlib.error, OSError, ValueError) as err:
-        where = Path(img.get_filename() or name)
-        raise InvalidImageError(
-            f"{role} file {name}: expected {role} voxel data, but the data is corrupt or truncated "
-            f"({type(err).__name__}: {_without_paths(err, where, name)})"
-        ) from err
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    return img, np.ascontiguousarray(data)
 
 
 def _check_values(data: np.ndarray, role: str, name: str) -> None:
@@ -200,12 +125,6 @@ def adc_from_b0(b0: np.ndarray, dwi: np.ndarray, b_value: float = 1000.0) -> np.
     return np.where(valid, np.clip(adc, 0.0, ADC_MAX), 0.0).astype(np.float32)
 
 
-def _has_world(img: nib.Nifti1Image) -> bool:
-    codes = int(img.header["sform_code"]), int(img.header["qform_code"])
-    aff = img.affine
-    return max(codes) > 0 and np.all(np.isfinite(aff)) and abs(np.linalg.det(aff[:3, :3])) > 1e-6
-
-
 def _same_grid(shape_a, aff_a, shape_b, aff_b) -> bool:
     return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(aff_a, aff_b, atol=_GRID_ATOL_MM)
 
@@ -239,24 +158,18 @@ def resample_to_grid(
 
 
 def _to_dwi_grid(
-    img: nib.Nifti1Image,
-    data: np.ndarray,
-    dwi_img: nib.Nifti1Image,
-    dwi_shape,
-    role: str,
-    name: str,
-    notes: list[str],
-    order: int = 1,
+    image: Image, dwi_geometry: Geometry, dwi_shape, role: str, notes: list[str], order: int = 1
 ) -> np.ndarray:
-    if _same_grid(data.shape, img.affine, dwi_shape, dwi_img.affine):
+    data, name = image.data, image.name
+    if _same_grid(data.shape, image.geometry.affine, dwi_shape, dwi_geometry.affine):
         return data
-    if not (_has_world(img) and _has_world(dwi_img)):
+    if not (image.geometry.has_world and dwi_geometry.has_world):
         raise IncompatibleImagesError(
             f"{role} file {name}: expected the DWI's grid {tuple(dwi_shape)} or valid world coordinates to resample "
             "it, "
             f"but its grid is {data.shape} and the images have no usable sform/qform"
         )
-    out, overlap = resample_to_grid(data, img.affine, dwi_shape, dwi_img.affine, order=order)
+    out, overlap = resample_to_grid(data, image.geometry.affine, dwi_shape, dwi_geometry.affine, order=order)
     if overlap < 0.5:
         raise IncompatibleImagesError(
             f"{role} file {name}: expected to overlap the DWI in world coordinates, but only {overlap:.0%} of the DWI "
@@ -343,31 +256,30 @@ def load_case(
     if not b_value > 0:
         raise InvalidImageError(f"b-value: expected a positive diffusion weighting in s/mm², but got {b_value}")
     notes: list[str] = []
-    dwi_img, dwi_data = load_image(dwi, "DWI")
-    dwi_name = _name(dwi)
-    dwi_data, b0_data = _split_dwi_4d(dwi_data, dwi_name, notes)
+    dwi_image = read_image(dwi, "DWI")
+    dwi_name, geometry = dwi_image.name, dwi_image.geometry
+    dwi_data, b0_data = _split_dwi_4d(dwi_image.data, dwi_name, notes)
     _check_shape(dwi_data, "DWI", dwi_name, max_voxels)
     _check_values(dwi_data, "DWI", dwi_name)
     sources = {"dwi": dwi_name}
 
-    def load_other(image: ImageLike, role: str) -> tuple[nib.Nifti1Image, np.ndarray, str]:
-        img, data = load_image(image, role)
-        name = _name(image)
-        _check_shape(data, role, name, max_voxels)
-        return img, data, name
+    def load_other(source: ImageLike, role: str, key: str, values: bool = True) -> Image:
+        image = read_image(source, role)
+        sources[key] = image.name
+        _check_shape(image.data, role, image.name, max_voxels)
+        if values:
+            _check_values(image.data, role, image.name)
+        return image
 
     if adc is not None:
-        img, data, sources["adc"] = load_other(adc, "ADC")
-        _check_values(data, "ADC", sources["adc"])
-        adc_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "ADC", sources["adc"], notes)
-        adc_data, unit, adc_median = _adc_to_micro(adc_data, dwi_data, sources["adc"], notes)
+        image = load_other(adc, "ADC", "adc")
+        adc_data = _to_dwi_grid(image, geometry, dwi_data.shape, "ADC", notes)
+        adc_data, unit, adc_median = _adc_to_micro(adc_data, dwi_data, image.name, notes)
         if b0 is not None or b0_data is not None:
             notes.append("an ADC map was given: it is used as it is, and the b0 is not")
     else:
         if b0 is not None:
-            img, data, sources["b0"] = load_other(b0, "b0")
-            _check_values(data, "b0", sources["b0"])
-            b0_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "b0", sources["b0"], notes)
+            b0_data = _to_dwi_grid(load_other(b0, "b0", "b0"), geometry, dwi_data.shape, "b0", notes)
         elif b0_data is not None:
             sources["b0"] = f"{dwi_name} (b0 volume)"
         else:
@@ -382,28 +294,24 @@ def load_case(
 
     flair_data = None
     if flair is not None:
-        img, data, sources["flair"] = load_other(flair, "FLAIR")
-        _check_values(data, "FLAIR", sources["flair"])
-        flair_data = _to_dwi_grid(img, data, dwi_img, dwi_data.shape, "FLAIR", sources["flair"], notes)
+        flair_data = _to_dwi_grid(load_other(flair, "FLAIR", "flair"), geometry, dwi_data.shape, "FLAIR", notes)
 
     gt = None
     if ground_truth is not None:
-        img, data, name = load_other(ground_truth, "ground-truth")
-        sources["ground_truth"] = name
+        image = load_other(ground_truth, "ground-truth", "ground_truth", values=False)
+        data, name = image.data, image.name
         gt = _check_mask(data, name)
-        if not _same_grid(data.shape, img.affine, dwi_data.shape, dwi_img.affine):
-            diff = np.abs(img.affine - dwi_img.affine).max() if data.shape == dwi_data.shape else None
+        if not _same_grid(data.shape, image.geometry.affine, dwi_data.shape, geometry.affine):
+            diff = np.abs(image.geometry.affine - geometry.affine).max() if data.shape == dwi_data.shape else None
             raise IncompatibleImagesError(
                 f"ground-truth file {name}: expected the DWI's grid (shape {dwi_data.shape}, same affine), "
                 f"but its shape is {data.shape}"
                 + (f" and its affine differs by up to {diff:.3g} mm" if diff is not None else "")
             )
-    header = dwi_img.header.copy()
     return Case(
         dwi=dwi_data,
         adc=adc_data,
-        affine=dwi_img.affine.copy(),
-        header=header,
+        geometry=geometry,
         flair=flair_data,
         ground_truth=gt,
         sources=sources,
@@ -414,28 +322,17 @@ def load_case(
 
 
 def save_image(data: np.ndarray, case: Case, path: str | os.PathLike, dtype=np.uint8) -> Path:
-    """Write a volume on the case's DWI grid with the DWI's geometry (affine, sform/qform codes).
-
-    Args:
-        data: array of shape ``case.shape``.
-        case: the case whose grid ``data`` is on.
-        path: output ``.nii`` or ``.nii.gz`` path (parent folders are created).
-        dtype: stored data type (uint8 for masks, float32 for probability maps).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(make_image(data, case, dtype), str(path))
-    return path
+    """Write a volume of shape ``case.shape`` on the case's DWI grid (:func:`~stroke_seg.readers.write_image`)."""
+    _check_on_grid(data, case)
+    return write_image(data, case.geometry, path, dtype)
 
 
 def make_image(data: np.ndarray, case: Case, dtype=np.uint8) -> nib.Nifti1Image:
-    """A nibabel image of ``data`` on the case's DWI grid, keeping the DWI's sform/qform codes."""
+    """A NIfTI image of ``data`` (shape ``case.shape``) on the case's DWI grid."""
+    _check_on_grid(data, case)
+    return to_nifti(data, case.geometry, dtype)
+
+
+def _check_on_grid(data: np.ndarray, case: Case) -> None:
     if tuple(data.shape) != case.shape:
         raise ValueError(f"data must have the DWI shape {case.shape}, but it has {data.shape}")
-    header = case.header.copy()
-    header.set_data_dtype(dtype)
-    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), case.affine, header)
-    img.set_sform(case.affine, int(case.header["sform_code"]) or 2)
-    img.set_qform(case.affine, int(case.header["qform_code"]) or 2)
-    return img

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, render
+from . import render
 from .api import segment
 from .cache import ResultCache
 from .dicom import load_dicom, write_seg
@@ -32,8 +32,9 @@ from .errors import Cancelled, InvalidImageError, ModelError, StrokeSegError
 from .io import load_case, save_image
 from .models import get_model, model_names
 from .types import Case, Result, SegmentConfig
+from .version import __version__
 
-__all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "DICOM", "B0", "entry_file"]
+__all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "DICOM", "B0", "entry_file", "after_upload", "own_files"]
 
 DICOM = "dicom"
 """The key of a DICOM export (a .zip) in a job's files, instead of the DWI and ADC."""
@@ -52,11 +53,47 @@ Progress = Callable[..., Any]
 """``progress(fraction, desc=...)``; ``gr.Progress`` fits."""
 
 
+ExampleState = dict[str, Any]
+"""What an example left in the inputs: ``{"left": [input names an example filled], "user": uploaded since?}``."""
+
+
+def after_upload(state: ExampleState | None, name: str) -> tuple[ExampleState, list[str]]:
+    """The state after an upload into ``name``, and the example's optional inputs (FLAIR, ground truth) to clear.
+
+    The example's DWI and ADC are left for the user to replace (clearing them at upload would race with the
+    user's next upload); :func:`own_files` refuses to pair an upload with them.
+    """
+    left = [n for n in (state or {}).get("left", []) if n != name]
+    cleared = [n for n in left if n in ("flair", "ground_truth")]
+    return {"left": [n for n in left if n not in cleared], "user": True}, cleared
+
+
+def own_files(files: dict[str, str | None], state: ExampleState | None) -> dict[str, str | None]:
+    """The files to segment: a user's uploads are never paired with what an example left in another input.
+
+    Raises:
+        InvalidImageError: an uploaded file would be paired with the example's DWI or ADC.
+    """
+    state = state or {}
+    if not state.get("user"):
+        return files
+    left = set(state.get("left", []))
+    mixed = [] if files.get(DICOM) else [n.upper() for n in ("dwi", "adc") if n in left and files.get(n)]
+    if mixed:
+        raise InvalidImageError(
+            f"Your upload would be paired with the example's {' and '.join(mixed)}: upload your own "
+            f"{' and '.join(mixed)} too (or click the example again to run it whole)."
+        )
+    return {n: (None if n in left else v) for n, v in files.items()}
+
+
 class _Job:
     """One segmentation job of one request; nothing in it is shared between sessions."""
 
-    def __init__(self, model: str, mode: str, progress: Progress, stopping: threading.Event) -> None:
-        self.model, self.mode, self.progress, self.stopping = model, mode, progress, stopping
+    def __init__(
+        self, model: str, mode: str, config: SegmentConfig, progress: Progress, stopping: threading.Event
+    ) -> None:
+        self.model, self.mode, self.config, self.progress, self.stopping = model, mode, config, progress, stopping
         self.cancel = threading.Event()
         self.stage = "queued"
         self.started = time.monotonic()
@@ -80,7 +117,7 @@ class _Job:
                 self.result = segment(
                     case,
                     model=self.model,
-                    config=SegmentConfig(mode=self.mode),
+                    config=self.config.replace(mode=self.mode),
                     progress=self.report,
                     should_cancel=self.should_cancel,
                 )
@@ -106,11 +143,13 @@ class JobEngine:
         cache: where finished results go (and are reused from, within its TTL).
         concurrency: inference jobs at once.
         tick_s: a running job reports its status at least this often, seconds.
+        engine: the network engine of every job (:attr:`SegmentConfig.engine`).
     """
 
-    def __init__(self, cache: ResultCache, concurrency: int = 1, tick_s: float = 0.5) -> None:
+    def __init__(self, cache: ResultCache, concurrency: int = 1, tick_s: float = 0.5, *, engine: str = "auto") -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, but it is {concurrency}")
+        self.config = SegmentConfig(engine=engine)
         self.cache = cache
         self.concurrency = concurrency
         self.tick_s = tick_s
@@ -118,11 +157,11 @@ class JobEngine:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stroke-seg-infer")
 
     def warm_up(self, model: str) -> None:
-        """Load ``model`` on an inference thread, so that the first job simply queues behind the load."""
+        """Load ``model`` and build its engines on an inference thread, so that the first job only queues behind."""
 
         def load() -> None:
             try:
-                get_model(model)
+                get_model(model).warm_up(self.config)
             except StrokeSegError as err:
                 log.warning("model warm-up failed: %s", err)
 
@@ -158,14 +197,16 @@ class JobEngine:
             raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
         ordered = [files.get(n) or None for n in INPUT_NAMES]
         await asyncio.to_thread(self.cache.sweep)
-        key = await asyncio.to_thread(self.cache.key, ordered + [dicom, b0], model, mode, __version__)
+        key = await asyncio.to_thread(
+            self.cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__
+        )
         hit = self.cache.get(key)
         if hit is not None:
             progress(1.0, desc="served from the result cache")
             log.info("cache hit %s", key)
             yield "cached", hit
             return
-        job = _Job(model, mode, progress, self.stopping)
+        job = _Job(model, mode, self.config, progress, self.stopping)
         log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
         job.report(0.0, "validating inputs")
         workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job

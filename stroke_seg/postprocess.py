@@ -1,6 +1,6 @@
 """Probability map -> binary lesion mask: threshold, then remove components that are too small, that do not
 restrict diffusion (median ADC too high), or that sit in a skull-base susceptibility zone without core restriction;
-then (:func:`refine_edges`) extend each kept lesion to its own DWI edge."""
+then (:func:`grow_to_dwi_edges`) extend each kept lesion to its own DWI edge."""
 
 from __future__ import annotations
 
@@ -10,17 +10,28 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
+from .preprocess import Preprocessed
 
 __all__ = [
     "apply_physics_guard",
     "measurable_diffusion",
     "MIN_LESION_ADC",
-    "binarize",
+    "threshold_and_filter",
     "filter_components",
-    "refine_edges",
+    "grow_to_dwi_edges",
     "remove_small_components",
     "remove_unrestricted_components",
     "CONNECTIVITY_26",
+    "DWI_RATIO_THRESHOLD",
+    "ADC_RIM_THRESHOLD",
+    "RIM_MAX_MM",
+    "sigmoid",
+    "filtered_adc",
+    "slice_trend",
+    "dwi_criterion",
+    "rim_term",
+    "rim_probability",
+    "grow_into_rim",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,7 +124,7 @@ def remove_unrestricted_components(mask: np.ndarray, adc: np.ndarray, max_median
     return filter_components(mask, adc=adc, max_median_adc=max_median_adc)
 
 
-def binarize(
+def threshold_and_filter(
     probability: np.ndarray,
     threshold: float,
     min_lesion_ml: float,
@@ -156,7 +167,7 @@ def binarize(
     )
 
 
-def refine_edges(
+def grow_to_dwi_edges(
     mask: np.ndarray,
     dwi: np.ndarray,
     adc: np.ndarray,
@@ -284,3 +295,87 @@ def apply_physics_guard(
             removed,
         )
     return mask & allowed
+
+
+# DWI criteria shared by the ADC rule and the U-Net's rim step.
+
+DWI_RATIO_THRESHOLD = 1.3
+"""DWI over the brain median (slice trend removed) above which tissue is DWI-bright."""
+ADC_RIM_THRESHOLD = 850.0
+"""1e-6 mm²/s: a DWI-bright rim with only mild restriction, kept next to a core."""
+RIM_MAX_MM = 4.0
+"""How far the rim may reach from the core (geodesic), mm."""
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+
+
+def filtered_adc(volumes: Preprocessed) -> np.ndarray:
+    """ADC median-filtered over a voxel and its 6 face neighbours: speckle from noisy ADC fits is not infarct."""
+    return ndi.median_filter(volumes.adc, footprint=ndi.generate_binary_structure(3, 1))
+
+
+def dwi_criterion(volumes: Preprocessed) -> np.ndarray:
+    """Soft DWI criterion: DWI / brain median / slice trend above 1.3."""
+    return sigmoid((volumes.dwi / slice_trend(volumes)[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
+
+
+def rim_term(adc: np.ndarray, p_dwi: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Soft DWI-bright, mildly restricted tissue: sigmoid((850 - ADC) / 25) x ``p_dwi`` x ``inside``."""
+    return sigmoid((ADC_RIM_THRESHOLD - adc) / 25.0) * p_dwi * inside
+
+
+def rim_probability(volumes: Preprocessed) -> np.ndarray:
+    """Soft DWI-bright, mildly restricted tissue: sigmoid((850 - ADC) / 25) x the DWI criterion, inside the brain.
+
+    Returns:
+        (X, Y, Z) float32 in [0, 1], canonical grid of ``volumes`` (ADC median-filtered as in the rule).
+    """
+    return rim_term(filtered_adc(volumes), dwi_criterion(volumes), volumes.brain & (volumes.adc > 50))
+
+
+def grow_into_rim(
+    prob: np.ndarray, p_rim: np.ndarray, voxel_size, *, seed_min_ml: float = 0.0, threshold: float = 0.5
+) -> np.ndarray:
+    """Extend lesions (``prob > threshold``) into the DWI-bright rim around them, at most ``RIM_MAX_MM`` away.
+
+    Args:
+        prob: (X, Y, Z) lesion probability, canonical grid.
+        p_rim: (X, Y, Z) rim probability on the same grid, from :func:`rim_probability`.
+        voxel_size: voxel edge lengths in mm.
+        seed_min_ml: only lesions at least this large grow (mL); 0 lets every lesion grow.
+        threshold: probability above which a voxel is lesion (a seed).
+
+    Returns:
+        ``max(prob, p_rim)`` where the geodesic growth (face neighbours, through ``p_rim > 0.5``) reaches.
+    """
+    steps = max(1, int(round(RIM_MAX_MM / min(voxel_size))))
+    seeds = prob > threshold
+    if seed_min_ml > 0:
+        seeds = remove_small_components(seeds, int(np.ceil(seed_min_ml / (float(np.prod(voxel_size)) / 1000.0))))
+    grown = ndi.binary_dilation(seeds, iterations=steps, mask=p_rim > 0.5)
+    return np.maximum(prob, p_rim * grown).astype(np.float32)
+
+
+def slice_trend(volumes: Preprocessed, smooth_mm: float = 20.0) -> np.ndarray:
+    """Median parenchyma DWI per axial slice over the whole-brain parenchyma median.
+
+    Returns:
+        (Z,) float32 array along canonical axis 2 (inferior to superior), at least 1.0; 1.0 where a slice has too
+        little parenchyma to say (< 200 voxels). Parenchyma = brain with 50 < ADC < 1500 (no CSF).
+    """
+    par = volumes.brain & (volumes.adc > 50) & (volumes.adc < 1500)
+    if par.sum() < 1000:
+        return np.ones(volumes.dwi.shape[2], np.float32)
+    overall = float(np.median(volumes.dwi[par]))
+    valid = par.sum(axis=(0, 1)) >= 200
+    per_slice = np.zeros(volumes.dwi.shape[2], np.float64)
+    for z in np.flatnonzero(valid):
+        per_slice[z] = np.median(volumes.dwi[:, :, z][par[:, :, z]]) / overall
+    # Smooth over slices, averaging only slices that have a value (normalised convolution).
+    sigma = smooth_mm / (2.355 * volumes.voxel_size[2])
+    weight = ndi.gaussian_filter1d(valid.astype(np.float64), sigma, mode="nearest")
+    trend = ndi.gaussian_filter1d(per_slice, sigma, mode="nearest") / np.maximum(weight, 1e-6)
+    trend = np.where(weight > 1e-3, trend, 1.0)
+    return np.clip(trend, 1.0, 2.0).astype(np.float32)  # only ever removes brightening

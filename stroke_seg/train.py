@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from . import synth
+from .digest import file_sha256
 from .inference import sliding_window
 from .io import load_case
 from .metrics import dice
-from .models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device, sha256
+from .models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device
 from .preprocess import preprocess, to_canonical, zoom_to_spacing
 
 log = logging.getLogger("stroke_seg.train")
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, out)
-    digest = sha256(out)
+    digest = file_sha256(out)
     meta = {
         "sha256": digest,
         "architecture": net.config,

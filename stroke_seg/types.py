@@ -23,12 +23,14 @@ __all__ = [
     "CancelCheck",
     "Mode",
     "SegmentConfig",
+    "Geometry",
     "Case",
     "Lesion",
     "LesionMetrics",
     "Comparison",
     "Result",
     "voxel_sizes",
+    "scaled_progress",
 ]
 
 ProgressCallback = Callable[[float, str], Any]
@@ -39,10 +41,63 @@ CancelCheck = Callable[[], bool]
 
 Mode = Literal["fast", "accurate"]
 
+ENGINE_NAMES = ("auto", "torch", "openvino", "openvino-bf16")
+"""Values of :attr:`SegmentConfig.engine` (:mod:`stroke_seg.engines` implements them)."""
+
+
+def scaled_progress(progress: ProgressCallback, start: float, end: float, prefix: str = "") -> ProgressCallback:
+    """A callback that maps a step's own fraction in [0, 1] onto ``[start, end]`` of ``progress``, with
+    ``prefix`` before each description (fractions outside [0, 1] are clipped)."""
+
+    def report(fraction: float, description: str) -> None:
+        progress(start + (end - start) * min(max(float(fraction), 0.0), 1.0), prefix + description)
+
+    return report
+
 
 def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel edge lengths (mm) of a 4x4 voxel-to-world affine, in its voxel axis order."""
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """Where a voxel grid lies in the world, independent of the file format it came from.
+
+    Attributes:
+        affine: 4x4 voxel-to-world (mm) affine, RAS+ world, any voxel order.
+        sform_code, qform_code: how the affine is known, as NIfTI codes (0 unknown, 1 scanner, 2 aligned,
+            3 Talairach, 4 MNI); a DICOM series converts to 1. Written back unchanged, so outputs open
+            in the same space as the input in every viewer.
+    """
+
+    affine: np.ndarray
+    sform_code: int = 2
+    qform_code: int = 2
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, but it has shape {affine.shape}")
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def has_world(self) -> bool:
+        """True when the affine is declared (a non-zero code), finite and invertible: resampling may trust it."""
+        return (
+            max(self.sform_code, self.qform_code) > 0
+            and bool(np.all(np.isfinite(self.affine)))
+            and abs(float(np.linalg.det(self.affine[:3, :3]))) > 1e-6
+        )
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return voxel_sizes(self.affine)
+
+    @property
+    def orientation(self) -> str:
+        """Storage axis codes, e.g. "LAS" or "RAS"."""
+        return "".join(nib.aff2axcodes(self.affine))
 
 
 @dataclass(frozen=True)
@@ -56,13 +111,11 @@ class SegmentConfig:
         min_lesion_ml: connected components (26-connectivity) smaller than this are removed, in mL.
         max_lesion_adc: components whose median ADC is above this, in 1e-6 mm²/s, are removed: an acute
             infarct restricts diffusion, and a DWI-bright spot with high ADC is T2 shine-through. None
-            keeps them. The default (1000) was chosen on a tuning set (``bench/evaluate.py --seed 9``, not the
-            evaluation set): with generator 1.4, 900 removed a whole territorial lesion whose median ADC is 930
-            (cortex with partial volume of CSF) while 950-1100 and no limit kept every lesion and left every
-            negative at 0 mL; 1000 sits between the generator's lesion rims (<= 860 +-10 %) and the middle of its
-            T2 shine-through range (950-1300). In the real ISLES'22 case 5 of the 29 small DeepISLES lesions
-            (<= 20 voxels, 44 voxels in all; partial volume with CSF) have medians above 1000 and would be
-            removed (8 were above the old 900).
+            keeps them. The default (1000), chosen on a tuning set (``bench/evaluate.py --seed 9``, not the
+            evaluation set), sits between lesion rims (<= 860 +-10 %) and the middle of the T2 shine-through range
+            (950-1300); a territorial lesion with partial volume of CSF can reach a median of 930. In the real
+            ISLES'22 case 5 of the 29 small DeepISLES lesions (<= 20 voxels, 44 voxels in all; partial volume with
+            CSF) have medians above 1000 and are removed.
         artefact_zone_adc: a component whose centre lies in a skull-base susceptibility zone (temporal poles,
             inferior temporal lobes, orbitofrontal cortex; within 20 mm of the sites in
             :data:`stroke_seg.anatomy.ARTEFACT_ZONE_SITES_MNI`, placed by :class:`stroke_seg.anatomy.MniMap`) is
@@ -70,12 +123,16 @@ class SegmentConfig:
             DWI brightness without core restriction is most often an echo-planar artefact. The default, 620, is
             the RAPID core threshold. None keeps them (a true infarct there without a core is then not dropped).
         edge_level: after the rules above, every kept lesion is extended to its own DWI edge
-            (:func:`stroke_seg.postprocess.refine_edges`: voxels within 4 mm, connected to it, brighter than
+            (:func:`stroke_seg.postprocess.grow_to_dwi_edges`: voxels within 4 mm, connected to it, brighter than
             ``background + edge_level * (lesion - background)``, CSF excluded). An edge voxel is part lesion; 0.5 counts
             those at least half lesion, as a voxel mask does. The default (0.5) was chosen on the tuning set
             (``bench/evaluate.py --seed 9``): levels 0.3-0.6 and reaches 2 or 4 mm, 0.5 with 4 mm best (unet mean Dice
             0.865 -> 0.894, adc-threshold 0.755 -> 0.795, negatives 0 mL). None keeps the model's own edges.
         device: torch device for deep backends (``"cpu"``, ``"cuda"``); None picks CUDA when present.
+        engine: what runs the network: ``"auto"`` (CUDA: torch; CPU: OpenVINO, float32 in fast mode and bfloat16 in
+            accurate mode where the CPU has native bf16), ``"torch"`` (the float32 reference), ``"openvino"``
+            (float32) or ``"openvino-bf16"``. An engine that is missing or fails falls back to torch (logged);
+            :mod:`stroke_seg.engines` has the details.
         max_voxels: largest accepted image, in voxels (guards memory on shared servers).
     """
 
@@ -86,6 +143,7 @@ class SegmentConfig:
     artefact_zone_adc: float | None = 620.0
     edge_level: float | None = 0.5
     device: str | None = None
+    engine: str = "auto"
     max_voxels: int = 400 * 400 * 300
 
     def __post_init__(self) -> None:
@@ -101,6 +159,8 @@ class SegmentConfig:
             raise ValueError(f"artefact_zone_adc must be > 0 (1e-6 mm²/s) or None, but it is {self.artefact_zone_adc}")
         if self.edge_level is not None and not 0.0 < self.edge_level < 1.0:
             raise ValueError(f"edge_level must be in (0, 1) or None, but it is {self.edge_level}")
+        if self.engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, but it is {self.engine!r}")
         if self.max_voxels < 16**3:
             raise ValueError(f"max_voxels must be >= {16**3}, but it is {self.max_voxels}")
 
@@ -116,8 +176,7 @@ class Case:
     Attributes:
         dwi: DWI (b=1000) intensities, shape (X, Y, Z), float32, arbitrary units.
         adc: ADC on the DWI grid, shape (X, Y, Z), float32, in 1e-6 mm²/s.
-        affine: 4x4 voxel-to-world (mm) affine of the DWI, as stored (any orientation).
-        header: the DWI's NIfTI header, kept so outputs carry the same geometry codes.
+        geometry: where the DWI grid lies in the world (:class:`Geometry`); outputs are written with it.
         flair: optional FLAIR on the DWI grid, shape (X, Y, Z), float32.
         ground_truth: optional lesion mask on the DWI grid, shape (X, Y, Z), bool.
         sources: a name for each input (file name or "<in-memory image>"), for messages and reports.
@@ -130,8 +189,7 @@ class Case:
 
     dwi: np.ndarray
     adc: np.ndarray
-    affine: np.ndarray
-    header: nib.Nifti1Header
+    geometry: Geometry
     flair: np.ndarray | None = None
     ground_truth: np.ndarray | None = None
     sources: dict[str, str] = field(default_factory=dict)
@@ -144,14 +202,19 @@ class Case:
         return tuple(int(s) for s in self.dwi.shape)  # type: ignore[return-value]
 
     @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel-to-world (mm) affine of the DWI, as stored (any orientation)."""
+        return self.geometry.affine
+
+    @property
     def voxel_size(self) -> tuple[float, float, float]:
         """Voxel edge lengths in mm, from the affine, in storage axis order."""
-        return voxel_sizes(self.affine)
+        return self.geometry.voxel_size
 
     @property
     def orientation(self) -> str:
         """Storage axis codes, e.g. "LAS" or "RAS"."""
-        return "".join(nib.aff2axcodes(self.affine))
+        return self.geometry.orientation
 
     def summary(self) -> dict[str, Any]:
         """Shapes, voxel size, orientation and units, as plain JSON-able values."""

@@ -26,7 +26,7 @@ def _drain(exc: BaseException) -> tuple[list, BaseException]:
 
     async def run():
         try:
-            async for item in app._guard(_steps(exc)):
+            async for item in app._guard(lambda: _steps(exc)):
                 seen.append(item)
         except BaseException as err:  # noqa: BLE001 - the test inspects it
             return err

@@ -248,3 +248,51 @@ def test_nifti_under_another_name_is_recognised_by_its_header(tmp_path):
     case = load_case(renamed, save(tmp_path / "adc.nii.gz", adc))
     np.testing.assert_allclose(case.dwi, dwi)
     assert case.sources["dwi"] == "file.gz"
+
+
+def test_a_registered_reader_plugs_in_without_touching_validation(tmp_path, monkeypatch):
+    """A new format needs only a reader: load_case validates what it returns like a NIfTI."""
+    from stroke_seg import readers
+    from stroke_seg.types import Geometry
+
+    dwi_data, adc_data, _ = phantom()
+
+    class NpyReader:
+        formats = "NumPy (.npy, 2 mm isotropic)"
+
+        def accepts(self, path):
+            return path.suffix == ".npy"
+
+        def read(self, path, role):
+            return readers.Image(np.load(path).astype(np.float32), Geometry(np.diag([2.0, 2.0, 2.0, 1.0])), path.name)
+
+    monkeypatch.setattr(readers, "READERS", list(readers.READERS))
+    readers.register_reader(NpyReader())
+    dwi, adc = tmp_path / "scan_dwi.npy", tmp_path / "scan_adc.npy"
+    np.save(dwi, dwi_data)
+    np.save(adc, adc_data)
+    loaded = load_case(dwi, adc)
+    assert loaded.sources == {"dwi": "scan_dwi.npy", "adc": "scan_adc.npy"}
+    assert loaded.voxel_size == (2.0, 2.0, 2.0) and loaded.geometry.has_world
+    np.save(adc, np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(InvalidImageError, match="ADC file scan_adc.npy: expected a 3D volume|at least 16"):
+        load_case(dwi, adc)
+    (tmp_path / "x.mha").write_bytes(b"not an image")
+    with pytest.raises(InvalidImageError, match=r"DWI file x.mha: expected a NumPy \(.npy, 2 mm isotropic\) or NIfTI"):
+        load_case(tmp_path / "x.mha", adc)
+    with pytest.raises(TypeError, match="expected an ImageReader"):
+        readers.register_reader(object())
+
+
+def test_outputs_keep_the_inputs_geometry_codes(tmp_path):
+    from stroke_seg.io import save_image
+
+    dwi_data, adc_data, _ = phantom()
+    img = nib.Nifti1Image(dwi_data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.set_sform(img.affine, 1)
+    img.set_qform(img.affine, 1)
+    loaded = load_case(img, nib.Nifti1Image(adc_data, img.affine))
+    assert (loaded.geometry.sform_code, loaded.geometry.qform_code) == (1, 1)
+    out = nib.load(str(save_image(np.zeros(loaded.shape), loaded, tmp_path / "m.nii.gz")))
+    assert (int(out.header["sform_code"]), int(out.header["qform_code"])) == (1, 1)
+    np.testing.assert_allclose(out.affine, loaded.affine, atol=1e-5)

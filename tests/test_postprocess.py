@@ -5,7 +5,12 @@ import pytest
 from scipy import ndimage as ndi
 
 from stroke_seg import SegmentConfig
-from stroke_seg.postprocess import binarize, refine_edges, remove_small_components, remove_unrestricted_components
+from stroke_seg.postprocess import (
+    grow_to_dwi_edges,
+    remove_small_components,
+    remove_unrestricted_components,
+    threshold_and_filter,
+)
 
 
 def _two_blobs():
@@ -21,7 +26,7 @@ def test_small_components_are_removed_by_size():
     assert remove_small_components(mask, 8).sum() == 72
     prob = mask.astype(np.float32) * 0.9
     # 1 mm voxels (0.001 mL): 0.01 mL = 10 voxels keeps only the big blob
-    assert binarize(prob, 0.5, 0.01, 0.001).sum() == 64
+    assert threshold_and_filter(prob, 0.5, 0.01, 0.001).sum() == 64
 
 
 def test_components_with_high_median_adc_are_removed():
@@ -56,7 +61,7 @@ def test_refine_edges_grows_a_lesion_to_its_half_partial_volume_edge():
     truth = frac >= 0.5
     seed = frac >= 0.999  # what a coarse model draws: only the full-lesion voxels
     assert truth.sum() > seed.sum() + 100
-    grown = refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=0.5)
+    grown = grow_to_dwi_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=0.5)
     assert (grown & seed).sum() == seed.sum()  # nothing removed
     assert (grown ^ truth).sum() <= 0.02 * truth.sum()  # the half-way DWI level is the 50 % partial-volume edge
     assert not grown[frac == 0].any()  # never into plain tissue
@@ -69,20 +74,20 @@ def test_refine_edges_stops_at_csf_at_its_reach_and_at_the_brain():
     radius = np.sqrt(((np.indices(frac.shape) - 19.6) ** 2).sum(0))
     # a bright plateau (DWI 1.5, lesion 1.8, tissue 1.0) out to 12 mm from the centre: growth stops after reach_mm
     plateau = np.where(radius < 12, np.maximum(dwi, 1.5), 1.0).astype(np.float32)
-    grown = refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=2.0, shell_mm=(8.0, 12.0))
+    grown = grow_to_dwi_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=2.0, shell_mm=(8.0, 12.0))
     dist = ndi.distance_transform_edt(~seed)
     assert grown.sum() > seed.sum() + 100 and dist[grown].max() <= 2.0
     assert (
-        refine_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0)).sum()
+        grow_to_dwi_edges(seed, plateau, adc, (1.0, 1.0, 1.0), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0)).sum()
         > grown.sum()
     )
     # CSF (ADC >= max_adc) and voxels outside the brain are never added
-    assert refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0))[edge].any()
+    assert grow_to_dwi_edges(seed, dwi, adc, (1.0, 1.0, 1.0))[edge].any()
     csf = np.where(edge, 3000.0, adc).astype(np.float32)
-    assert (refine_edges(seed, dwi, csf, (1.0, 1.0, 1.0)) == seed).all()
-    assert (refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), brain=~edge) == seed).all()
+    assert (grow_to_dwi_edges(seed, dwi, csf, (1.0, 1.0, 1.0)) == seed).all()
+    assert (grow_to_dwi_edges(seed, dwi, adc, (1.0, 1.0, 1.0), brain=~edge) == seed).all()
     with pytest.raises(ValueError, match="level"):
-        refine_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=1.0)
+        grow_to_dwi_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=1.0)
 
 
 def test_physics_guard_on_a_case_built_to_tempt_it(tmp_path):

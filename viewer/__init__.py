@@ -32,6 +32,12 @@ def viewer_value(dwi: Path, adc: Path, mask: Path, key: str) -> str:
 class NiiVueViewer(gr.HTML):
     """DWI or ADC with the lesion mask in red; opacity slider; multiplanar, axial or 3D render."""
 
+    MISSING = (
+        "*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). "
+        "The PNG montage below shows the result.*"
+    )
+    """What to show in its place when NiiVue is not installed."""
+
     def __init__(self, value: str = "", **kwargs) -> None:
         head = f'<script src="{file_url(NIIVUE_JS)}"></script>' if NIIVUE_JS.is_file() else None
         super().__init__(

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ModelError
 from .base import Backend
 
-__all__ = ["Backend", "get_model", "model_names", "model_infos", "register"]
+__all__ = ["Backend", "get_model", "model_names", "model_infos", "register", "default_model"]
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
 _INSTANCES: dict[str, Backend] = {}
@@ -88,6 +88,15 @@ def model_infos() -> list[dict[str, str]]:
             }
         )
     return out
+
+
+def default_model(wanted: str | None = None) -> str:
+    """``wanted`` when it is a registered model; else ``unet`` when its weights file is present, else the rule."""
+    if wanted in model_names():
+        return wanted
+    from .unet import WEIGHTS_PATH
+
+    return "unet" if "unet" in model_names() and WEIGHTS_PATH.is_file() else "adc-threshold"
 
 
 def _register_builtins() -> None:

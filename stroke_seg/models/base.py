@@ -50,6 +50,9 @@ class Backend(ABC):
             float32 probabilities in [0, 1], shape (X, Y, Z), canonical grid.
         """
 
+    def warm_up(self, config: SegmentConfig) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Do now what the first ``predict`` would otherwise pay for (engine conversion, compilation)."""
+
     def info(self) -> dict[str, str]:
         return {
             "name": self.name,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ModelError, check_cancel
 from ..preprocess import Preprocessed
-from ..types import CancelCheck, ProgressCallback, SegmentConfig
+from ..types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
 from .base import Backend
 
 __all__ = ["Ensemble"]
@@ -42,16 +42,17 @@ class Ensemble(Backend):
         self.version = "1.0[" + ",".join(f"{b.name}:{b.version}" for b in self.backends) + f"]/{self.fusion}"
         self.description = f"{self.fusion.capitalize()} fusion of {', '.join(self.members)}."
 
+    def warm_up(self, config: SegmentConfig) -> None:
+        for backend in self.backends:
+            backend.warm_up(config)
+
     def predict(
         self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck
     ) -> np.ndarray:
         n = len(self.backends)
         probs = []
         for i, backend in enumerate(self.backends):
-
-            def sub(fraction: float, description: str, i: int = i, name: str = backend.name) -> None:
-                progress((i + fraction) / n, f"{name} {description}")
-
+            sub = scaled_progress(progress, i / n, (i + 1) / n, prefix=f"{backend.name} ")
             probs.append(backend.predict(volumes, config=config, progress=sub, should_cancel=should_cancel))
             check_cancel(should_cancel, f"ensemble member {backend.name}")
         stack = np.stack(probs)

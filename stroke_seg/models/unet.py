@@ -4,7 +4,7 @@ Inputs are three channels on a 2 mm isotropic working grid (canonical RAS+ axes)
 its brain median, ADC in 1e-3 mm²/s (clipped to [0, 4]), FLAIR divided by its brain median (zeros
 when the case has none). The output is a lesion logit map; probabilities are resampled back to the
 canonical grid of the case and zeroed outside the (dilated) brain mask; lesions are then extended into the
-DWI-bright, mildly restricted rim around them at the input resolution (``adc_threshold.grow_rim``: ADC < 850,
+DWI-bright, mildly restricted rim around them at the input resolution (``postprocess.grow_into_rim``: ADC < 850,
 at most 4 mm), because the 2 mm network draws lesion edges short.
 
 Lifecycle (as nnU-Net's predictor): the weights load once when the backend is created (SHA-256
@@ -14,10 +14,10 @@ checked against the sidecar JSON), then ``predict`` runs Gaussian-weighted slidi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +26,13 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from ..errors import ModelError, check_cancel
+from ..digest import file_sha256
+from ..engines import build_engine, resolve_engine
+from ..errors import Cancelled, ModelError, check_cancel
 from ..inference import MIRROR_AXES, sliding_window
+from ..postprocess import grow_into_rim, rim_probability
 from ..preprocess import Preprocessed, zoom_to_shape, zoom_to_spacing
-from ..types import CancelCheck, ProgressCallback, SegmentConfig
-from .adc_threshold import grow_rim, rim_probability
+from ..types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
 from .base import Backend
 
 __all__ = ["UNet3D", "UNetBackend", "prepare_inputs", "WEIGHTS_PATH", "SPACING_MM", "WINDOW", "resolve_device"]
@@ -143,14 +145,6 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
     """Load the network and its metadata, checking the file's SHA-256 against the sidecar JSON.
 
@@ -167,7 +161,7 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
         meta = json.loads(meta_path.read_text())
     except ValueError as err:
         raise ModelError(f"unet weights: {meta_path.name} is not valid JSON ({err})") from err
-    digest = sha256(path)
+    digest = file_sha256(path)
     if digest != meta.get("sha256"):
         raise ModelError(
             f"unet weights: {path.name} is corrupt: expected SHA-256 {meta.get('sha256')}, but the file has {digest}"
@@ -205,6 +199,17 @@ class UNetBackend(Backend):
             self._device = device
         return self.net
 
+    def engine(self, config: SegmentConfig) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """The network engine for ``config`` (device, mode, engine), built once per process: (its name, it)."""
+        device = resolve_device(config.device)
+        name = resolve_engine(config.engine, device, config.mode)
+        return build_engine(name, self._on(device), window=WINDOW, key=f"unet-{self.meta['sha256'][:16]}")
+
+    def warm_up(self, config: SegmentConfig) -> None:
+        """Build the engines of both modes now, so that the first request does not pay their conversion."""
+        for mode in ("fast", "accurate"):
+            self.engine(config.replace(mode=mode))
+
     def predict(
         self, volumes: Preprocessed, *, config: SegmentConfig, progress: ProgressCallback, should_cancel: CancelCheck
     ) -> np.ndarray:
@@ -212,22 +217,42 @@ class UNetBackend(Backend):
         prepared = prepare_inputs(volumes)
         check_cancel(should_cancel, "input preparation")
         device = resolve_device(config.device)
-        net = self._on(device)
+        engine_name, engine = self.engine(config)
         mirrors = MIRROR_AXES if config.mode == "accurate" else ((),)
-        log.info("unet: %s windows of %s on %s, %d mirror passes", prepared.x.shape[1:], WINDOW, device, len(mirrors))
-        x = torch.from_numpy(prepared.x).to(device)
-        prob = sliding_window(
-            x,
-            net,
+        log.info(
+            "unet: %s windows of %s on %s (%s), %d mirror passes",
+            prepared.x.shape[1:],
             WINDOW,
-            mirror_axes=mirrors,
-            progress=lambda f, d: progress(0.02 + 0.95 * f, d + (" (8x mirror TTA)" if len(mirrors) > 1 else "")),
-            should_cancel=should_cancel,
+            device,
+            engine_name,
+            len(mirrors),
         )
+        x = torch.from_numpy(prepared.x).to(device)
+
+        def run(net: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+            prefix = "8x mirror TTA: " if len(mirrors) > 1 else ""
+            return sliding_window(
+                x,
+                net,
+                WINDOW,
+                mirror_axes=mirrors,
+                progress=scaled_progress(progress, 0.02, 0.97, prefix=prefix),
+                should_cancel=should_cancel,
+            )
+
+        try:
+            prob = run(engine)
+        except Cancelled:
+            raise
+        except Exception as err:  # noqa: BLE001 - an engine failure falls back to the reference, never to the user
+            if engine_name == "torch":
+                raise
+            log.warning("engine %s failed (%s: %s); running the torch reference", engine_name, type(err).__name__, err)
+            prob = run(build_engine("torch", self._on(device), window=WINDOW, key="")[1])
         progress(0.98, "resampling back to the input grid")
         prob = restore(prob, prepared, volumes.dwi.shape)
         check_cancel(should_cancel, "inference")
         progress(0.99, "DWI-bright rim at the input resolution")
         # The network works at 2 mm and draws edges short; the rule's rim step (DWI-bright, ADC < 850, within
         # 4 mm) completes them at the input resolution (tuning set: mean Dice 0.812 -> 0.864, negatives 0 mL).
-        return grow_rim(prob, rim_probability(volumes), volumes.voxel_size, threshold=config.threshold)
+        return grow_into_rim(prob, rim_probability(volumes), volumes.voxel_size, threshold=config.threshold)

@@ -1,0 +1,189 @@
+"""Network engines: what runs a torch module on one window, chosen per device and mode.
+
+* ``torch``: the module itself in float32 under ``inference_mode`` (the reference; always available; CUDA).
+* ``openvino``: the module converted to OpenVINO and compiled for the CPU in float32 (precision set explicitly:
+  OpenVINO would otherwise pick bfloat16 on CPUs that have it).
+* ``openvino-bf16``: the same in bfloat16, on CPUs with native bf16 (AVX-512 BF16 or AMX); faster, and close to
+  but not bit-equal with the reference (agreement in ``BENCHMARKS.md``; ``tests/test_engines.py`` checks it).
+
+:func:`resolve_engine` picks one for ``"auto"``: CUDA runs ``torch``; a CPU runs :data:`AUTO_CPU` for the mode,
+falling back to ``openvino`` where bf16 is not native and to ``torch`` where OpenVINO is not installed.
+:func:`build_engine` converts once per process (the converted model is cached on disk under
+:func:`default_cache_dir`, keyed by the weights' SHA-256 and the OpenVINO version) and compiles once per precision;
+any failure there is logged and the torch reference is returned instead, never an error for the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .types import ENGINE_NAMES
+
+__all__ = [
+    "ENGINES",
+    "AUTO_CPU",
+    "Engine",
+    "resolve_engine",
+    "build_engine",
+    "openvino_available",
+    "native_bf16",
+    "default_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ENGINE_NAMES
+"""Accepted values of :attr:`stroke_seg.types.SegmentConfig.engine`."""
+
+AUTO_CPU = {"fast": "openvino", "accurate": "openvino-bf16"}
+"""The engine ``"auto"`` picks on a CPU, per mode (each meets the agreement rule of ``tests/test_engines.py``)."""
+
+Engine = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a window batch (N, C, x, y, z) to logits (N, 1, x, y, z), float32, on the input's device."""
+
+_lock = threading.Lock()
+_compiled: dict[tuple[str, str], Engine] = {}
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def native_bf16() -> bool:
+    """True when OpenVINO reports native bfloat16 on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no OpenVINO or no CPU plugin: no bf16
+        return False
+
+
+def resolve_engine(requested: str, device: torch.device, mode: str) -> str:
+    """The engine to run: ``requested`` unless it is ``"auto"`` or cannot run here (then logged).
+
+    Raises:
+        ValueError: ``requested`` is not one of :data:`ENGINES`.
+    """
+    if requested not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, but it is {requested!r}")
+    if device.type != "cpu":
+        if requested not in ("auto", "torch"):
+            log.warning("engine %s runs on the CPU only; using torch on %s", requested, device)
+        return "torch"
+    wanted = AUTO_CPU.get(mode, "openvino") if requested == "auto" else requested
+    if wanted.startswith("openvino") and not openvino_available():
+        if requested != "auto":
+            log.warning("engine %s: OpenVINO is not installed; using the torch reference", requested)
+        return "torch"
+    if wanted == "openvino-bf16" and not native_bf16():
+        log.info("engine openvino-bf16: this CPU has no native bf16; using openvino (float32)")
+        return "openvino"
+    return wanted
+
+
+def default_cache_dir() -> Path:
+    """``$STROKE_SEG_ENGINE_CACHE`` or ``<system temp>/stroke-seg-engines``."""
+    return Path(os.environ.get("STROKE_SEG_ENGINE_CACHE") or Path(tempfile.gettempdir()) / "stroke-seg-engines")
+
+
+def _torch_engine(net: torch.nn.Module) -> Engine:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x).float()
+
+    return run
+
+
+def _openvino_model(net: torch.nn.Module, example: torch.Tensor, key: str, cache_dir: Path):
+    """The module as an OpenVINO model: read from the disk cache, else converted (seconds) and saved."""
+    import openvino as ov
+
+    core = ov.Core()
+    path = cache_dir / f"{key}-ov{ov.__version__.split('-')[0]}.xml"
+    if path.is_file():
+        try:
+            return core, core.read_model(str(path))
+        except Exception as err:  # noqa: BLE001 - a damaged cache entry is rebuilt
+            log.warning("engine cache %s unreadable (%s); converting again", path.name, err)
+    model = ov.convert_model(net, example_input=example)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}-{os.getpid()}.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)  # the default would store weights in fp16
+        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        tmp.replace(path)
+    except OSError as err:
+        log.warning("engine cache not written (%s); the conversion is redone in the next process", err)
+    return core, model
+
+
+def _openvino_engine(net: torch.nn.Module, window: tuple[int, ...], key: str, precision: str, cache_dir: Path):
+    channels = int(next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d)).in_channels)
+    shape = (1, channels, *window)
+    core, model = _openvino_model(net, torch.zeros(shape), key, cache_dir)
+    model.reshape(list(shape))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    request_lock = threading.Lock()  # one infer request per engine; jobs on other threads wait for it
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) != shape:
+            raise ValueError(f"engine input must have shape {shape}, but it has {tuple(x.shape)}")
+        with request_lock:
+            request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+            out = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        return torch.from_numpy(out)
+
+    return run
+
+
+def build_engine(
+    name: str,
+    net: torch.nn.Module,
+    *,
+    window: tuple[int, int, int],
+    key: str,
+    cache_dir: Path | None = None,
+) -> tuple[str, Engine]:
+    """The engine ``name`` for ``net`` on windows of ``window``, built once per process and ``key``.
+
+    Args:
+        name: a resolved engine (:func:`resolve_engine`), not ``"auto"``.
+        net: the module in eval mode (on the device it will run on, for ``torch``).
+        window: spatial window size; OpenVINO compiles for (1, C, *window).
+        key: identifies the weights (their SHA-256); converted models are cached under it.
+        cache_dir: where converted models are kept (default :func:`default_cache_dir`).
+
+    Returns:
+        ``(name actually built, engine)``: ``"torch"`` when an OpenVINO engine failed to build (logged).
+    """
+    if name == "torch":
+        return name, _torch_engine(net)
+    precision = {"openvino": "f32", "openvino-bf16": "bf16"}.get(name)
+    if precision is None:
+        raise ValueError(f"engine must be torch, openvino or openvino-bf16, but it is {name!r}")
+    with _lock:
+        cached = _compiled.get((key, name))
+        if cached is None:
+            try:
+                cached = _openvino_engine(net, window, key, precision, cache_dir or default_cache_dir())
+            except Exception as err:  # noqa: BLE001 - any engine failure falls back to the reference
+                log.warning(
+                    "engine %s failed to build (%s: %s); using the torch reference", name, type(err).__name__, err
+                )
+                return "torch", _torch_engine(net)
+            _compiled[(key, name)] = cached
+    return name, cached

@@ -1,0 +1,82 @@
+"""What a person reads about a case and a result: Markdown lines and table rows, from :class:`Case` and the report.
+
+UI-toolkit free: the web app puts these into its widgets; any other front end can do the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import model_infos
+from .types import Case
+
+__all__ = ["RESEARCH_NOTICE", "case_markdown", "result_rows", "warnings_markdown", "model_markdown", "done_markdown"]
+
+RESEARCH_NOTICE = (
+    "**Research use only — not for diagnosis or treatment decisions.** The `unet` model was trained only on "
+    "synthetic cases generated from the MNI152 template (never on patient scans). On real scans it never saw it finds "
+    "large infarcts well but misses most small, faint lesions (Dice 0.48 against an expert mask; a strong published "
+    "model: 0.79). `adc-threshold` is a fixed rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, plus the "
+    "DWI-bright rim next to that core). Implausible results get a warning. See the model card for the figures."
+)
+
+
+def case_markdown(case: Case) -> str:
+    """One line on the input (shape, voxel size, orientation, ADC unit, optional inputs), then the loading notes."""
+    s = case.summary()
+    lines = [
+        f"**Input** — shape {tuple(s['shape'])}, voxel {' × '.join(f'{v:g}' for v in s['voxel_size_mm'])} mm, "
+        f"orientation {s['orientation']}, ADC unit detected: {s['adc_unit_detected']}"
+        + (", FLAIR given" if s["has_flair"] else "")
+        + (", ground truth given" if s["has_ground_truth"] else "")
+    ]
+    lines += [f"- {n}" for n in s["notes"]]
+    return "\n".join(lines)
+
+
+LESION_COLUMNS = ["Lesion", "Volume (mL)", "Centroid (world mm)", "Mean ADC (10⁻⁶ mm²/s)"]
+"""Column names of the lesion rows of :func:`result_rows`."""
+
+_COMPARISON_ROWS = (
+    ("dice", "Dice vs ground truth"),
+    ("avd_ml", "Abs. volume difference (mL)"),
+    ("lesion_f1", "Lesion-wise F1"),
+    ("lesion_count_diff", "Abs. lesion count difference"),
+)
+
+
+def result_rows(report: dict[str, Any]) -> tuple[list[list], list[list]]:
+    """The summary table (measure, value) and the lesion table (label, mL, world centroid, mean ADC) of a report."""
+    summary = [
+        ["Lesion volume (mL)", f"{report['lesion_volume_ml']:.2f}"],
+        ["Lesion count", str(report["lesion_count"])],
+    ]
+    for key, label in _COMPARISON_ROWS:
+        if key in report:
+            summary.append([label, f"{report[key]:.3f}" if isinstance(report[key], float) else str(report[key])])
+    summary.append(["Model", f"{report['model']} {report['model_version']} ({report['mode']})"])
+    summary.append(["Time (s)", f"{report['timings']['total']:.1f}"])
+    lesions = [
+        [les["label"], round(les["volume_ml"], 3), ", ".join(f"{c:.1f}" for c in les["centroid_mm"])]
+        + [les["mean_adc_1e-6_mm2_per_s"]]
+        for les in report["lesions"]
+    ]
+    return summary, lesions
+
+
+def warnings_markdown(report: dict[str, Any]) -> str:
+    """The report's plausibility warnings under a heading; empty when there are none."""
+    found = report.get("warnings") or []
+    return "### ⚠️ Check this result\n" + "\n".join(f"- {w}" for w in found) if found else ""
+
+
+def done_markdown(report: dict[str, Any], cached: bool) -> str:
+    return f"Done in {report['timings']['total']:.1f} s with `{report['model']}` ({report['mode']})." + (
+        " Served from the result cache." if cached else ""
+    )
+
+
+def model_markdown(name: str) -> str:
+    """A model's description and what it was validated on; empty for an unknown name."""
+    info = next((i for i in model_infos() if i["name"] == name), None)
+    return f"*{info['description']}* Validated on: {info['validated_on']}" if info else ""

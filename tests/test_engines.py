@@ -1,0 +1,142 @@
+"""Network engines: the default engine agrees with the float32 torch reference on every example and shared real
+scan, per mode; a missing or failing engine falls back to the reference; progress and cancel keep their grain."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import stroke_seg
+from conftest import require
+from stroke_seg import engines
+from stroke_seg.batch import discover_cases
+from stroke_seg.train import REAL_CASES
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+STRICT = os.environ.get("STROKE_SEG_STRICT") == "1"
+
+pytestmark = pytest.mark.skipif(
+    not stroke_seg.models.default_model() == "unet", reason="the unet weights are not present"
+)
+
+DICE_MIN = 0.999
+VOLUME_TOLERANCE = 0.005
+
+
+def _cases() -> list[tuple[str, dict]]:
+    cases = [(f"example {n}", f) for n, f in discover_cases(ROOT / "examples")]
+    for name, scan in REAL_CASES.items():
+        if (SHARED / name).is_dir():
+            cases.append((f"real {name}", {r: SHARED / name / f for r, f in scan.inputs.items()}))
+    return cases
+
+
+def _mask(files, **config) -> np.ndarray:
+    result = stroke_seg.segment(files, model="unet", config=stroke_seg.SegmentConfig(**config))
+    return np.asarray(result.mask.dataobj) > 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "accurate"])
+def test_the_default_engine_agrees_with_the_float32_reference(mode):
+    require(engines.openvino_available(), "OpenVINO is not installed: the default engine is the reference itself")
+    cases = _cases()
+    require(len(cases) >= 4 + 3 or not SHARED.is_dir(), "a shared real scan is missing")
+    chosen = engines.resolve_engine("auto", torch.device("cpu"), mode)
+    assert chosen != "torch"
+    failures = []
+    for name, files in cases:
+        ref, out = _mask(files, mode=mode, engine="torch"), _mask(files, mode=mode, engine="auto")
+        total = int(ref.sum() + out.sum())
+        dice = 2 * int((ref & out).sum()) / total if total else 1.0
+        volume = abs(int(out.sum()) - int(ref.sum())) / max(int(ref.sum()), 1)
+        if dice < DICE_MIN or volume > VOLUME_TOLERANCE:
+            failures.append(f"{name}: Dice {dice:.5f}, volume {volume:+.3%} ({out.sum()} vs {ref.sum()} voxels)")
+    assert not failures, f"engine {chosen} ({mode}) disagrees with the reference: {failures}"
+
+
+def test_resolve_engine_per_device_and_mode(monkeypatch):
+    assert engines.resolve_engine("auto", torch.device("cuda"), "fast") == "torch"
+    assert engines.resolve_engine("openvino", torch.device("cuda"), "fast") == "torch"
+    assert engines.resolve_engine("torch", torch.device("cpu"), "accurate") == "torch"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engines.resolve_engine("tensorrt", torch.device("cpu"), "fast")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        stroke_seg.SegmentConfig(engine="tensorrt")
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    monkeypatch.setattr(engines, "native_bf16", lambda: False)
+    assert engines.resolve_engine("openvino-bf16", torch.device("cpu"), "fast") == "openvino"
+    assert engines.resolve_engine("auto", torch.device("cpu"), "accurate") == "openvino"
+    monkeypatch.setattr(engines, "native_bf16", lambda: True)
+    assert engines.resolve_engine("auto", torch.device("cpu"), "accurate") == engines.AUTO_CPU["accurate"]
+    assert engines.resolve_engine("auto", torch.device("cpu"), "fast") == engines.AUTO_CPU["fast"]
+
+
+def _example() -> dict:
+    return dict(discover_cases(ROOT / "examples"))["territorial_mca"]
+
+
+def test_missing_openvino_falls_back_to_the_reference(monkeypatch, caplog):
+    reference = _mask(_example(), engine="torch")
+    monkeypatch.setattr(engines, "openvino_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="stroke_seg.engines"):
+        assert (_mask(_example(), engine="openvino") == reference).all()
+    assert "OpenVINO is not installed" in caplog.text
+
+
+def test_an_engine_that_fails_to_build_or_to_run_falls_back(monkeypatch, caplog):
+    require(engines.openvino_available(), "OpenVINO is not installed")
+    reference = _mask(_example(), engine="torch")
+    monkeypatch.setattr(engines, "_compiled", {})
+
+    def broken_build(*args, **kwargs):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(engines, "_openvino_engine", broken_build)
+    with caplog.at_level(logging.WARNING):
+        assert (_mask(_example(), engine="openvino") == reference).all()
+    assert "failed to build" in caplog.text
+
+    def fails_at_run(*args, **kwargs):
+        def run(x):
+            raise RuntimeError("infer request failed")
+
+        return run
+
+    monkeypatch.setattr(engines, "_compiled", {})
+    monkeypatch.setattr(engines, "_openvino_engine", fails_at_run)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert (_mask(_example(), engine="openvino") == reference).all()
+    assert "running the torch reference" in caplog.text
+
+
+def test_progress_and_cancel_keep_their_grain_with_the_default_engine():
+    events: list[tuple[float, str]] = []
+    stroke_seg.segment(_example(), model="unet", progress=lambda f, d: events.append((f, d)))
+    windows = [d for _, d in events if "window" in d]
+    assert len(windows) >= 4, events
+    fired = threading.Event()
+    seen_at: list[float] = []
+
+    def progress(fraction, description):
+        if "window 1/" in description and not fired.is_set():
+            fired.set()
+            seen_at.append(time.perf_counter())
+
+    with pytest.raises(stroke_seg.Cancelled):
+        stroke_seg.segment(
+            _example(),
+            model="unet",
+            config=stroke_seg.SegmentConfig(mode="accurate"),
+            progress=progress,
+            should_cancel=fired.is_set,
+        )
+    assert time.perf_counter() - seen_at[0] <= 0.5

@@ -1,0 +1,36 @@
+"""The job engine's input rules, without a UI: an example's files are never paired with a user's upload."""
+
+from __future__ import annotations
+
+import pytest
+
+from stroke_seg.errors import InvalidImageError
+from stroke_seg.jobs import DICOM, after_upload, own_files
+
+EXAMPLE = {"dwi": "ex/dwi.nii.gz", "adc": "ex/adc.nii.gz", "flair": "ex/flair.nii.gz", "ground_truth": "ex/gt.nii.gz"}
+
+
+def test_an_upload_clears_the_examples_flair_and_ground_truth_only():
+    state, cleared = after_upload({"left": list(EXAMPLE), "user": False}, "dwi")
+    assert cleared == ["flair", "ground_truth"]
+    assert state == {"left": ["adc"], "user": True}
+
+
+def test_an_example_run_whole_is_used_as_it_is():
+    assert own_files(dict(EXAMPLE), {"left": list(EXAMPLE), "user": False}) == EXAMPLE
+
+
+def test_an_upload_is_never_paired_with_the_examples_adc():
+    state, _ = after_upload({"left": list(EXAMPLE), "user": False}, "dwi")
+    files = dict(EXAMPLE, dwi="mine/dwi.nii.gz", flair=None, ground_truth=None)
+    with pytest.raises(InvalidImageError, match="paired with the example's ADC"):
+        own_files(files, state)
+    state, _ = after_upload(state, "adc")
+    assert own_files(dict(files, adc="mine/adc.nii.gz"), state)["adc"] == "mine/adc.nii.gz"
+
+
+def test_a_dicom_upload_drops_everything_the_example_left():
+    state, _ = after_upload({"left": list(EXAMPLE), "user": False}, DICOM)
+    # the upload handler has cleared the example's FLAIR and ground truth in the page
+    files = own_files(dict(EXAMPLE, flair=None, ground_truth=None, **{DICOM: "mine/export.zip"}), state)
+    assert files == {"dwi": None, "adc": None, "flair": None, "ground_truth": None, DICOM: "mine/export.zip"}

@@ -1,0 +1,94 @@
+"""The library's layering: no module imports from a layer above it, none imports a UI toolkit, and each imports
+alone in a fresh interpreter (no hidden dependence on import order)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "stroke_seg"
+
+LAYERS = [
+    {"types", "errors", "version", "digest", "anatomy", "cache", "synth_dicom"},
+    {"readers", "synth"},
+    {"io", "dicom", "preprocess", "inference", "engines"},
+    {"postprocess"},
+    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble"},
+    {"metrics", "qc", "render", "presentation"},
+    {"api"},
+    {"batch", "jobs", "train"},
+    {"cli", "__main__", "__init__"},
+]
+"""Lowest first: types/errors -> readers -> io/preprocess/inference -> postprocess -> models -> metrics/QC ->
+api -> batch/jobs -> cli. A module may import from its own layer or below."""
+
+LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"] or ["__init__"]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The stroke_seg modules ``path`` imports (relative or absolute), as dotted names under the package."""
+    here = _module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    if path.name == "__init__.py" and here == ["__init__"]:
+        package = []
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "stroke_seg":
+                base = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:
+                candidate = ".".join(base + [alias.name])
+                found.add(candidate if candidate in LEVEL else ".".join(base) or "__init__")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("stroke_seg.")}
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert {_module_name(p) for p in MODULES} <= set(LEVEL), "add new modules to LAYERS"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_module_name)
+def test_no_upward_import(path):
+    name = _module_name(path)
+    upward = {m for m in _imports(path) if m != name and LEVEL.get(m, -1) > LEVEL[name]}
+    if name in ("__init__", "models"):  # a package's __init__ may re-export what is below and beside it
+        upward = {m for m in upward if not m.startswith("models.") and m != "api"}
+    assert not upward, f"{name} (layer {LEVEL[name]}) imports from above: {sorted(upward)}"
+
+
+def test_the_library_never_imports_a_ui_toolkit():
+    for path in MODULES:
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {n for n in names if n.split(".")[0] in ("gradio", "gradio_client")}, path.name
+
+
+def test_each_module_imports_alone_in_a_fresh_interpreter():
+    names = [f"stroke_seg.{_module_name(p)}" if _module_name(p) != "__init__" else "stroke_seg" for p in MODULES]
+    procs = {
+        n: subprocess.Popen([sys.executable, "-c", f"import {n}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for n in names
+        if not n.endswith("__main__")
+    }
+    failed = {n: p.communicate(timeout=300)[1][-500:] for n, p in procs.items() if p.wait(timeout=300) != 0}
+    assert not failed, failed

@@ -22,6 +22,7 @@ import stroke_seg  # noqa: E402
 from stroke_seg import presentation  # noqa: E402
 from stroke_seg.batch import discover_cases  # noqa: E402
 from stroke_seg.cache import ResultCache  # noqa: E402
+from stroke_seg.cluster import ClusterRunner  # noqa: E402
 from stroke_seg.jobs import B0, DICOM, INPUT_NAMES, JobEngine, after_upload, entry_file, own_files  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
@@ -30,10 +31,12 @@ log = logging.getLogger("stroke_seg.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 MAX_QUEUE = int(os.environ.get("STROKE_SEG_MAX_QUEUE", "20"))
-CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY", "1"))
+SCHEDULER = os.environ.get("STROKE_SEG_DASK_SCHEDULER")  # jobs run on this Dask cluster's workers
+RUNNER = ClusterRunner(SCHEDULER) if SCHEDULER else stroke_seg.segment
+CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY") or (max(1, RUNNER.workers()) if SCHEDULER else 1))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache.from_env()
-ENGINE = JobEngine(CACHE, CONCURRENCY, engine=os.environ.get("STROKE_SEG_ENGINE", "auto"))
+ENGINE = JobEngine(CACHE, CONCURRENCY, engine=os.environ.get("STROKE_SEG_ENGINE", "auto"), runner=RUNNER)
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 

@@ -22,7 +22,7 @@ from .errors import InvalidImageError, StrokeSegError
 from .io import save_image
 from .types import Result, SegmentConfig
 
-__all__ = ["discover_cases", "write_outputs", "run_case", "run_batch", "CSV_FIELDS", "CaseFiles"]
+__all__ = ["discover_cases", "write_outputs", "run_case", "run_batch", "write_summary", "CSV_FIELDS", "CaseFiles"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ CSV_FIELDS = [
     "lesion_f1",
     "lesion_count_diff",
     "seconds",
+    "worker",
     "warnings",
     "error",
 ]
@@ -153,9 +154,17 @@ def run_batch(
     """
     cases = list(cases)
     rows = [run_case(name, files, out, model, config) for name, files in (progress(cases) if progress else cases)]
+    for row in rows:
+        row["worker"] = "in-process"
+    write_summary(rows, out)
+    return rows
+
+
+def write_summary(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Write ``out/summary.csv``: one row per case, columns :data:`CSV_FIELDS`."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    return rows
+    return out / "summary.csv"

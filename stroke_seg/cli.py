@@ -149,9 +149,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
             f"batch input {root}: expected CASE/dwi.nii.gz + CASE/adc.nii.gz (or b0.nii.gz) or ISLES'22 BIDS "
             "(sub-*/ses-*/dwi/*_dwi.nii.gz), but found no case"
         )
-    rows = batch.run_batch(
-        cases, out, args.model, _config(args), progress=lambda c: tqdm(c, desc=f"segment ({args.model})", unit="case")
-    )
+    desc = f"segment ({args.model})"
+    if args.scheduler or args.workers:
+        from . import cluster
+
+        with cluster.connect(args.scheduler, args.workers) as client:
+            rows = cluster.run_batch_on_cluster(
+                cases,
+                out,
+                args.model,
+                _config(args),
+                client,
+                progress=lambda done, n: tqdm(done, total=n, desc=desc, unit="case"),
+            )
+    else:
+        rows = batch.run_batch(
+            cases, out, args.model, _config(args), progress=lambda c: tqdm(c, desc=desc, unit="case")
+        )
     failed = sum(r["status"] == "failed" for r in rows)
     print(f"{len(cases) - failed}/{len(cases)} cases done, {failed} failed; summary: {out / 'summary.csv'}")
     return 0 if failed == 0 else 1
@@ -193,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="segment every case in a folder (simple or ISLES'22 BIDS layout)")
     p.add_argument("input_dir")
     p.add_argument("--out", required=True)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run one task per case on this Dask cluster (inputs and --out on storage every worker sees)",
+    )
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="start a Dask LocalCluster of N worker processes on this machine"
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("models", help="list the model backends")

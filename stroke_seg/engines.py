@@ -135,7 +135,11 @@ def _openvino_engine(net: torch.nn.Module, window: tuple[int, ...], key: str, pr
     shape = (1, channels, *window)
     core, model = _openvino_model(net, torch.zeros(shape), key, cache_dir)
     model.reshape(list(shape))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    options = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if os.environ.get("STROKE_SEG_THREADS"):  # a share of the cores (one of several worker processes)
+        options["INFERENCE_NUM_THREADS"] = int(os.environ["STROKE_SEG_THREADS"])
+        options["ENABLE_CPU_PINNING"] = False  # pinned, every process would take the same first cores
+    compiled = core.compile_model(model, "CPU", options)
     request = compiled.create_infer_request()
     request_lock = threading.Lock()  # one infer request per engine; jobs on other threads wait for it
 

@@ -49,6 +49,11 @@ INPUT_NAMES = ("dwi", "adc", "flair", "ground_truth")
 JobEvent = tuple[str, Any]
 """``("summary", (case, inputs_png))``, ``("tick", status_text)``, then ``("done" | "cached", entry_folder)``."""
 
+Runner = Callable[..., Result]
+"""Where a job's :func:`stroke_seg.segment` runs: ``segment`` itself (in this process) or a
+:class:`stroke_seg.cluster.ClusterRunner` (on a Dask worker); called as ``runner(case, model=, config=, progress=,
+should_cancel=)``."""
+
 Progress = Callable[..., Any]
 """``progress(fraction, desc=...)``; ``gr.Progress`` fits."""
 
@@ -91,9 +96,16 @@ class _Job:
     """One segmentation job of one request; nothing in it is shared between sessions."""
 
     def __init__(
-        self, model: str, mode: str, config: SegmentConfig, progress: Progress, stopping: threading.Event
+        self,
+        model: str,
+        mode: str,
+        config: SegmentConfig,
+        progress: Progress,
+        stopping: threading.Event,
+        runner: Runner = segment,
     ) -> None:
         self.model, self.mode, self.config, self.progress, self.stopping = model, mode, config, progress, stopping
+        self.runner = runner
         self.cancel = threading.Event()
         self.stage = "queued"
         self.started = time.monotonic()
@@ -114,7 +126,7 @@ class _Job:
             try:
                 if self.should_cancel():
                     raise Cancelled("cancelled while waiting for the device")
-                self.result = segment(
+                self.result = self.runner(
                     case,
                     model=self.model,
                     config=self.config.replace(mode=self.mode),
@@ -144,12 +156,22 @@ class JobEngine:
         concurrency: inference jobs at once.
         tick_s: a running job reports its status at least this often, seconds.
         engine: the network engine of every job (:attr:`SegmentConfig.engine`).
+        runner: where jobs run (:data:`Runner`); ``concurrency`` jobs at once are handed to it.
     """
 
-    def __init__(self, cache: ResultCache, concurrency: int = 1, tick_s: float = 0.5, *, engine: str = "auto") -> None:
+    def __init__(
+        self,
+        cache: ResultCache,
+        concurrency: int = 1,
+        tick_s: float = 0.5,
+        *,
+        engine: str = "auto",
+        runner: Runner = segment,
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, but it is {concurrency}")
         self.config = SegmentConfig(engine=engine)
+        self.runner = runner
         self.cache = cache
         self.concurrency = concurrency
         self.tick_s = tick_s
@@ -161,7 +183,8 @@ class JobEngine:
 
         def load() -> None:
             try:
-                get_model(model).warm_up(self.config)
+                warm = getattr(self.runner, "warm_up", None)
+                warm(model, self.config) if warm else get_model(model).warm_up(self.config)
             except StrokeSegError as err:
                 log.warning("model warm-up failed: %s", err)
 
@@ -206,7 +229,7 @@ class JobEngine:
             log.info("cache hit %s", key)
             yield "cached", hit
             return
-        job = _Job(model, mode, self.config, progress, self.stopping)
+        job = _Job(model, mode, self.config, progress, self.stopping, self.runner)
         log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
         job.report(0.0, "validating inputs")
         workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job

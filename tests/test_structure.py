@@ -21,7 +21,7 @@ LAYERS = [
     {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble"},
     {"metrics", "qc", "render", "presentation"},
     {"api"},
-    {"batch", "jobs", "train"},
+    {"batch", "jobs", "train", "cluster"},
     {"cli", "__main__", "__init__"},
 ]
 """Lowest first: types/errors -> readers -> io/preprocess/inference -> postprocess -> models -> metrics/QC ->

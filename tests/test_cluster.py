@@ -1,0 +1,192 @@
+"""Dask scale-out with real processes: a ``dask scheduler`` and two ``dask worker`` processes on loopback.
+
+* A cohort batch where one worker is killed mid-run still finishes every case, with the masks of an in-process run.
+* The app with ``STROKE_SEG_DASK_SCHEDULER`` runs two jobs at once on the two workers, with progress from the
+  workers' window loops, and a cancel that stops the worker's loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from apphelpers import ROOT, free_port, launched_app
+from conftest import require
+from stroke_seg import SegmentConfig, batch, synth
+from stroke_seg.models.unet import WEIGHTS_PATH
+
+distributed = pytest.importorskip("distributed")
+gradio_client = pytest.importorskip("gradio_client")
+
+pytestmark = pytest.mark.cluster
+
+RUNNING = ("PROCESSING", "ITERATING")
+
+
+def _dask_cli() -> list[str]:
+    script = Path(sys.executable).with_name("dask")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dask"]
+
+
+class LoopbackCluster:
+    """``dask scheduler`` + named ``dask worker`` processes (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, tmp: Path, names=("w1", "w2")) -> None:
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), STROKE_SEG_THREADS="1", STROKE_SEG_CACHE_DIR=str(tmp))
+        self.logs = tmp
+        port = self.address.rsplit(":", 1)[1]
+        self.scheduler = self._start(
+            "scheduler", ["scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"]
+        )
+        self.workers = {
+            name: self._start(
+                name,
+                ["worker", self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
+                + ["--host", "127.0.0.1"],
+            )
+            for name in names
+        }
+        self.client = distributed.Client(self.address, timeout="30s")
+        self.client.wait_for_workers(len(names), timeout=90)
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"dask-{name}.log", "w")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(_dask_cli() + args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def processing(self) -> dict[str, int]:
+        """Tasks each worker is running now, by worker name."""
+        return self.client.run_on_scheduler(
+            lambda dask_scheduler: {ws.name: len(ws.processing) for ws in dask_scheduler.workers.values()}
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        for proc in [*self.workers.values(), self.scheduler]:
+            proc.terminate()
+        for proc in [*self.workers.values(), self.scheduler]:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
+    c = LoopbackCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.parent.name: np.asarray(nib.load(str(p)).dataobj) for p in sorted(folder.glob("*/mask.nii.gz"))}
+
+
+def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tmp_path, cluster):
+    cohort = tmp_path / "cohort"
+    patterns = ["lacunar", "territorial", "emboli", "control"] * 2
+    for i, pattern in enumerate(patterns):
+        synth.make_case(700 + i, pattern, synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(cohort / f"case{i}")
+    cases = batch.discover_cases(cohort)
+    batch.run_batch(cases, tmp_path / "local", "unet", SegmentConfig())
+
+    out = tmp_path / "cluster"
+    cmd = [sys.executable, "-m", "stroke_seg", "batch", str(cohort), "--out", str(out), "--model", "unet"]
+    run = subprocess.Popen(
+        cmd + ["--scheduler", cluster.address], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not (len(list(out.glob("case*/report.json"))) >= 3 and cluster.processing().get("w1", 0) >= 1):
+        if time.monotonic() > deadline or run.poll() is not None:
+            run.kill()
+            pytest.fail(f"the batch never had worker w1 busy after three cases: {run.communicate()[0][-2000:]}")
+        time.sleep(0.05)
+    cluster.workers["w1"].send_signal(signal.SIGKILL)  # mid-case: w1 is running one now
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output[-3000:]
+
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["case"] for r in rows] == [name for name, _ in cases]
+    assert all(r["status"] == "ok" for r in rows), rows
+    assert {r["worker"] for r in rows} == {"w1", "w2"}, rows  # w1 finished cases before it died, w2 the rest
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    local, remote = _masks(tmp_path / "local"), _masks(out)
+    assert local.keys() == remote.keys() and len(local) == len(cases)
+    for name in local:
+        assert np.array_equal(local[name], remote[name]), name
+
+
+def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path, cluster):
+    cohort = tmp_path / "cohort"
+    for i in range(2):
+        synth.make_case(800 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(cohort / f"c{i}")
+    cases = batch.discover_cases(cohort)
+    shutil.rmtree(cohort / "c1")  # gone after discovery: no worker can read it
+    from stroke_seg.cluster import run_batch_on_cluster
+
+    rows = run_batch_on_cluster(cases, tmp_path / "out", "adc-threshold", SegmentConfig(), cluster.client)
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "failed"
+    assert "cannot read" in rows[1]["error"] and "storage every worker sees" in rows[1]["error"]
+
+
+def _submit(client, folder: Path, mode: str):
+    from gradio_client import handle_file
+
+    return client.submit(
+        handle_file(str(folder / "dwi.nii.gz")),
+        handle_file(str(folder / "adc.nii.gz")),
+        None,
+        None,
+        "unet",
+        mode,
+        api_name="/segment",
+    )
+
+
+def _desc(job) -> str:
+    data = job.status().progress_data
+    return (data[-1].desc or "") if data else ""
+
+
+def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(tmp_path, cluster):
+    from gradio_client import Client
+
+    cases = [
+        synth.make_case(900 + i, "territorial", synth.Acquisition(voxel_size=(1.5, 1.5, 1.5))).save(tmp_path / f"c{i}")
+        for i in range(2)
+    ]
+    with launched_app(tmp_path, STROKE_SEG_DASK_SCHEDULER=cluster.address) as (url, log):
+        # two users (two sessions): a gradio_client cancel closes its session's stream
+        jobs = [_submit(Client(url, verbose=False), c, "accurate") for c in cases]
+        deadline = time.monotonic() + 180
+        # both jobs in the windows of a worker at the same time, each on its own worker
+        while not all("window" in _desc(j) and "[worker " in _desc(j) for j in jobs):
+            if time.monotonic() > deadline or any(j.done() for j in jobs):
+                pytest.fail(f"the two jobs did not run at once: {[_desc(j) for j in jobs]}")
+            time.sleep(0.05)
+        names = {_desc(j).rsplit("[worker ", 1)[1].rstrip("]") for j in jobs}
+        assert names == {"w1", "w2"}
+        assert cluster.processing() == {"w1": 1, "w2": 1}
+        jobs[0].cancel()
+        deadline = time.monotonic() + 10
+        while sum(cluster.processing().values()) != 1:  # the cancelled job's worker left its loop
+            if time.monotonic() > deadline:
+                pytest.fail(f"the cancelled job kept its worker busy: {cluster.processing()}")
+            time.sleep(0.05)
+        mask, report, _ = jobs[1].result(timeout=300)
+        assert Path(mask).is_file() and report["model"] == "unet"
+        assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")

@@ -129,16 +129,10 @@ async def segment_api(
             yield str(payload / "mask.nii.gz"), report, str(payload / "montage.png")
 
 
-START_STATUS = (
-    "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
-)
-
-
 def example_loaded(dwi, adc, flair, ground_truth):
     """An example filled the inputs: remember which, so that nothing of it is paired with a later upload."""
     filled = [n for n, v in zip(INPUT_NAMES, (dwi, adc, flair, ground_truth)) if v]
-    parts = ", ".join(["DWI", "ADC"] + ["FLAIR"] * bool(flair) + ["ground truth"] * bool(ground_truth))
-    return {"left": filled, "user": False}, f"Example case loaded ({parts}): press **Run**.", _warnings({})
+    return {"left": filled, "user": False}, presentation.example_markdown(filled), _warnings({})
 
 
 def user_upload(name: str):
@@ -146,16 +140,10 @@ def user_upload(name: str):
 
     def handler(state: dict):
         state, cleared = after_upload(state, name)
-        note = "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " * bool(cleared)
         updates = [gr.update(value=None) if n in cleared else gr.update() for n in INPUT_NAMES]
-        return *updates, state, note + START_STATUS, _warnings({})
+        return *updates, state, presentation.upload_markdown(cleared), _warnings({})
 
     return handler
-
-
-def cancel_notice() -> str:
-    """Shown in its own box, which the run never writes to after it started: no late status tick can hide it."""
-    return "Cancelled. The server stopped the job at its next step; you can run again."
 
 
 def _nifti_input(label: str, elem_id: str) -> gr.File:
@@ -179,7 +167,7 @@ with gr.Blocks(
     title="stroke-seg: ischemic stroke lesion segmentation (research use)", delete_cache=(600, int(CACHE.lifetime_s))
 ) as demo:
     gr.Markdown("# stroke-seg — ischemic stroke lesion segmentation of DWI + ADC\n" + presentation.RESEARCH_NOTICE)
-    status = gr.Markdown(START_STATUS, elem_id="status", render=False)
+    status = gr.Markdown(presentation.START, elem_id="status", render=False)
     warnings_box = gr.Markdown("", elem_id="qc-warnings", visible=False, render=False)
     notice = gr.Markdown("", elem_id="cancel-notice", render=False)
     from_example = gr.State({"left": [], "user": False})  # inputs an example filled; uploads since?
@@ -232,32 +220,23 @@ with gr.Blocks(
         api_report = gr.JSON(label="report", visible=False)
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
-    model_in.change(presentation.model_markdown, model_in, model_info, api_visibility="private", queue=False)
+    UI_ONLY = {"api_visibility": "private", "queue": False}  # instant page updates, not API endpoints
+    INFERENCE = {"concurrency_id": "inference", "concurrency_limit": CONCURRENCY}  # one queue for all inference
+    model_in.change(presentation.model_markdown, model_in, model_info, **UI_ONLY)
+    upload_outputs = [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box]
     for name, component in zip(INPUT_NAMES + (DICOM, B0), (dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in)):
-        component.upload(
-            user_upload(name),
-            from_example,
-            [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box],
-            api_visibility="private",
-            queue=False,
-        )
-    run_event = run_btn.click(lambda: "", None, notice, api_visibility="private", queue=False).then(
+        component.upload(user_upload(name), from_example, upload_outputs, **UI_ONLY)
+    run_event = run_btn.click(lambda: "", None, notice, **UI_ONLY).then(
         run_segmentation,
         inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in, model_in, mode_in, from_example],
         outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
-        concurrency_id="inference",
-        concurrency_limit=CONCURRENCY,
         api_visibility="private",
+        **INFERENCE,
     )
-    cancel_btn.click(cancel_notice, None, notice, cancels=[run_event], api_visibility="private", queue=False)
-    api_trigger.click(
-        segment_api,
-        inputs=[dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in],
-        outputs=[api_mask, api_report, api_montage],
-        api_name="segment",
-        concurrency_id="inference",
-        concurrency_limit=CONCURRENCY,
-    )
+    # the notice has its own box, which a run never writes to after it started: no late status tick can hide it
+    cancel_btn.click(lambda: presentation.CANCELLED, None, notice, cancels=[run_event], **UI_ONLY)
+    api_inputs = [dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in]
+    api_trigger.click(segment_api, api_inputs, [api_mask, api_report, api_montage], api_name="segment", **INFERENCE)
 
 demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .api import find_case_files, segment
 from .errors import InvalidImageError, StrokeSegError
-from .io import save_image
+from .io import missing_input, save_image
 from .types import Result, SegmentConfig
 
 __all__ = ["discover_cases", "write_outputs", "run_case", "run_batch", "write_summary", "CSV_FIELDS", "CaseFiles"]
@@ -113,8 +113,8 @@ def run_case(name: str, files: CaseFiles, out: Path, model: str, config: Segment
         if previous.get("model") == model and previous.get("mode") == config.mode:
             return _row(name, "skipped (done)", previous)
     try:
-        if files.get("dwi") is None or (files.get("adc") is None and files.get("b0") is None):
-            missing = "the DWI" if files.get("dwi") is None else "the ADC (or a b0)"
+        missing = missing_input(files)
+        if missing:
             raise InvalidImageError(f"case {name}: expected a DWI and an ADC (or a b0), but {missing} is missing")
         t0 = time.perf_counter()
         result = segment({k: v for k, v in files.items() if v is not None}, model=model, config=config)

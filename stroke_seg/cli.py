@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import api, batch
 from .errors import StrokeSegError
-from .models import model_infos, model_names
+from .models import check_model_name, model_infos
 from .types import ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
@@ -229,10 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if getattr(args, "model", None) is not None and args.model not in model_names():
-        print(f"error: --model: expected one of {', '.join(model_names())}, but got {args.model!r}", file=sys.stderr)
-        return 2
     try:
+        if getattr(args, "model", None) is not None:
+            check_model_name(args.model)
         return args.func(args)
     except StrokeSegError as err:
         print(f"error: {err}", file=sys.stderr)

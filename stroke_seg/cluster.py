@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "STROKE_SEG_THREADS"
 """Environment variable: CPU threads one worker process uses for the network (set for LocalCluster workers)."""
 
-NO_WORKER_TIMEOUT_S = 30.0
-"""How long a job waits with no worker in the cluster before it fails with a clear error."""
+NO_WORKER_TIMEOUT_S = float(os.environ.get("STROKE_SEG_DASK_NO_WORKER_S", "30"))
+"""How long a job waits with no worker in the cluster before it fails with a clear error
+(``STROKE_SEG_DASK_NO_WORKER_S``, 30)."""
 
 
 class ClusterError(StrokeSegError):

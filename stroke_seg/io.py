@@ -22,6 +22,7 @@ from .types import Case, Geometry
 __all__ = [
     "ImageLike",
     "load_case",
+    "missing_input",
     "save_image",
     "make_image",
     "adc_from_b0",
@@ -47,6 +48,15 @@ ADC_UNITS = (
     (0.1, 5.0, 1e3, "1e-3 mm2/s"),
     (100.0, 5000.0, 1.0, "1e-6 mm2/s"),
 )
+
+
+def missing_input(files: dict) -> str | None:
+    """What a case's inputs lack ("the DWI" or "the ADC (or a b0)"), or None: the one rule for every front end."""
+    if not files.get("dwi"):
+        return "the DWI"
+    if not (files.get("adc") or files.get("b0")):
+        return "the ADC (or a b0)"
+    return None
 
 
 def _check_values(data: np.ndarray, role: str, name: str) -> None:

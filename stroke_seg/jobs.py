@@ -28,9 +28,9 @@ from . import render
 from .api import segment
 from .cache import ResultCache
 from .dicom import load_dicom, write_seg
-from .errors import Cancelled, InvalidImageError, ModelError, StrokeSegError
-from .io import load_case, save_image
-from .models import get_model, model_names
+from .errors import Cancelled, InvalidImageError, StrokeSegError
+from .io import load_case, missing_input, save_image
+from .models import check_model_name, get_model
 from .types import Case, Result, SegmentConfig
 from .version import __version__
 
@@ -210,14 +210,13 @@ class JobEngine:
             raise InvalidImageError(
                 "input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given"
             )
-        if not dicom and (not files.get("dwi") or not (files.get("adc") or b0)):
-            missing = "the DWI" if not files.get("dwi") else "the ADC (or a b0)"
+        missing = None if dicom else missing_input(files)
+        if missing:
             raise InvalidImageError(
                 "input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but "
                 f"{missing} is missing"
             )
-        if model not in model_names():
-            raise ModelError(f"model: expected one of {', '.join(model_names())}, but got {model!r}")
+        check_model_name(model)
         ordered = [files.get(n) or None for n in INPUT_NAMES]
         await asyncio.to_thread(self.cache.sweep)
         key = await asyncio.to_thread(

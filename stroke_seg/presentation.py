@@ -10,7 +10,18 @@ from typing import Any
 from .models import model_infos
 from .types import Case
 
-__all__ = ["RESEARCH_NOTICE", "case_markdown", "result_rows", "warnings_markdown", "model_markdown", "done_markdown"]
+__all__ = [
+    "START",
+    "CANCELLED",
+    "example_markdown",
+    "upload_markdown",
+    "RESEARCH_NOTICE",
+    "case_markdown",
+    "result_rows",
+    "warnings_markdown",
+    "model_markdown",
+    "done_markdown",
+]
 
 RESEARCH_NOTICE = (
     "**Research use only — not for diagnosis or treatment decisions.** The `unet` model was trained only on "
@@ -19,6 +30,22 @@ RESEARCH_NOTICE = (
     "model: 0.79). `adc-threshold` is a fixed rule (ADC < 620×10⁻⁶ mm²/s and DWI > 1.3× brain median, plus the "
     "DWI-bright rim next to that core). Implausible results get a warning. See the model card for the figures."
 )
+
+
+START = "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
+CANCELLED = "Cancelled. The server stopped the job at its next step; you can run again."
+
+
+def example_markdown(filled: list[str]) -> str:
+    """Status after an example filled the inputs named in ``filled``."""
+    names = {"dwi": "DWI", "adc": "ADC", "flair": "FLAIR", "ground_truth": "ground truth"}
+    return f"Example case loaded ({', '.join(names[n] for n in filled if n in names)}): press **Run**."
+
+
+def upload_markdown(cleared: list[str]) -> str:
+    """Status after an upload; says so when it cleared part of an example case."""
+    note = "Your file replaced part of the example case; its FLAIR and ground truth were cleared. " if cleared else ""
+    return note + START
 
 
 def case_markdown(case: Case) -> str:

@@ -14,6 +14,20 @@ SHARED_CASE = ROOT.parent / "shared" / "data" / "isles22-strokecase0001"
 STRICT = os.environ.get("STROKE_SEG_STRICT") == "1"
 
 
+REPORT_KEYS = (
+    "model",
+    "lesion_volume_ml",
+    "lesion_count",
+    "lesions",
+    "timings",
+    "dice",
+    "avd_ml",
+    "lesion_f1",
+    "lesion_count_diff",
+)
+"""Keys every JSON report of a case with a ground truth holds."""
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip with ``reason`` when ``condition`` is false, or fail when STROKE_SEG_STRICT=1 (CI)."""
     if not condition:

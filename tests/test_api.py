@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import stroke_seg
+from conftest import REPORT_KEYS
 from stroke_seg import Cancelled, ModelError, Result, SegmentConfig
 
 
@@ -18,18 +19,7 @@ def test_segment_returns_result_with_everything(phantom_files):
     assert r.metrics.count == 1
     assert r.probability.get_data_dtype() == np.float32
     report = json.loads(json.dumps(r.to_dict()))
-    for key in (
-        "model",
-        "lesion_volume_ml",
-        "lesion_count",
-        "lesions",
-        "timings",
-        "dice",
-        "avd_ml",
-        "lesion_f1",
-        "lesion_count_diff",
-    ):
-        assert key in report
+    assert set(REPORT_KEYS) <= set(report), set(REPORT_KEYS) - set(report)
 
 
 def test_progress_rises_to_one_and_names_every_stage(phantom_files):

@@ -190,3 +190,30 @@ def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(t
         mask, report, _ = jobs[1].result(timeout=300)
         assert Path(mask).is_file() and report["model"] == "unet"
         assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")
+
+
+def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(tmp_path, cluster):
+    from gradio_client import Client
+
+    cases = [
+        synth.make_case(950 + i, "territorial", synth.Acquisition(voxel_size=(1.5, 1.5, 1.5))).save(tmp_path / f"c{i}")
+        for i in range(2)
+    ]
+    env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "5"}
+    with launched_app(tmp_path, **env) as (url, log):
+        job = _submit(Client(url, verbose=False), cases[0], "accurate")
+        deadline = time.monotonic() + 180
+        while not ("window" in _desc(job) and "[worker " in _desc(job)):
+            if time.monotonic() > deadline or job.done():
+                pytest.fail(f"the job never reached a worker's windows: {_desc(job)}")
+            time.sleep(0.05)
+        first = _desc(job).rsplit("[worker ", 1)[1].rstrip("]")
+        cluster.workers[first].send_signal(signal.SIGKILL)
+        mask, report, _ = job.result(timeout=300)  # rerun on the other worker, transparently
+        assert Path(mask).is_file() and report["lesion_volume_ml"] > 0
+
+        other = ({"w1", "w2"} - {first}).pop()
+        cluster.workers[other].send_signal(signal.SIGKILL)  # now the cluster has no worker at all
+        job = _submit(Client(url, verbose=False), cases[1], "fast")
+        with pytest.raises(Exception, match="has had none for 5 s"):
+            job.result(timeout=120)

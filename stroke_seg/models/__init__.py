@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ModelError
 from .base import Backend
 
-__all__ = ["Backend", "get_model", "model_names", "model_infos", "register", "default_model"]
+__all__ = ["Backend", "get_model", "check_model_name", "model_names", "model_infos", "register", "default_model"]
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
 _INSTANCES: dict[str, Backend] = {}
@@ -31,14 +31,19 @@ def model_names() -> list[str]:
     return list(_FACTORIES)
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`~stroke_seg.errors.ModelError` unless ``name`` is a registered backend."""
+    if name not in _FACTORIES:
+        raise ModelError(f"model: expected one of {', '.join(_FACTORIES)}, but got {name!r}")
+
+
 def get_model(name: str) -> Backend:
     """The backend registered as ``name``, created once and reused.
 
     Raises:
         ModelError: unknown name, or the backend failed to load (missing/corrupt weights).
     """
-    if name not in _FACTORIES:
-        raise ModelError(f"model: expected one of {', '.join(_FACTORIES)}, but got {name!r}")
+    check_model_name(name)
     with _LOCK:
         if name not in _INSTANCES:
             _INSTANCES[name] = _FACTORIES[name]()

@@ -100,8 +100,26 @@ def _row(name: str, status: str, report: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def run_case(name: str, files: CaseFiles, out: Path, model: str, config: SegmentConfig) -> dict[str, Any]:
+ROW_FILE = "batch_row.json"
+"""Beside a case's outputs: its summary row and the run that wrote it (a rerun within that run returns the row)."""
+
+
+def run_case(
+    name: str,
+    files: CaseFiles,
+    out: Path,
+    model: str,
+    config: SegmentConfig,
+    *,
+    worker: str = "in-process",
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Segment one case into ``out/name/`` (mask.nii.gz + report.json), unless done before with the same model and mode.
+
+    Args:
+        worker: who runs it, for the row.
+        run_id: the batch run; a case this run already finished (its task ran again after the worker that held the
+            result died) returns that row, status "ok", instead of "skipped (done)".
 
     Returns:
         The case's summary row (status "ok", "skipped (done)" or "failed" with the error).
@@ -111,7 +129,10 @@ def run_case(name: str, files: CaseFiles, out: Path, model: str, config: Segment
     if report_path.is_file():
         previous = json.loads(report_path.read_text())
         if previous.get("model") == model and previous.get("mode") == config.mode:
-            return _row(name, "skipped (done)", previous)
+            done = json.loads((target / ROW_FILE).read_text()) if (target / ROW_FILE).is_file() else {}
+            if run_id is not None and done.get("run_id") == run_id:
+                return done["row"]
+            return dict(_row(name, "skipped (done)", previous), worker=worker)
     try:
         missing = missing_input(files)
         if missing:
@@ -122,17 +143,18 @@ def run_case(name: str, files: CaseFiles, out: Path, model: str, config: Segment
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=out))
         try:
             write_outputs(result, staging / "mask.nii.gz", staging / "report.json")
+            row = dict(_row(name, "ok", result.to_dict()), worker=worker)
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            (staging / ROW_FILE).write_text(json.dumps({"run_id": run_id, "row": row}))
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        row = _row(name, "ok", result.to_dict())
-        row["seconds"] = round(time.perf_counter() - t0, 3)
         return row
     except StrokeSegError as err:
         log.error("case %s failed: %s", name, err)
-        return {"case": name, "status": "failed", "model": model, "error": str(err)}
+        return {"case": name, "status": "failed", "model": model, "worker": worker, "error": str(err)}
 
 
 def run_batch(
@@ -154,8 +176,6 @@ def run_batch(
     """
     cases = list(cases)
     rows = [run_case(name, files, out, model, config) for name, files in (progress(cases) if progress else cases)]
-    for row in rows:
-        row["worker"] = "in-process"
     write_summary(rows, out)
     return rows
 

@@ -121,7 +121,9 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Iterato
         cluster.close()
 
 
-def _case_on_worker(name: str, files: dict[str, str | None], out: str, model: str, config: SegmentConfig) -> dict:
+def _case_on_worker(
+    name: str, files: dict[str, str | None], out: str, model: str, config: SegmentConfig, run_id: str
+) -> dict:
     """One case on a worker: check that the worker sees its paths, run it (resumable), name the worker."""
     _use_thread_budget()
     here = worker_name()
@@ -135,11 +137,8 @@ def _case_on_worker(name: str, files: dict[str, str | None], out: str, model: st
             "error": f"case {name}: expected inputs that worker {here} can read, but it cannot read "
             f"{', '.join(unreadable)} (inputs and outputs must be on storage every worker sees)",
         }
-    t0 = time.perf_counter()
-    row = run_case(name, {k: (Path(v) if v else None) for k, v in files.items()}, Path(out), model, config)
-    row["worker"] = here
-    row.setdefault("seconds", round(time.perf_counter() - t0, 3))
-    return row
+    paths = {k: (Path(v) if v else None) for k, v in files.items()}
+    return run_case(name, paths, Path(out), model, config, worker=here, run_id=run_id)
 
 
 def run_batch_on_cluster(
@@ -177,6 +176,7 @@ def run_batch_on_cluster(
             str(out),
             model,
             config,
+            run_id,
             key=f"stroke-seg-case-{name}-{run_id}",
             retries=2,
         ): name

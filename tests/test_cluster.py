@@ -120,7 +120,7 @@ def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tm
 
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["case"] for r in rows] == [name for name, _ in cases]
-    assert all(r["status"] == "ok" for r in rows), rows
+    assert all(r["status"] == "ok" for r in rows), [(r["case"], r["status"], r["worker"], r["error"]) for r in rows]
     assert {r["worker"] for r in rows} == {"w1", "w2"}, rows  # w1 finished cases before it died, w2 the rest
     assert all(float(r["seconds"]) > 0 for r in rows)
     local, remote = _masks(tmp_path / "local"), _masks(out)

@@ -181,8 +181,8 @@ with gr.Blocks(
                 gt_in = _nifti_input("Ground-truth mask (optional, binary, DWI grid)", "gt-in")
             with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
                 dicom_in = gr.File(label=DICOM_LABEL, file_types=[".zip"], elem_id="dicom-in")
-            model_in = gr.Dropdown([(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()])
-            model_in.value, model_in.label = DEFAULT_MODEL, "Model"
+            choices = [(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()]
+            model_in = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
             model_info = gr.Markdown(presentation.model_markdown(DEFAULT_MODEL))
             mode_in = gr.Radio(
                 ["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)"

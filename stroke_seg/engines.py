@@ -15,6 +15,7 @@ any failure there is logged and the torch reference is returned instead, never a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -28,7 +29,6 @@ import torch
 from .types import ENGINE_NAMES
 
 __all__ = [
-    "ENGINES",
     "AUTO_CPU",
     "Engine",
     "resolve_engine",
@@ -40,9 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENGINES = ENGINE_NAMES
-"""Accepted values of :attr:`stroke_seg.types.SegmentConfig.engine`."""
-
 AUTO_CPU = {"fast": "openvino", "accurate": "openvino-bf16"}
 """The engine ``"auto"`` picks on a CPU, per mode (each meets the agreement rule of ``tests/test_engines.py``)."""
 
@@ -53,6 +50,7 @@ _lock = threading.Lock()
 _compiled: dict[tuple[str, str], Engine] = {}
 
 
+@functools.cache
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -61,8 +59,9 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.cache
 def native_bf16() -> bool:
-    """True when OpenVINO reports native bfloat16 on this CPU (AVX-512 BF16 or AMX)."""
+    """True when OpenVINO reports native bfloat16 on this CPU (AVX-512 BF16 or AMX); asked once per process."""
     try:
         import openvino as ov
 
@@ -75,10 +74,10 @@ def resolve_engine(requested: str, device: torch.device, mode: str) -> str:
     """The engine to run: ``requested`` unless it is ``"auto"`` or cannot run here (then logged).
 
     Raises:
-        ValueError: ``requested`` is not one of :data:`ENGINES`.
+        ValueError: ``requested`` is not one of :data:`~stroke_seg.types.ENGINE_NAMES`.
     """
-    if requested not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, but it is {requested!r}")
+    if requested not in ENGINE_NAMES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, but it is {requested!r}")
     if device.type != "cpu":
         if requested not in ("auto", "torch"):
             log.warning("engine %s runs on the CPU only; using torch on %s", requested, device)

@@ -183,12 +183,12 @@ def read_image(source: ImageSource, role: str) -> Image:
     if isinstance(source, nib.spatialimages.SpatialImage):
         return Image(_nifti_data(source, role, name), _nifti_geometry(source), name)
     path = Path(source)
+    formats = " or ".join(r.formats for r in READERS)
     if not path.is_file():
-        raise InvalidImageError(f"{role} file {name}: expected an existing .nii or .nii.gz file, but it does not exist")
+        raise InvalidImageError(f"{role} file {name}: expected an existing {formats} file, but it does not exist")
     for reader in READERS:
         if reader.accepts(path):
             return reader.read(path, role)
-    formats = " or ".join(r.formats for r in READERS)
     raise InvalidImageError(
         f"{role} file {name}: expected a {formats} file, but the name ends in {''.join(path.suffixes) or 'no suffix'}"
     )

@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
 import gradio as gr  # noqa: E402
 
 import stroke_seg  # noqa: E402
+from app_login import Login  # noqa: E402
 from stroke_seg import presentation  # noqa: E402
 from stroke_seg.batch import discover_cases  # noqa: E402
 from stroke_seg.cache import ResultCache  # noqa: E402
@@ -36,21 +37,43 @@ RUNNER = ClusterRunner(SCHEDULER) if SCHEDULER else stroke_seg.segment
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY") or (max(1, RUNNER.workers()) if SCHEDULER else 1))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache.from_env()
-ENGINE = JobEngine(CACHE, CONCURRENCY, engine=os.environ.get("STROKE_SEG_ENGINE", "auto"), runner=RUNNER)
+JOB_TIMEOUT = float(os.environ.get("STROKE_SEG_JOB_TIMEOUT") or 3600) or None  # seconds a job may run; 0: no limit
+# slow models (DeepISLES on a CPU: minutes) run in a lane of their own, so fast jobs never wait for all of one
+SLOW_MODELS = [n for n in stroke_seg.models.model_names() if getattr(stroke_seg.models.model_class(n), "slow", False)]
+SLOW_CONCURRENCY = int(os.environ.get("STROKE_SEG_SLOW_CONCURRENCY") or (1 if SLOW_MODELS else 0))
+ENGINE = JobEngine(
+    CACHE,
+    CONCURRENCY,
+    engine=os.environ.get("STROKE_SEG_ENGINE", "auto"),
+    runner=RUNNER,
+    timeout_s=JOB_TIMEOUT,
+    slow_concurrency=SLOW_CONCURRENCY,
+    slow_queue=int(os.environ.get("STROKE_SEG_SLOW_QUEUE", "1")),
+)
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
 DOWNLOADS = ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json")
-DEFAULT_MODEL = stroke_seg.models.default_model(os.environ.get("STROKE_SEG_DEFAULT_MODEL"))
+EXTRA_MODELS = presentation.unavailable_markdown()  # optional models not installed here, and how to add them
+DEFAULT_MODEL = stroke_seg.models.default_model()  # the library's, CLI's and API's default too
+DEFAULT_MODE = stroke_seg.SegmentConfig().mode
 
 
-async def _guard(start: Callable[[], AsyncIterator]):
-    """Map library errors to gr.Error once; unexpected errors are logged with traceback, shown short."""
+def _job(files: dict, model: str, mode: str, progress, request: gr.Request) -> AsyncIterator:
+    """The engine's job for this request's user (with logins: results in the user's own folder)."""
+    user, cache = LOGIN.job_owner(request)
+    return ENGINE.run(files, model, mode, progress, user=user, cache=cache)
+
+
+async def _guard(start: Callable[[], AsyncIterator], files: dict):
+    """Map library errors to gr.Error once; unexpected errors are logged with traceback, shown short. The uploads'
+    names (a patient's name, maybe) are kept out of the server log while the job runs."""
     steps = None
     try:
-        steps = start()
-        async for item in steps:
-            yield item
+        with LOGIN.redactor.hiding(files.values()):
+            steps = start()
+            async for item in steps:
+                yield item
     except stroke_seg.StrokeSegError as err:
         raise gr.Error(str(err), print_exception=False) from err
     except gr.Error:
@@ -75,10 +98,14 @@ def _warnings(report: dict):
     return gr.update(value=text, visible=bool(text))
 
 
-async def run_segmentation(dwi, adc, flair, ground_truth, dicom, b0, model, mode, from_example, progress=gr.Progress()):
+async def run_segmentation(
+    dwi, adc, flair, ground_truth, dicom, b0, model, mode, from_example, request: gr.Request, progress=gr.Progress()
+):
     """UI handler: streams an input summary, status ticks, then the full result."""
     files = _files(dwi, adc, flair, ground_truth, dicom, b0)
-    async for kind, payload in _guard(lambda: ENGINE.run(own_files(files, from_example), model, mode, progress)):
+    async for kind, payload in _guard(
+        lambda: _job(own_files(files, from_example), model, mode, progress, request), files
+    ):
         if kind == "summary":
             case, png = payload
             yield {status: presentation.case_markdown(case), warnings_box: _warnings({}), inputs_img: str(png)}
@@ -101,8 +128,8 @@ async def run_segmentation(dwi, adc, flair, ground_truth, dicom, b0, model, mode
 
 
 async def segment_api(
-    dwi=None, adc=None, flair=None, ground_truth=None, model="unet", mode="fast", dicom=None, b0=None,
-    progress=gr.Progress(),
+    dwi=None, adc=None, flair=None, ground_truth=None, model=DEFAULT_MODEL, mode=DEFAULT_MODE, dicom=None, b0=None,
+    request: gr.Request = None, progress=gr.Progress(),
 ):  # fmt: skip
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
@@ -114,13 +141,13 @@ async def segment_api(
         adc: ADC map NIfTI file (mm²/s, 1e-3 or 1e-6 mm²/s, detected); None when a DICOM export is given.
         flair: optional FLAIR NIfTI file.
         ground_truth: optional binary lesion mask on the DWI grid (adds Dice and lesion F1 to the report).
-        model: "unet", "adc-threshold" or "ensemble".
+        model: "unet", "adc-threshold" or "ensemble"; default: stroke_seg.models.default_model().
         mode: "fast" or "accurate" (8x mirror test-time augmentation).
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
     """
     files = _files(dwi, adc, flair, ground_truth, dicom, b0)
-    async for kind, payload in _guard(lambda: ENGINE.run(files, model, mode, progress)):
+    async for kind, payload in _guard(lambda: _job(files, model, mode, progress, request), files):
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png)
@@ -184,8 +211,9 @@ with gr.Blocks(
             choices = [(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()]
             model_in = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
             model_info = gr.Markdown(presentation.model_markdown(DEFAULT_MODEL))
+            gr.Markdown(EXTRA_MODELS, visible=bool(EXTRA_MODELS))
             mode_in = gr.Radio(
-                ["fast", "accurate"], value="fast", label="Mode (accurate = 8× mirror test-time augmentation)"
+                ["fast", "accurate"], value=DEFAULT_MODE, label="Mode (accurate = 8× mirror test-time augmentation)"
             )
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
@@ -221,7 +249,8 @@ with gr.Blocks(
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
 
     UI_ONLY = {"api_visibility": "private", "queue": False}  # instant page updates, not API endpoints
-    INFERENCE = {"concurrency_id": "inference", "concurrency_limit": CONCURRENCY}  # one queue for all inference
+    # one queue for all inference; the engine holds its lanes (fast, and slow models beside them)
+    INFERENCE = {"concurrency_id": "inference", "concurrency_limit": ENGINE.slots}
     model_in.change(presentation.model_markdown, model_in, model_info, **UI_ONLY)
     upload_outputs = [dwi_in, adc_in, flair_in, gt_in, from_example, status, warnings_box]
     for name, component in zip(INPUT_NAMES + (DICOM, B0), (dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in)):
@@ -238,11 +267,14 @@ with gr.Blocks(
     api_inputs = [dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in]
     api_trigger.click(segment_api, api_inputs, [api_mask, api_report, api_montage], api_name="segment", **INFERENCE)
 
-demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
+demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=ENGINE.slots)
+LOGIN = Login.from_env(CACHE, demo.GRADIO_CACHE, EXAMPLES)  # STROKE_SEG_USERS_FILE; off by default
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LOGIN.redactor)
     ENGINE.warm_up(DEFAULT_MODEL)
     try:
         demo.launch(
@@ -250,7 +282,8 @@ if __name__ == "__main__":
             server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             max_file_size=MAX_FILE_SIZE,
             allowed_paths=[str(CACHE.root)],
-            mcp_server=os.environ.get("STROKE_SEG_MCP") == "1" or "--mcp" in sys.argv[1:],
+            mcp_server=(os.environ.get("STROKE_SEG_MCP") == "1" or "--mcp" in sys.argv[1:]) and not LOGIN.on,
+            **LOGIN.launch_kwargs(),
         )
     finally:  # launch() returns after Ctrl-C; the interpreter then joins the inference threads
         ENGINE.stop()

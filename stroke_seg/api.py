@@ -19,8 +19,17 @@ from . import metrics as metrics_mod
 from .anatomy import MniMap
 from .errors import InvalidImageError, check_cancel
 from .io import ImageLike, load_case, make_image
-from .models import get_model
-from .postprocess import apply_physics_guard, grow_to_dwi_edges, threshold_and_filter
+from .models import default_model, get_model
+from .models.base import CaseBackend
+from .postprocess import (
+    apply_physics_guard,
+    describe_violations,
+    enforce_lesion_rules,
+    grow_to_dwi_edges,
+    lesion_rule_violations,
+    lesion_rules,
+    threshold_and_filter,
+)
 from .preprocess import from_canonical, preprocess, voxel_sizes
 from .qc import quality_warnings
 from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig, scaled_progress
@@ -121,10 +130,48 @@ def _mni_map(volumes, config: SegmentConfig) -> MniMap | None:
         return None
 
 
+def _postprocess(
+    prob_c: np.ndarray, loaded: Case, volumes, config: SegmentConfig, report: ProgressCallback
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """This project's post-processing of a canonical probability map: (probability, mask, brain, voxel mL), all on
+    the input grid."""
+    report(0.0, "threshold; small, unrestricted and skull-base artefact component removal")
+    prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
+    voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
+    adc = from_canonical(volumes.adc, volumes.ornt)  # 0 outside the diffusion support, whatever the ADC's source
+    mask = threshold_and_filter(
+        prob,
+        config.threshold,
+        config.min_lesion_ml,
+        voxel_ml,
+        adc,
+        config.max_lesion_adc,
+        zone_max_adc=config.artefact_zone_adc,
+        affine=loaded.affine,
+        mni=_mni_map(volumes, config),
+    )
+    brain = from_canonical(volumes.brain, volumes.ornt)
+    if config.edge_level is not None:
+        report(0.5, "lesion edges at their DWI level")
+        mask = grow_to_dwi_edges(
+            mask, loaded.dwi, adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain
+        )
+    report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")
+    mask = apply_physics_guard(mask, adc, brain, voxel_sizes(loaded.affine))
+    report(0.95, "lesion rules: size, median ADC and DWI brightness of every lesion")
+    mask, _ = enforce_lesion_rules(mask, loaded.dwi, loaded.adc, voxel_ml, lesion_rules(config, volumes.dwi_median))
+    report(1.0, "mask ready")
+    return prob, mask, brain, voxel_ml
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def segment(
     case: CaseInput,
     *,
-    model: str = "adc-threshold",
+    model: str | None = None,
     config: SegmentConfig | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
@@ -134,7 +181,8 @@ def segment(
     Args:
         case: a :class:`Case`, a mapping ``{"dwi": ..., "adc": ..., "flair": ..., "ground_truth": ...}``
             of paths or nibabel images, or a folder holding ``dwi.nii.gz`` and ``adc.nii.gz``.
-        model: backend name (see ``stroke_seg.models.model_names()``).
+        model: backend name (see ``stroke_seg.models.model_names()``); None: ``stroke_seg.models.default_model()``
+            (``unet`` when its weights are installed), the default of every front end.
         config: options; defaults to ``SegmentConfig()``.
         progress: ``progress(fraction, description)``, called at every stage and during inference;
             fractions rise monotonically to 1.0. ``gr.Progress`` fits.
@@ -169,40 +217,35 @@ def segment(
 
     report = bar.stage("preprocess")
     report(0.0, "canonical orientation, brain mask")
-    backend = get_model(model)
+    backend = get_model(model or default_model())
     volumes = preprocess(loaded)
     report(1.0, f"brain mask {int(volumes.brain.sum())} voxels")
     check_cancel(cancel, "preprocessing")
     t = timed("preprocess", t)
 
-    prob_c = backend.predict(volumes, config=config, progress=bar.stage("inference"), should_cancel=cancel)
-    check_cancel(cancel, "inference")
-    t = timed("inference", t)
-
-    report = bar.stage("postprocess")
-    report(0.0, "threshold; small, unrestricted and skull-base artefact component removal")
-    prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
-    voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-    mask = threshold_and_filter(
-        prob,
-        config.threshold,
-        config.min_lesion_ml,
-        voxel_ml,
-        loaded.adc,
-        config.max_lesion_adc,
-        zone_max_adc=config.artefact_zone_adc,
-        affine=loaded.affine,
-        mni=_mni_map(volumes, config),
-    )
-    brain = from_canonical(volumes.brain, volumes.ornt)
-    if config.edge_level is not None:
-        report(0.5, "lesion edges at their DWI level")
-        mask = grow_to_dwi_edges(
-            mask, loaded.dwi, loaded.adc, voxel_sizes(loaded.affine), level=config.edge_level, brain=brain
-        )
-    report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")
-    mask = apply_physics_guard(mask, loaded.adc, brain, voxel_sizes(loaded.affine))
-    report(1.0, "mask ready")
+    stage = bar.stage("inference")
+    if isinstance(backend, CaseBackend):
+        estimate = backend.estimate_seconds(loaded)
+        if estimate is not None:
+            stage(0.0, f"{backend.name}: about {_duration(estimate)} expected")
+        output = backend.predict_case(loaded, volumes, config=config, progress=stage, should_cancel=cancel)
+        check_cancel(cancel, "inference")
+        t = timed("inference", t)
+        report = bar.stage("postprocess")
+        report(0.0, f"{backend.name}'s own mask: this project's post-processing is not applied")
+        prob = np.clip(output.probability, 0, 1).astype(np.float32, copy=False)
+        mask = output.mask.astype(bool)
+        brain = from_canonical(volumes.brain, volumes.ornt)
+        voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
+        notes, details = output.notes, output.details
+        rules = lesion_rules(config, volumes.dwi_median)  # another project's mask: broken rules are warned, not fixed
+        broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
+    else:
+        prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
+        check_cancel(cancel, "inference")
+        t = timed("inference", t)
+        prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
+        notes, details, broken = (), {}, None
     t = timed("postprocess", t)
 
     report = bar.stage("metrics")
@@ -216,7 +259,7 @@ def segment(
         volume_ml=lesion_metrics.volume_ml,
         count=lesion_metrics.count,
         outside_ml=volumes.outside_ml,
-    )
+    ) + ((broken,) if broken else ())
     for w in warnings:
         log.info("QC warning: %s", w)
     report(1.0, "done")
@@ -240,4 +283,6 @@ def segment(
         case=loaded,
         warnings=warnings,
         brain_ml=float(brain.sum()) * voxel_ml,
+        notes=tuple(notes),
+        model_details=details,
     )

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_seg {segment,batch,models}``.
+"""Command line: ``python -m stroke_seg {segment,batch,models,add-user}``.
 
 Bad input exits with code 2 and one line on stderr (no traceback).
 """
@@ -11,11 +11,12 @@ import logging
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from . import api, batch
 from .errors import StrokeSegError
-from .models import check_model_name, model_infos
+from .models import check_model_name, default_model, model_infos, unavailable_models
 from .types import ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
@@ -52,7 +53,11 @@ _CHOICES = {"mode": ("fast", "accurate"), "engine": ENGINE_NAMES}
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """--model and one flag per ``SegmentConfig`` field, with its default and documentation."""
-    p.add_argument("--model", default="adc-threshold", help="backend name (see `models`); default adc-threshold")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"backend name (see `models`); default {default_model()} (stroke_seg.models.default_model())",
+    )
     defaults, docs = SegmentConfig(), _field_docs()
     for f in dataclasses.fields(SegmentConfig):
         if f.name not in _CONFIG_FLAGS:
@@ -94,11 +99,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
             for note in chosen.notes:
                 log.info("%s", note)
             files = chosen.as_inputs() | {"flair": args.flair, "ground_truth": args.ground_truth}
-            result = api.segment(files, model=args.model, config=_config(args))
-            if args.seg:
-                from .dicom import write_seg
+            result = api.segment(files, model=args.model, config=_config(args), progress=_progress_lines())
+            if args.seg:  # a SEG that cannot be written becomes a warning; the mask and report are still written
+                from .dicom import with_seg
 
-                write_seg(result.mask, chosen, args.seg, algorithm=result.model, version=result.model_version)
+                result = with_seg(result, chosen, args.seg)
     else:
         if args.dwi is None:
             raise StrokeSegError(
@@ -120,7 +125,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "flair": args.flair,
             "ground_truth": args.ground_truth,
         }
-        result = api.segment(files, model=args.model, config=_config(args))
+        result = api.segment(files, model=args.model, config=_config(args), progress=_progress_lines())
     batch.write_outputs(
         result,
         Path(args.out),
@@ -132,6 +137,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if m.comparison is not None:
         line += f"; Dice {m.comparison.dice:.3f}, lesion F1 {m.comparison.lesion_f1:.3f}"
     print(line)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -174,6 +181,45 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     for info in model_infos():
         print(f"{info['name']:14s} {info['description']}\n{'':14s} validated on: {info['validated_on']}")
+    for name, how in unavailable_models().items():
+        print(f"{name:14s} not installed: {how}")
+    return 0
+
+
+def _progress_lines(every_s: float = 10.0):
+    """A progress callback for long runs: one stderr line when the stage changes, else at most every ``every_s``."""
+    last = {"t": 0.0, "stage": ""}
+
+    def report(fraction: float, description: str) -> None:
+        stage = description.split(":", 1)[0]
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["t"] >= every_s:
+            last.update(t=now, stage=stage)
+            print(f"[{fraction:4.0%}] {description}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _read_password(name: str) -> str:
+    """The new password: asked twice without echo on a terminal, else one line of standard input."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise StrokeSegError(f"password for {name}: expected the same password twice, but they differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise StrokeSegError(f"password for {name}: expected one line on standard input, but it is empty")
+    return line.rstrip("\r\n")
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from .auth import add_user
+
+    new = add_user(args.users_file, args.name, _read_password(args.name))
+    print(f"{'added' if new else 'replaced'} user {args.name} in {args.users_file}")
     return 0
 
 
@@ -220,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("models", help="list the model backends")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser(
+        "add-user",
+        help="add a user to an app's users file, or replace that user's password (STROKE_SEG_USERS_FILE)",
+        description="The password is read from standard input (one line when piped; asked twice without echo on a "
+        "terminal) and stored as a salted scrypt hash, never in plain text.",
+    )
+    p.add_argument("name", help="user name: letters, digits or . _ @ -")
+    p.add_argument("--users-file", required=True, help="the users file (created, mode 600, when missing)")
+    p.set_defaults(func=cmd_add_user)
     return parser
 
 
@@ -230,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        if getattr(args, "model", None) is not None:
+        if hasattr(args, "model"):
+            args.model = args.model or default_model()
             check_model_name(args.model)
         return args.func(args)
     except StrokeSegError as err:

@@ -13,22 +13,36 @@ Everything is written under the caller's working folder (the job's temporary fol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from .errors import InvalidImageError
-from .readers import Image, read_image
+from .errors import InputTooLargeError, InvalidImageError, StrokeSegError
+from .limits import Limits, check_archive, copy_bounded, format_bytes
+from .readers import Image, read_image, without_paths
+from .types import Result
 
-__all__ = ["DicomSeries", "DicomCase", "load_dicom", "convert", "dcm2niix_path", "write_seg"]
+__all__ = [
+    "DicomSeries",
+    "DicomCase",
+    "load_dicom",
+    "convert",
+    "dcm2niix_path",
+    "header_b_value",
+    "write_seg",
+    "with_seg",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +52,26 @@ B_TOLERANCE = 0.2
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """One converted series: its NIfTI, sidecar fields and b-values (empty when not diffusion)."""
+    """One converted series: its NIfTI, sidecar fields, b-values and gradient directions (empty when not diffusion)."""
 
     nifti: Path
     description: str
     number: int | None
     image_type: tuple[str, ...]
     bvals: tuple[float, ...]
+    bvecs: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def name(self) -> str:
-        return f"series {self.number} '{self.description}'" if self.number is not None else f"'{self.description}'"
+        label = self.description or self.nifti.name[: -len(".nii.gz")]
+        return f"series {self.number} '{label}'" if self.number is not None else f"'{label}'"
 
     @property
     def is_adc(self) -> bool:
-        text = " ".join(self.image_type).upper() + " " + self.description.upper()
-        return "ADC" in text.replace("_", " ").split() or " ADC" in " " + text or "APPARENT" in text
+        """Image type or description says ADC ("ADC", Philips "dADC", "Apparent Diffusion Coefficient"); an
+        exponential ADC ("eADC") is not one."""
+        text = (" ".join(self.image_type) + " " + self.description).upper()
+        return bool(re.search(r"(?<![A-Z0-9])D?ADC(?![A-Z])", text)) or "APPARENT" in text
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +86,7 @@ class DicomCase:
     source_dir: Path | None = None
     dwi_series: DicomSeries | None = None
     dwi_volume: int = 0
+    source_name: str = ""
 
     def as_inputs(self) -> dict[str, object]:
         """The mapping :func:`stroke_seg.segment` takes."""
@@ -92,23 +111,82 @@ def dcm2niix_path() -> str:
     return found
 
 
+def _directory_size(source: Path) -> tuple[int, int] | None:
+    """(entries, bytes) of a zip's central directory as its end record declares them, read before the directory
+    itself is parsed (a 200 MB directory of tiny entries would take GBs of memory); None when not found."""
+    try:
+        with open(source, "rb") as f:
+            end = zipfile._EndRecData(f)  # the stdlib's own end-of-directory reader (zip64 aware)
+        return (int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])) if end else None
+    except (AttributeError, OSError, IndexError, TypeError):  # a future stdlib without it: ZipFile still checks
+        return None
+
+
+DIRECTORY_BYTES_PER_FILE = 1024
+"""Central-directory bytes allowed per permitted member (46 bytes + name + extra fields) before it is parsed."""
+
+
 def _unpack(source: Path, workdir: Path, name: str) -> Path:
+    """A DICOM folder as it is, or a .zip unpacked into ``workdir/dicom`` within the limits
+    (:class:`~stroke_seg.limits.Limits`): refused from its directory when it lists too many members, declares too
+    many bytes or a bomb's ratio, and stopped when the bytes really written pass the limit."""
     if source.is_dir():
         return source
-    if zipfile.is_zipfile(source):
-        target = workdir / "dicom"
-        target.mkdir(parents=True, exist_ok=True)
+    if not zipfile.is_zipfile(source):
+        raise InvalidImageError(f"DICOM input {name}: expected a folder or a .zip of DICOM files, but it is neither")
+    limits = Limits.from_env()
+    declared = _directory_size(source)
+    if declared is not None:
+        entries, directory_bytes = declared
+        check_archive(name, entries, 0, 1, limits)
+        if directory_bytes > limits.max_archive_files * DIRECTORY_BYTES_PER_FILE:
+            raise InputTooLargeError(
+                f"DICOM archive {name}: expected a directory of at most {limits.max_archive_files:,} files, but it "
+                f"takes {format_bytes(directory_bytes)}"
+            )
+    target = workdir / "dicom"
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    try:
         with zipfile.ZipFile(source) as zf:
-            for member in zf.infolist():
+            members = zf.infolist()
+            check_archive(
+                name,
+                len(members),
+                sum(m.file_size for m in members),
+                sum(m.compress_size for m in members),
+                limits,
+            )
+            for member in members:
                 dest = (target / member.filename).resolve()
-                if not str(dest).startswith(str(target.resolve()) + os.sep) and dest != target.resolve():
+                if not str(dest).startswith(str(root) + os.sep) and dest != root:
                     raise InvalidImageError(
                         f"DICOM archive {name}: expected files inside the archive, but {member.filename!r} points "
                         "outside it"
                     )
-            zf.extractall(target)
-        return target
-    raise InvalidImageError(f"DICOM input {name}: expected a folder or a .zip of DICOM files, but it is neither")
+            written = 0
+            too_much = (
+                f"DICOM archive {name}: expected at most {format_bytes(limits.max_archive_bytes)} once unpacked, but "
+                "it inflated past that while being unpacked (more than its directory declares); stopped"
+            )
+            for member in members:
+                dest = (target / member.filename).resolve()
+                if member.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(dest, "wb") as dst:
+                    written += copy_bounded(src, dst, limits.max_archive_bytes - written, too_much)
+    except StrokeSegError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, EOFError, OSError) as err:
+        shutil.rmtree(target, ignore_errors=True)
+        raise InvalidImageError(
+            f"DICOM archive {name}: expected a readable .zip, but it could not be unpacked ({type(err).__name__}: "
+            f"{without_paths(err, source, name)})"
+        ) from err
+    return target
 
 
 def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list[DicomSeries], Path]:
@@ -126,21 +204,27 @@ def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list
     out = workdir / "nifti"
     out.mkdir(parents=True, exist_ok=True)
     cmd = [dcm2niix_path(), "-z", "y", "-b", "y", "-ba", "y", "-f", "%s_%d", "-o", str(out), str(folder)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    timeout_s = Limits.from_env().dicom_timeout_s
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        raise InputTooLargeError(
+            f"DICOM input {name}: expected the conversion (dcm2niix) to finish within {timeout_s:g} s "
+            "(STROKE_SEG_DICOM_TIMEOUT), but it was still running; it was stopped"
+        ) from err
     log.info("dcm2niix exit %d: %s", proc.returncode, proc.stdout[-500:].replace(str(folder), name))
     series = []
     for nii in sorted(out.glob("*.nii.gz")):
         stem = nii.name[: -len(".nii.gz")]
         meta = json.loads((out / f"{stem}.json").read_text()) if (out / f"{stem}.json").is_file() else {}
-        bval_file = out / f"{stem}.bval"
-        bvals = tuple(float(v) for v in bval_file.read_text().split()) if bval_file.is_file() else ()
         series.append(
             DicomSeries(
                 nii,
-                str(meta.get("SeriesDescription", stem)),
+                str(meta.get("SeriesDescription", "")),
                 meta.get("SeriesNumber"),
                 tuple(meta.get("ImageType", ())),
-                bvals,
+                _read_numbers(out / f"{stem}.bval"),
+                _read_bvecs(out / f"{stem}.bvec"),
             )
         )
     if not series:
@@ -150,6 +234,242 @@ def convert(source: str | os.PathLike, workdir: str | os.PathLike) -> tuple[list
     return series, folder
 
 
+def _read_numbers(path: Path) -> tuple[float, ...]:
+    """The numbers of a dcm2niix ``.bval`` file; empty when it is missing or unreadable."""
+    try:
+        return tuple(float(v) for v in path.read_text().split()) if path.is_file() else ()
+    except ValueError:
+        log.warning("unreadable b-value file %s ignored", path.name)
+        return ()
+
+
+def _read_bvecs(path: Path) -> tuple[tuple[float, float, float], ...]:
+    """The gradient directions of a dcm2niix ``.bvec`` file (3 rows), one per volume; empty when missing."""
+    rows = [_read_numbers_line(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = [r for r in rows if r]
+    if len(rows) != 3 or len({len(r) for r in rows}) != 1:
+        return ()
+    return tuple(zip(*rows))
+
+
+def _read_numbers_line(line: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in line.split())
+    except ValueError:
+        return ()
+
+
+# --- DICOM headers (pydicom): b-values when dcm2niix has none, and the source frames a SEG references ---
+
+_VENDOR_B_TAGS = (
+    # (group, private creator, element offset, vendor); the b-value is the first value
+    (0x0019, "SIEMENS MR HEADER", 0x0C, "Siemens"),
+    (0x0043, "GEMS_PARM_01", 0x39, "GE"),  # Slop_int_6: b-value, plus 1e9 on some software versions
+    (0x2001, "Philips Imaging DD 001", 0x03, "Philips"),  # Diffusion B-Factor
+)
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+)
+"""Patient/study attributes a SEG copies from its source: type 2, so empty (not absent) when the export lacks them."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Frame:
+    """One image plane of the export: a single-frame dataset, or one frame of a multi-frame (enhanced) one."""
+
+    ds: Any  # pydicom Dataset, pixel data not read
+    frame: int | None  # 1-based frame number in a multi-frame dataset; None for a single-frame one
+    order: tuple[int, int]  # acquisition order: (InstanceNumber, frame)
+    position: tuple[float, ...] | None  # ImagePositionPatient, LPS mm
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient (row, column direction cosines)
+    spacing: tuple[float, float] | None  # PixelSpacing: between rows, between columns (mm)
+    b_value: float | None  # s/mm²; None when no standard or known private tag holds one
+
+    @property
+    def series_key(self) -> tuple[int | None, str]:
+        number = self.ds.get("SeriesNumber")
+        return (int(number) if number not in (None, "") else None, str(self.ds.get("SeriesDescription", "")))
+
+
+def _private_value(ds, group: int, creator: str, offset: int) -> float | None:
+    """The first number of a private element, whatever VR it was read with (explicit, or bytes when implicit)."""
+    try:
+        elem = ds.private_block(group, creator)[offset]
+    except KeyError:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        text = value.rstrip(b"\0 ").decode("ascii", "replace")
+        try:
+            return float(text.split("\\")[0])
+        except ValueError:
+            return float(np.frombuffer(value[:4], "<f4")[0]) if len(value) >= 4 else None
+    first = value[0] if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else value
+    try:
+        return float(first)
+    except (TypeError, ValueError):
+        return None
+
+
+def header_b_value(ds, item=None) -> float | None:
+    """The b-value (s/mm²) of a DICOM image or of one frame of it (``item``: its per-frame functional group).
+
+    Read from the MR Diffusion Sequence (enhanced MR, per frame or shared), the standard Diffusion B-Value
+    (0018,9087), or a vendor's private tag: Siemens (0019,xx0C), GE (0043,xx39, less the 1e9 some versions add),
+    Philips (2001,xx03). None when none of them is present.
+    """
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for holder in (item, shared[0] if shared else None):
+        if holder is not None and holder.get("MRDiffusionSequence"):
+            value = holder.MRDiffusionSequence[0].get("DiffusionBValue")
+            if value is not None:
+                return float(value)
+    if (0x0018, 0x9087) in ds and ds[0x0018, 0x9087].value not in (None, b""):
+        return float(ds[0x0018, 0x9087].value)
+    for group, creator, offset, vendor in _VENDOR_B_TAGS:
+        value = _private_value(ds, group, creator, offset)
+        if value is not None:
+            return value % 1e9 if vendor == "GE" and value >= 1e9 else value
+    return None
+
+
+def _functional(ds, item, sequence: str):
+    """An attribute sequence's first item from a frame's functional group, else from the shared group."""
+    for holder in (item, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
+        if holder is not None and holder.get(sequence):
+            return holder.get(sequence)[0]
+    return None
+
+
+def _floats(value) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in value) if value is not None else None
+
+
+def _frames_of(ds) -> list[_Frame]:
+    instance = int(ds.get("InstanceNumber") or 0)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        spacing = _floats(ds.get("PixelSpacing"))
+        return [
+            _Frame(
+                ds,
+                None,
+                (instance, 0),
+                _floats(ds.get("ImagePositionPatient")),
+                _floats(ds.get("ImageOrientationPatient")),
+                spacing[:2] if spacing else None,
+                header_b_value(ds),
+            )
+        ]
+    frames = []
+    for i, item in enumerate(per_frame):
+        position = _functional(ds, item, "PlanePositionSequence")
+        orientation = _functional(ds, item, "PlaneOrientationSequence")
+        measures = _functional(ds, item, "PixelMeasuresSequence")
+        spacing = _floats(measures.get("PixelSpacing")) if measures is not None else None
+        frames.append(
+            _Frame(
+                ds,
+                i + 1,
+                (instance, i + 1),
+                _floats(position.get("ImagePositionPatient")) if position is not None else None,
+                _floats(orientation.get("ImageOrientationPatient")) if orientation is not None else None,
+                spacing[:2] if spacing else None,
+                header_b_value(ds, item),
+            )
+        )
+    return frames
+
+
+def _read_frames(folder: str | os.PathLike) -> list[_Frame]:
+    """Every image plane of the DICOM files under ``folder`` (any layout; DICOMDIR and non-DICOM files skipped)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    frames = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError) as err:
+            log.debug("not a DICOM image, skipped: %s (%s)", path.name, type(err).__name__)
+            continue
+        if "DirectoryRecordSequence" in ds or "Rows" not in ds:  # a DICOMDIR index, or not an image
+            continue
+        frames.extend(_frames_of(ds))
+    return frames
+
+
+def _series_frames(frames: list[_Frame], series: DicomSeries) -> list[_Frame]:
+    """The frames of one converted series (same number and, when the sidecar has one, description), in acquisition
+    order."""
+    found = [
+        f
+        for f in frames
+        if f.series_key[0] == series.number and (not series.description or f.series_key[1] == series.description)
+    ]
+    return sorted(found, key=lambda f: f.order)
+
+
+def _volume_b_values(frames: list[_Frame], volumes: int) -> tuple[float, ...] | None:
+    """Per-volume b-values of a series from its frames' headers: the b-value sequence at each slice position (all
+    positions must agree), else the frames cut into ``volumes`` equal runs in acquisition order (each run must hold
+    one b-value). None when the headers hold no b-value or do not fit ``volumes``."""
+    if not frames or any(f.b_value is None for f in frames) or volumes < 1:
+        return None
+    by_position: dict[tuple, list[float]] = {}
+    for f in frames:
+        key = tuple(round(v, 2) for v in f.position) if f.position is not None else None
+        by_position.setdefault(key, []).append(float(f.b_value))
+    sequences = {tuple(v) for v in by_position.values()}
+    if len(sequences) == 1 and None not in by_position:
+        (sequence,) = sequences
+        if len(sequence) == volumes:
+            return sequence
+    if len(frames) % volumes:
+        return None
+    size = len(frames) // volumes
+    runs = [{f.b_value for f in frames[v * size : (v + 1) * size]} for v in range(volumes)]
+    return tuple(float(r.pop()) for r in runs) if all(len(r) == 1 for r in runs) else None
+
+
+def _with_header_b_values(
+    series: list[DicomSeries], folder: Path, b_value: float, name: str
+) -> tuple[list[DicomSeries], list[str]]:
+    """Series whose dcm2niix b-values are missing or hold no volume near ``b_value`` get the b-values their DICOM
+    headers hold (standard, enhanced per-frame or vendor private tags, read with pydicom), when they fit."""
+    suspect = [
+        s for s in series if not s.is_adc and not any(abs(b - b_value) <= B_TOLERANCE * b_value for b in s.bvals)
+    ]
+    if not suspect:
+        return series, []
+    frames = _read_frames(folder)
+    fixed, notes = [], []
+    for s in series:
+        if s in suspect:
+            shape = nib.load(str(s.nifti)).shape
+            volumes = shape[3] if len(shape) == 4 else 1
+            found = _volume_b_values(_series_frames(frames, s), volumes)
+            if found is not None and found != s.bvals:
+                was = ",".join(f"{b:g}" for b in s.bvals) or "none"
+                notes.append(
+                    f"{s.name}: b-values {','.join(f'{b:g}' for b in found)} read from the DICOM headers "
+                    f"(dcm2niix reported {was})"
+                )
+                s = dataclasses.replace(s, bvals=found, bvecs=())
+        fixed.append(s)
+    for note in notes:
+        log.info("DICOM %s: %s", name, note)
+    return fixed, notes
+
+
 def _volume(series: DicomSeries, index: int | None, label: str) -> Image:
     """One 3D volume of a converted series (read by the NIfTI reader), named as the user knows it (``label``)."""
     image = read_image(series.nifti, label)
@@ -157,11 +477,41 @@ def _volume(series: DicomSeries, index: int | None, label: str) -> Image:
     return Image(np.ascontiguousarray(data), image.geometry, label)
 
 
+def _dwi_volume(series: DicomSeries, b_value: float, label: str) -> tuple[Image, int, str]:
+    """The DWI of a diffusion series: its one volume near ``b_value``; of several (directions), the isotropic one
+    when the series holds it (zero gradient vector), else their geometric mean (the trace, as scanners compute it).
+
+    Returns:
+        (image, index of the first volume used, a note saying which volumes).
+    """
+    near = [i for i, b in enumerate(series.bvals) if abs(b - b_value) <= B_TOLERANCE * b_value]
+    near.sort(key=lambda i: abs(series.bvals[i] - b_value))
+    b = series.bvals[near[0]]
+    total = len(series.bvals)
+    if len(near) == 1:
+        return _volume(series, near[0], label), near[0], f"volume {near[0] + 1} of {total}"
+    same_b = [i for i in near if abs(series.bvals[i] - b) <= 1.0]
+    isotropic = [i for i in same_b if series.bvecs and not any(series.bvecs[i])]
+    if isotropic:
+        k = isotropic[0]
+        return _volume(series, k, label), k, f"volume {k + 1} of {total} (isotropic)"
+    image = read_image(series.nifti, label)
+    logs = np.zeros(image.data.shape[:3], np.float32)
+    for i in same_b:
+        logs += np.log(np.maximum(image.data[..., i], 1e-3))
+    data = np.exp(logs / len(same_b)).astype(np.float32)
+    used = ",".join(str(i + 1) for i in same_b)
+    return Image(data, image.geometry, label), same_b[0], f"trace of volumes {used} of {total} (geometric mean)"
+
+
 def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value: float = 1000.0) -> DicomCase:
     """Choose the DWI (b close to ``b_value``), b0 and ADC of a DICOM export.
 
+    b-values come from dcm2niix's ``.bval`` files; a series with none there, or none near ``b_value``, gets the
+    b-values its DICOM headers hold (standard or enhanced-MR attribute, or a Siemens/GE/Philips private tag).
+
     Args:
-        source: a folder of DICOM files or a .zip of them (any layout, any file names).
+        source: a folder of DICOM files or a .zip of them (any layout, any file names, a DICOMDIR or not).
         workdir: an empty folder for the unpacked and converted files (deleted by the caller).
         b_value: the wanted diffusion weighting, s/mm².
 
@@ -174,6 +524,7 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
     """
     name = Path(source).name
     series, folder = convert(source, workdir)
+    series, header_notes = _with_header_b_values(series, folder, b_value, name)
     found = "; ".join(
         f"{s.name} (b={','.join(f'{b:g}' for b in s.bvals) or '-'}{', ADC' if s.is_adc else ''})" for s in series
     )
@@ -196,9 +547,9 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
             f"{', '.join(s.name for s in adcs)}"
         )
     dwi_s = dwis[0]
-    k = int(np.argmin([abs(b - b_value) for b in dwi_s.bvals]))
-    dwi = _volume(dwi_s, k, f"{name} {dwi_s.name} b={dwi_s.bvals[k]:g}")
-    notes = [f"DWI: {dwi_s.name}, b={dwi_s.bvals[k]:g} (volume {k + 1} of {len(dwi_s.bvals)})"]
+    near = min(range(len(dwi_s.bvals)), key=lambda i: abs(dwi_s.bvals[i] - b_value))
+    dwi, k, which = _dwi_volume(dwi_s, b_value, f"{name} {dwi_s.name} b={dwi_s.bvals[near]:g}")
+    notes = header_notes + [f"DWI: {dwi_s.name}, b={dwi_s.bvals[k]:g} ({which})"]
     b0 = None
     for s in [dwi_s] + [d for d in diffusion if d is not dwi_s]:
         zeros = [i for i, b in enumerate(s.bvals) if b <= 50]
@@ -225,39 +576,53 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
         source_dir=folder,
         dwi_series=dwi_s,
         dwi_volume=k,
+        source_name=name,
     )
 
 
-def _source_slices(case: DicomCase) -> list:
-    """The DICOM datasets of the chosen DWI volume, one per slice (pixel data not read)."""
-    import pydicom
-
+def _source_frames(case: DicomCase) -> list[_Frame]:
+    """The frames of the chosen DWI volume, one per slice position, in acquisition order (pixel data not read)."""
     series = case.dwi_series
     if series is None or case.source_dir is None:
-        raise ValueError("write_seg needs a DicomCase made by load_dicom")
-    found = []
-    for path in sorted(p for p in case.source_dir.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False)
-        except Exception:  # not DICOM (a README, a DICOMDIR index...)
-            continue
-        if (
-            "ImagePositionPatient" not in ds
-            or ds.get("SeriesNumber") != series.number
-            or str(ds.get("SeriesDescription", "")) != series.description
-        ):
-            continue
-        found.append(ds)
-    b_tag = [ds.get((0x0018, 0x9087)) for ds in found]
-    if found and all(t is not None for t in b_tag):
-        found = [
-            ds for ds in found if abs(float(ds[0x0018, 0x9087].value) - case.b_value) <= B_TOLERANCE * case.b_value
-        ]
-    else:  # no standard b-value attribute: volumes follow each other in instance order, as dcm2niix stacks them
-        found.sort(key=lambda ds: int(ds.get("InstanceNumber", 0)))
-        per_volume = len(found) // max(1, len(series.bvals))
-        found = found[case.dwi_volume * per_volume : (case.dwi_volume + 1) * per_volume]
-    return found
+        raise InvalidImageError("DICOM SEG: expected a DICOM case made by load_dicom, but got one without its source")
+    frames = _series_frames(_read_frames(case.source_dir), series)
+    if frames and all(f.b_value is not None for f in frames):
+        b = case.b_value
+        frames = [f for f in frames if abs(float(f.b_value) - b) <= B_TOLERANCE * b]
+    else:  # no b-value in the headers: volumes follow each other in acquisition order, as dcm2niix stacks them
+        per_volume = len(frames) // max(1, len(series.bvals))
+        frames = frames[case.dwi_volume * per_volume : (case.dwi_volume + 1) * per_volume]
+    seen, unique = set(), []
+    for f in frames:  # several directions at one b-value: one frame per position (the first acquired)
+        key = tuple(round(v, 3) for v in f.position) if f.position is not None else None
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _with_type2(ds):
+    """``ds`` with each type-2 patient/study attribute it lacks present and empty (a de-identified export drops
+    them; highdicom reads them unconditionally). Only the in-memory copy changes, never the export."""
+    for keyword in _TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _frame_mask(frame: _Frame, data: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """The mask sampled at the centre of every pixel of one source frame (nearest voxel, world coordinates)."""
+    rows, cols = int(frame.ds.Rows), int(frame.ds.Columns)
+    iop = np.asarray(frame.orientation, float)
+    dr, dc = frame.spacing  # between rows, between columns
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    lps = np.asarray(frame.position, float)[:, None, None] + iop[:3, None, None] * c * dc + iop[3:, None, None] * r * dr
+    ras = lps * np.array([-1.0, -1.0, 1.0])[:, None, None]
+    ijk = np.rint(np.tensordot(inv[:3, :3], ras, axes=1) + inv[:3, 3][:, None, None]).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < np.array(data.shape)[:, None, None]), axis=0)
+    out = np.zeros((rows, cols), bool)
+    out[inside] = data[ijk[0][inside], ijk[1][inside], ijk[2][inside]]
+    return out
 
 
 def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *, algorithm: str, version: str) -> Path:
@@ -265,41 +630,56 @@ def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *,
 
     The mask (any grid with a valid affine, e.g. the result on the converted DWI grid) is sampled at the centre of
     every pixel of every source slice (nearest voxel, world coordinates), so the SEG frames match the scanner's
-    slices whatever the converter's axis order.
+    slices whatever the converter's axis order. Single-frame and enhanced (multi-frame) sources are both referenced.
+    Patient and study attributes are copied from the source when present; type-2 ones it lacks (a de-identified
+    export) are left empty.
 
     Args:
         mask: lesion mask (nonzero = lesion).
         case: what :func:`load_dicom` returned (its source files must still exist).
-        out: the .dcm file to write.
+        out: the .dcm file to write (written whole or not at all).
         algorithm, version: the model's name and version, recorded as the segmentation algorithm.
+
+    Raises:
+        StrokeSegError: the SEG cannot be made from this export (the message says why); the mask itself is not
+            affected, and callers deliver it with this message as a warning.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    sources = _source_slices(case)
-    if not sources:
+    name = case.source_name or "the DICOM export"
+    frames = [f for f in _source_frames(case) if f.position is not None and f.orientation and f.spacing]
+    if not frames:
         raise InvalidImageError(
-            "DICOM SEG: expected the DWI series' DICOM files, but none were found next to the converted images"
+            f"DICOM SEG for {name}: expected the DWI series' DICOM images with their positions, but none were found "
+            "next to the converted images"
+        )
+    multiframe = frames[0].frame is not None
+    if multiframe and len({id(f.ds) for f in frames}) > 1:
+        raise InvalidImageError(
+            f"DICOM SEG for {name}: expected the DWI volume in one multi-frame file, but its frames are spread over "
+            f"{len({id(f.ds) for f in frames})} files"
         )
     data = np.asanyarray(mask.dataobj) > 0
     inv = np.linalg.inv(mask.affine)
-    frames = []
-    for ds in sources:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        iop = np.asarray(ds.ImageOrientationPatient, float)
-        dr, dc = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
-        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        lps = (
-            np.asarray(ds.ImagePositionPatient, float)[:, None, None]
-            + iop[:3, None, None] * c * dc
-            + iop[3:, None, None] * r * dr
-        )
-        ras = lps * np.array([-1.0, -1.0, 1.0])[:, None, None]
-        ijk = np.rint(np.tensordot(inv[:3, :3], ras, axes=1) + inv[:3, 3][:, None, None]).astype(int)
-        inside = np.all((ijk >= 0) & (ijk < np.array(data.shape)[:, None, None]), axis=0)
-        frame = np.zeros((rows, cols), bool)
-        frame[inside] = data[ijk[0][inside], ijk[1][inside], ijk[2][inside]]
-        frames.append(frame)
+    pixels = np.stack([_frame_mask(f, data, inv) for f in frames]).astype(np.uint8)
+    sources = [_with_type2(frames[0].ds)] if multiframe else [_with_type2(f.ds) for f in frames]
+    geometry = {}
+    if multiframe:  # the chosen b-value's frames only: their positions, the source's pixel measures
+        first = frames[0]
+        item = first.ds.PerFrameFunctionalGroupsSequence[first.frame - 1]
+        measures = _functional(first.ds, item, "PixelMeasuresSequence")
+        geometry = {
+            "plane_positions": [
+                hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, image_position=list(f.position))
+                for f in frames
+            ],
+            "pixel_measures": hd.PixelMeasuresSequence(
+                pixel_spacing=list(first.spacing),
+                slice_thickness=float(measures.get("SliceThickness") or 1.0),
+                spacing_between_slices=measures.get("SpacingBetweenSlices"),
+            ),
+        }
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="acute ischemic lesion",
@@ -310,24 +690,55 @@ def write_seg(mask: nib.Nifti1Image, case: DicomCase, out: str | os.PathLike, *,
             name=f"stroke-seg {algorithm}", version=version, family=codes.cid7162.ArtificialIntelligence
         ),
     )
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=np.stack(frames).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=hd.UID(),
-        series_number=900,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="stroke-seg (research use only, not for diagnosis)",
-        manufacturer_model_name=algorithm,
-        software_versions=version,
-        device_serial_number="none",
-        series_description="stroke-seg lesion (research use only)",
-        omit_empty_frames=False,
-    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
-    log.info("DICOM SEG written: %d frames, %d lesion pixels", len(frames), int(sum(f.sum() for f in frames)))
+    partial = out.with_name(out.name + ".partial")
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[description],
+            series_instance_uid=hd.UID(),
+            series_number=900,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="stroke-seg (research use only, not for diagnosis)",
+            manufacturer_model_name=algorithm,
+            software_versions=version,
+            device_serial_number="none",
+            series_description="stroke-seg lesion (research use only)",
+            omit_empty_frames=False,
+            **geometry,
+        )
+        seg.save_as(partial)
+        partial.replace(out)
+    except Exception as err:  # highdicom's checks of the source (ValueError, TypeError, AttributeError, ...)
+        partial.unlink(missing_ok=True)
+        log.warning("DICOM SEG for %s not written", name, exc_info=True)
+        reason = without_paths(err, case.source_dir, name) if case.source_dir is not None else str(err)
+        raise InvalidImageError(
+            f"DICOM SEG for {name}: expected source images highdicom accepts, but it refused them "
+            f"({type(err).__name__}: {reason})"
+        ) from err
+    log.info("DICOM SEG written: %d frames, %d lesion pixels", len(frames), int(pixels.sum()))
     return out
+
+
+def with_seg(result: Result, case: DicomCase, out: str | os.PathLike) -> Result:
+    """Write ``result``'s mask as a DICOM SEG (:func:`write_seg`); when that fails, ``result`` with a warning saying
+    why the SEG is missing, so that the mask and report are delivered all the same.
+
+    Returns:
+        ``result`` itself when the SEG was written, else a copy whose ``warnings`` end with the reason.
+    """
+    try:
+        write_seg(result.mask, case, out, algorithm=result.model, version=result.model_version)
+        return result
+    except StrokeSegError as err:
+        reason = str(err)
+    except Exception as err:  # an unforeseen failure of an optional output must not lose the mask
+        log.exception("DICOM SEG for %s not written", case.source_name)
+        reason = f"DICOM SEG for {case.source_name or 'the DICOM export'}: unexpected {type(err).__name__} (logged)"
+    log.warning("%s", reason)
+    return dataclasses.replace(result, warnings=(*result.warnings, f"DICOM SEG not written: {reason}"))

@@ -10,17 +10,19 @@
 falling back to ``openvino`` where bf16 is not native and to ``torch`` where OpenVINO is not installed.
 :func:`build_engine` converts once per process (the converted model is cached on disk under
 :func:`default_cache_dir`, keyed by the weights' SHA-256 and the OpenVINO version) and compiles once per precision;
-any failure there is logged and the torch reference is returned instead, never an error for the user.
+any failure there is logged and the torch reference is returned instead, never an error for the user;
+:func:`record_engines` tells which engine actually ran.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ __all__ = [
     "openvino_available",
     "native_bf16",
     "default_cache_dir",
+    "record_engines",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,35 @@ Engine = Callable[[torch.Tensor], torch.Tensor]
 
 _lock = threading.Lock()
 _compiled: dict[tuple[str, str], Engine] = {}
+_ran = threading.local()  # .sets: the sets of the record_engines() blocks open in this thread
+
+
+@contextlib.contextmanager
+def record_engines() -> Iterator[set[str]]:
+    """Collect the engines that actually ran in this thread inside the block, into the set it yields.
+
+    An engine counts once it has computed a window, so a fallback (an OpenVINO engine that failed to build or to
+    run, replaced by the torch reference) shows as ``{"torch"}``, not as the engine that was asked for.
+    """
+    seen: set[str] = set()
+    sets = _ran.__dict__.setdefault("sets", [])
+    sets.append(seen)
+    try:
+        yield seen
+    finally:
+        sets.pop()
+
+
+def _recorded(name: str, engine: Engine) -> Engine:
+    """``engine``, noting ``name`` in the open :func:`record_engines` sets of the thread after each window it runs."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = engine(x)
+        for seen in getattr(_ran, "sets", ()):
+            seen.add(name)
+        return out
+
+    return run
 
 
 @functools.cache
@@ -129,8 +161,11 @@ def _openvino_model(net: torch.nn.Module, example: torch.Tensor, key: str, cache
     return core, model
 
 
-def _openvino_engine(net: torch.nn.Module, window: tuple[int, ...], key: str, precision: str, cache_dir: Path):
-    channels = int(next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d)).in_channels)
+def _openvino_engine(
+    net: torch.nn.Module, window: tuple[int, ...], key: str, precision: str, cache_dir: Path, channels: int | None
+):
+    if channels is None:
+        channels = int(next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d)).in_channels)
     shape = (1, channels, *window)
     core, model = _openvino_model(net, torch.zeros(shape), key, cache_dir)
     model.reshape(list(shape))
@@ -160,6 +195,7 @@ def build_engine(
     window: tuple[int, int, int],
     key: str,
     cache_dir: Path | None = None,
+    channels: int | None = None,
 ) -> tuple[str, Engine]:
     """The engine ``name`` for ``net`` on windows of ``window``, built once per process and ``key``.
 
@@ -169,12 +205,14 @@ def build_engine(
         window: spatial window size; OpenVINO compiles for (1, C, *window).
         key: identifies the weights (their SHA-256); converted models are cached under it.
         cache_dir: where converted models are kept (default :func:`default_cache_dir`).
+        channels: input channels; None reads them from the first ``Conv3d`` (a TorchScript module has none to read).
 
     Returns:
-        ``(name actually built, engine)``: ``"torch"`` when an OpenVINO engine failed to build (logged).
+        ``(name actually built, engine)``: ``"torch"`` when an OpenVINO engine failed to build (logged). The engine
+        notes its name in :func:`record_engines` after each window it computes.
     """
     if name == "torch":
-        return name, _torch_engine(net)
+        return name, _recorded(name, _torch_engine(net))
     precision = {"openvino": "f32", "openvino-bf16": "bf16"}.get(name)
     if precision is None:
         raise ValueError(f"engine must be torch, openvino or openvino-bf16, but it is {name!r}")
@@ -182,11 +220,11 @@ def build_engine(
         cached = _compiled.get((key, name))
         if cached is None:
             try:
-                cached = _openvino_engine(net, window, key, precision, cache_dir or default_cache_dir())
+                cached = _openvino_engine(net, window, key, precision, cache_dir or default_cache_dir(), channels)
             except Exception as err:  # noqa: BLE001 - any engine failure falls back to the reference
                 log.warning(
                     "engine %s failed to build (%s: %s); using the torch reference", name, type(err).__name__, err
                 )
-                return "torch", _torch_engine(net)
+                return "torch", _recorded("torch", _torch_engine(net))
             _compiled[(key, name)] = cached
-    return name, cached
+    return name, _recorded(name, cached)

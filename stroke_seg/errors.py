@@ -13,7 +13,10 @@ __all__ = [
     "StrokeSegError",
     "InvalidImageError",
     "IncompatibleImagesError",
+    "InputTooLargeError",
     "ModelError",
+    "JobTimeoutError",
+    "LaneBusyError",
     "Cancelled",
     "check_cancel",
 ]
@@ -31,8 +34,21 @@ class IncompatibleImagesError(StrokeSegError, ValueError):
     """Two inputs cannot be put on one grid (no overlap, no world coordinates, mask on another grid)."""
 
 
+class InputTooLargeError(InvalidImageError):
+    """An input would expand past a limit (voxels its header declares, an archive's size, members or ratio); refused
+    before it is expanded (:mod:`stroke_seg.limits`)."""
+
+
 class ModelError(StrokeSegError):
     """A model backend is unknown, or its weights are missing or corrupt."""
+
+
+class JobTimeoutError(StrokeSegError):
+    """A job ran past its wall-clock limit and was stopped."""
+
+
+class LaneBusyError(StrokeSegError):
+    """A job of a slow model was refused because that model's lane and its waiting places are all taken."""
 
 
 class Cancelled(StrokeSegError):

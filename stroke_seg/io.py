@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import IncompatibleImagesError, InvalidImageError
+from .limits import Limits
 from .readers import Image, ImageSource, read_image, to_nifti, write_image
 from .types import Case, Geometry
 
@@ -84,7 +85,7 @@ def _check_shape(data: np.ndarray, role: str, name: str, max_voxels: int) -> Non
         )
     if data.size > max_voxels:
         raise InvalidImageError(
-            f"{role} file {name}: expected at most {max_voxels} voxels, but it has {data.size} (shape {data.shape})"
+            f"{role} file {name}: expected at most {max_voxels:,} voxels, but it has {data.size:,} (shape {data.shape})"
         )
 
 
@@ -240,7 +241,7 @@ def load_case(
     *,
     b0: ImageLike | None = None,
     b_value: float = 1000.0,
-    max_voxels: int = 400 * 400 * 300,
+    max_voxels: int | None = None,
 ) -> Case:
     """Load and validate a case; every image ends up on the grid of the DWI as given.
 
@@ -253,12 +254,14 @@ def load_case(
         ground_truth: optional binary lesion mask on the DWI grid.
         b0: optional b=0 image of the DWI's acquisition (same scale); used when no ADC map is given.
         b_value: the DWI's b-value in s/mm², for computing the ADC from the b0.
-        max_voxels: largest accepted image size, in voxels.
+        max_voxels: largest accepted image size, in voxels (a 4D image: all volumes), checked from each header
+            before its voxels are read; None: ``STROKE_SEG_MAX_VOXELS`` (:class:`stroke_seg.limits.Limits`).
 
     Returns:
         A validated :class:`Case`.
 
     Raises:
+        InputTooLargeError: an image's header declares more than ``max_voxels`` voxels (nothing read).
         InvalidImageError: an image is unreadable, not 3D, non-finite, constant, too small or too
             large, an ADC in no known unit, a ground truth that is not binary, or neither ADC nor b0.
         IncompatibleImagesError: an image cannot be put on the DWI grid.
@@ -266,7 +269,9 @@ def load_case(
     if not b_value > 0:
         raise InvalidImageError(f"b-value: expected a positive diffusion weighting in s/mm², but got {b_value}")
     notes: list[str] = []
-    dwi_image = read_image(dwi, "DWI")
+    if max_voxels is None:
+        max_voxels = Limits.from_env().max_voxels
+    dwi_image = read_image(dwi, "DWI", max_voxels=max_voxels)
     dwi_name, geometry = dwi_image.name, dwi_image.geometry
     dwi_data, b0_data = _split_dwi_4d(dwi_image.data, dwi_name, notes)
     _check_shape(dwi_data, "DWI", dwi_name, max_voxels)
@@ -274,7 +279,7 @@ def load_case(
     sources = {"dwi": dwi_name}
 
     def load_other(source: ImageLike, role: str, key: str, values: bool = True) -> Image:
-        image = read_image(source, role)
+        image = read_image(source, role, max_voxels=max_voxels)
         sources[key] = image.name
         _check_shape(image.data, role, image.name, max_voxels)
         if values:

@@ -27,10 +27,11 @@ import numpy as np
 from . import render
 from .api import segment
 from .cache import ResultCache
-from .dicom import load_dicom, write_seg
-from .errors import Cancelled, InvalidImageError, StrokeSegError
+from .dicom import load_dicom, with_seg
+from .digest import file_sha256
+from .errors import Cancelled, InvalidImageError, JobTimeoutError, LaneBusyError, StrokeSegError
 from .io import load_case, missing_input, save_image
-from .models import check_model_name, get_model
+from .models import check_model_name, get_model, model_class
 from .types import Case, Result, SegmentConfig
 from .version import __version__
 
@@ -148,6 +149,55 @@ class _Job:
         return time.monotonic() - self.started
 
 
+class _Lane:
+    """Inference threads for one kind of model (fast or slow) and the jobs waiting for them, first come first served.
+
+    A slow model (minutes per job) runs in a lane of its own, so that jobs of fast models never wait for all of it.
+    """
+
+    def __init__(self, title: str, slots: int, max_waiting: int | None) -> None:
+        self.title, self.slots, self.max_waiting = title, slots, max_waiting
+        self.pool = ThreadPoolExecutor(max_workers=max(slots, 1), thread_name_prefix=f"stroke-seg-{title.split()[0]}")
+        self._lock = threading.Lock()
+        self._waiting: list[object] = []
+        self._running: list[_Job] = []
+
+    def join(self, ticket: object) -> None:
+        with self._lock:
+            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting + max(
+                0, self.slots - len(self._running)
+            ):
+                raise LaneBusyError(
+                    f"model: the {self.title} is full ({len(self._running)} running, {len(self._waiting)} waiting"
+                    f"{self._eta()}); submit again later or choose a faster model"
+                )
+            self._waiting.append(ticket)
+
+    def try_enter(self, ticket: object, job: _Job) -> bool:
+        with self._lock:
+            if len(self._running) < self.slots and self._waiting and self._waiting[0] is ticket:
+                self._waiting.pop(0)
+                self._running.append(job)
+                return True
+            return False
+
+    def leave(self, ticket: object, job: _Job | None) -> None:
+        with self._lock:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            if job in self._running:
+                self._running.remove(job)
+
+    def waiting_text(self, ticket: object) -> str:
+        with self._lock:
+            ahead = self._waiting.index(ticket) if ticket in self._waiting else 0
+            return f"Waiting for the {self.title}: {len(self._running) + ahead} job(s) ahead{self._eta()}"
+
+    def _eta(self) -> str:
+        stages = [j.stage for j in self._running if "left" in j.stage]
+        return f"; the running one reports: {stages[0]}" if stages else ""
+
+
 class JobEngine:
     """Runs segmentation jobs on ``concurrency`` inference threads and commits their results to ``cache``.
 
@@ -157,7 +207,15 @@ class JobEngine:
         tick_s: a running job reports its status at least this often, seconds.
         engine: the network engine of every job (:attr:`SegmentConfig.engine`).
         runner: where jobs run (:data:`Runner`); ``concurrency`` jobs at once are handed to it.
+        timeout_s: wall-clock seconds a job may take from its start (after its wait in the queue); then it is
+            stopped at its next step and fails with :class:`~stroke_seg.errors.JobTimeoutError`. None: no limit.
+        slow_concurrency: jobs of slow models (``Backend.slow``, e.g. DeepISLES on a CPU) at once, in a lane of
+            their own beside the ``concurrency`` fast ones; 0 runs them in the fast lane.
+        slow_queue: slow-model jobs that may wait for their lane; one more is refused with a message saying why.
     """
+
+    STOP_GRACE_S = 30.0
+    """Seconds a timed-out job's inference is given to stop (at its next window) before the job fails anyway."""
 
     def __init__(
         self,
@@ -167,16 +225,29 @@ class JobEngine:
         *,
         engine: str = "auto",
         runner: Runner = segment,
+        timeout_s: float | None = None,
+        slow_concurrency: int = 1,
+        slow_queue: int = 1,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, but it is {concurrency}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds or None, but it is {timeout_s}")
+        self.timeout_s = timeout_s
         self.config = SegmentConfig(engine=engine)
         self.runner = runner
         self.cache = cache
         self.concurrency = concurrency
         self.tick_s = tick_s
         self.stopping = threading.Event()  # set on shutdown: a running job stops within one window
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stroke-seg-infer")
+        self._fast = _Lane("inference queue", concurrency, None)
+        self._pool = self._fast.pool
+        self._slow = _Lane("slow-model lane", slow_concurrency, slow_queue) if slow_concurrency > 0 else None
+        self.slots = concurrency + (slow_concurrency + slow_queue if self._slow else 0)
+        """Jobs this engine takes at once (running or waiting for their lane): the app's queue concurrency."""
+
+    def _lane(self, model: str) -> _Lane:
+        return self._slow if self._slow is not None and getattr(model_class(model), "slow", False) else self._fast
 
     def warm_up(self, model: str) -> None:
         """Load ``model`` and build its engines on an inference thread, so that the first job only queues behind."""
@@ -195,15 +266,30 @@ class JobEngine:
         self.stopping.set()
 
     async def run(
-        self, files: dict[str, str | None], model: str, mode: str, progress: Progress
+        self,
+        files: dict[str, str | None],
+        model: str,
+        mode: str,
+        progress: Progress,
+        *,
+        user: str | None = None,
+        cache: ResultCache | None = None,
     ) -> AsyncIterator[JobEvent]:
         """One job, as a stream of :data:`JobEvent`.
 
         An async generator on purpose: between events it waits in ``await``, so a caller that closes it (a
         cancelled request) closes it at once; its ``finally`` then tells the inference thread to stop.
 
+        Args:
+            files: the inputs by name (:data:`INPUT_NAMES`, :data:`DICOM`, :data:`B0`), server paths or None.
+            model, mode: the backend and its mode.
+            progress: ``progress(fraction, desc=...)``.
+            user: who asked (logins on), for the log; None when logins are off.
+            cache: where this job's result is looked up and committed (a user's own folder); default the engine's.
+
         Raises:
-            StrokeSegError: bad input, unknown model, failed inference, or :class:`Cancelled`.
+            StrokeSegError: bad input, unknown model, failed inference, :class:`Cancelled`, or
+                :class:`JobTimeoutError` after :attr:`timeout_s`.
         """
         dicom, b0 = files.get(DICOM) or None, files.get(B0) or None
         if dicom and (files.get("dwi") or files.get("adc") or b0):
@@ -218,17 +304,35 @@ class JobEngine:
             )
         check_model_name(model)
         ordered = [files.get(n) or None for n in INPUT_NAMES]
+        cache = cache or self.cache
         await asyncio.to_thread(self.cache.sweep)
-        key = await asyncio.to_thread(
-            self.cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__
-        )
-        hit = self.cache.get(key)
+        if cache is not self.cache:
+            await asyncio.to_thread(cache.sweep)
+        key = await asyncio.to_thread(cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__)
+        # who ran which model on which bytes: digests only, never a file name (it may hold a patient's name)
+        named = dict(zip(INPUT_NAMES, ordered)) | {DICOM: dicom, B0: b0}
+        digests = await asyncio.to_thread(lambda: {n: file_sha256(f) for n, f in named.items() if f})
+        inputs = " ".join(f"{n}:sha256={d}" for n, d in digests.items())
+        log.info("job requested user=%s model=%s mode=%s result=%s inputs=[%s]", user or "-", model, mode, key, inputs)
+        hit = cache.get(key)
         if hit is not None:
             progress(1.0, desc="served from the result cache")
             log.info("cache hit %s", key)
             yield "cached", hit
             return
         job = _Job(model, mode, self.config, progress, self.stopping, self.runner)
+        lane, ticket = self._lane(model), object()
+        lane.join(ticket)
+        try:
+            while not lane.try_enter(ticket, job):
+                waiting = lane.waiting_text(ticket)
+                progress(0.0, desc=waiting)
+                yield "tick", waiting
+                await asyncio.sleep(self.tick_s)
+        except BaseException:
+            lane.leave(ticket, job)
+            raise
+        job.started = time.monotonic()  # the time-out counts from here, not from the wait for the lane
         log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
         job.report(0.0, "validating inputs")
         workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job
@@ -245,39 +349,59 @@ class JobEngine:
                 )
             else:
                 case = await asyncio.to_thread(lambda: load_case(*ordered, b0=b0))
-            staging = self.cache.staging()
+            staging = cache.staging()
             # Inference starts now on an inference thread (the context carries the caller's progress tracking);
             # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.
-            finished = asyncio.wrap_future(self._pool.submit(contextvars.copy_context().run, job.run, case))
+            finished = asyncio.wrap_future(lane.pool.submit(contextvars.copy_context().run, job.run, case))
             inputs_png = await asyncio.to_thread(
                 lambda: render.save_png(render.input_montage(case), staging / "inputs.png")
             )
             yield "summary", (case, inputs_png)
             while not finished.done():
-                done, _ = await asyncio.wait({finished}, timeout=self.tick_s)
+                left = None if self.timeout_s is None else self.timeout_s - job.elapsed()
+                if left is not None and left <= 0:
+                    await self._stop_timed_out(job, finished, user)
+                wait_s = self.tick_s if left is None else max(0.01, min(self.tick_s, left))
+                done, _ = await asyncio.wait({finished}, timeout=wait_s)
                 if not done:
                     yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
             if job.error is not None:
                 raise job.error
-            await asyncio.to_thread(write_entry, job.result, case, files, staging)
-            if chosen is not None:
-                await asyncio.to_thread(
-                    write_seg,
-                    job.result.mask,
-                    chosen,
-                    staging / "mask_seg.dcm",
-                    algorithm=job.result.model,
-                    version=job.result.model_version,
-                )
-            folder = self.cache.commit(staging, key)
+            result = job.result
+            if chosen is not None:  # the SEG first: one that cannot be written becomes a warning in the report
+                result = await asyncio.to_thread(with_seg, result, chosen, staging / "mask_seg.dcm")
+            await asyncio.to_thread(write_entry, result, case, files, staging)
+            folder = cache.commit(staging, key)
             staging = None
             log.info("result written %s t=%.3f", folder.name, time.time())
             yield "done", folder
         finally:
             job.cancel.set()
+            lane.leave(ticket, job)
             shutil.rmtree(workdir, ignore_errors=True)
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+
+    async def _stop_timed_out(self, job: _Job, finished: asyncio.Future, user: str | None) -> None:
+        """Stop a job past :attr:`timeout_s`: cancel its inference, give it :attr:`STOP_GRACE_S` to let go of its
+        thread, then fail the job."""
+        job.cancel.set()
+        log.warning(
+            "job timed out user=%s model=%s after %.0f s (limit %g s) during %s: stopping it",
+            user or "-",
+            job.model,
+            job.elapsed(),
+            self.timeout_s,
+            job.stage,
+        )
+        await asyncio.wait({finished}, timeout=self.STOP_GRACE_S)
+        if not finished.done():
+            log.warning("timed-out job still holds its inference thread after %.0f s", self.STOP_GRACE_S)
+        raise JobTimeoutError(
+            f"job: expected to finish within {self.timeout_s:g} s (the server's STROKE_SEG_JOB_TIMEOUT), but "
+            f"`{job.model}` ({job.mode}) was still running after {job.elapsed():.0f} s, at {job.stage}; it was "
+            "stopped and its place freed for the next job. Try the fast mode, another model or a smaller scan."
+        )
 
 
 def write_entry(result: Result, case: Case, files: dict[str, str | None], folder: Path) -> None:

@@ -1,18 +1,32 @@
 """Probability map -> binary lesion mask: threshold, then remove components that are too small, that do not
 restrict diffusion (median ADC too high), or that sit in a skull-base susceptibility zone without core restriction;
-then (:func:`grow_to_dwi_edges`) extend each kept lesion to its own DWI edge."""
+then (:func:`grow_to_dwi_edges`) extend each kept lesion to its own DWI edge; last (:func:`enforce_lesion_rules`, after
+every step that can add voxels) drop every lesion that breaks the rules the report states.
+
+Distances, radii and depths are compared with a tolerance of :data:`DISTANCE_TOL_MM`, so that a test sitting exactly on
+its boundary (a 4 mm reach on a 2 mm grid, a 3-4-5 diagonal) gives the same answer whatever float noise the affine
+carries."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .anatomy import MniMap, component_centres_world, in_susceptibility_zone
-from .preprocess import Preprocessed
+from .preprocess import DISTANCE_TOL_MM, Preprocessed
 
 __all__ = [
+    "DISTANCE_TOL_MM",
+    "LesionRules",
+    "lesion_rules",
+    "RuleViolation",
+    "lesion_rule_violations",
+    "enforce_lesion_rules",
+    "describe_violations",
+    "min_voxels_for",
     "apply_physics_guard",
     "measurable_diffusion",
     "MIN_LESION_ADC",
@@ -38,6 +52,161 @@ log = logging.getLogger(__name__)
 
 CONNECTIVITY_26 = ndi.generate_binary_structure(3, 3)
 """26-connectivity, as the ISLES'22 evaluation counts lesions."""
+
+
+
+def min_voxels_for(min_ml: float, voxel_ml: float) -> int:
+    """Fewest voxels of ``voxel_ml`` mL that hold at least ``min_ml`` mL (1e-6 relative tolerance), at least 1."""
+    if min_ml <= 0 or voxel_ml <= 0:
+        return 1
+    return max(1, int(np.ceil(min_ml / voxel_ml * (1.0 - 1e-6))))
+
+
+@dataclass(frozen=True)
+class LesionRules:
+    """The rules every lesion of a final mask obeys (the report states them).
+
+    Attributes:
+        min_lesion_ml: smallest lesion, mL.
+        max_lesion_adc: largest median ADC of a lesion, 1e-6 mm²/s; None: no ADC rule.
+        dwi_brain_median: a lesion's mean DWI must be above this (the DWI's median inside the brain mask, in the
+            DWI's own units); None: no DWI rule.
+    """
+
+    min_lesion_ml: float
+    max_lesion_adc: float | None
+    dwi_brain_median: float | None
+
+
+def lesion_rules(config, dwi_brain_median: float | None) -> LesionRules:
+    """The rules of a :class:`~stroke_seg.types.SegmentConfig` run whose brain median DWI is ``dwi_brain_median``."""
+    return LesionRules(config.min_lesion_ml, config.max_lesion_adc, dwi_brain_median)
+
+
+@dataclass(frozen=True)
+class RuleViolation:
+    """One lesion (26-connected component) that breaks at least one :class:`LesionRules` rule.
+
+    Attributes:
+        voxels, volume_ml: its size.
+        median_adc: its median ADC, 1e-6 mm²/s.
+        dwi_ratio: its mean DWI over the brain median (None without a brain median).
+        first_voxel: index (X, Y, Z) of its first voxel in C order, to find it again.
+        reasons: which rules it breaks: "small", "adc", "dark".
+    """
+
+    voxels: int
+    volume_ml: float
+    median_adc: float
+    dwi_ratio: float | None
+    first_voxel: tuple[int, int, int]
+    reasons: tuple[str, ...]
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ...]]:
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
+    return labels, n, box
+
+
+def lesion_rule_violations(
+    mask: np.ndarray, dwi: np.ndarray, adc: np.ndarray, voxel_ml: float, rules: LesionRules
+) -> tuple[RuleViolation, ...]:
+    """Every lesion of ``mask`` that breaks a rule: smaller than ``min_lesion_ml``, median ADC above
+    ``max_lesion_adc``, or mean DWI not above ``dwi_brain_median``.
+
+    Args:
+        mask: bool lesion mask, shape (X, Y, Z) (the input grid, for the final check).
+        dwi: DWI on the same grid, the units ``rules.dwi_brain_median`` is in.
+        adc: ADC on the same grid, 1e-6 mm²/s.
+        voxel_ml: volume of one voxel, mL.
+        rules: the rules.
+
+    Returns:
+        One :class:`RuleViolation` per breaking lesion, in label order (empty when every lesion obeys).
+    """
+    if mask.shape != dwi.shape or mask.shape != adc.shape:
+        raise ValueError(f"mask, DWI and ADC must have one shape, but they are {mask.shape}, {dwi.shape}, {adc.shape}")
+    if not mask.any():
+        return ()
+    labels, n, box = _components(mask)
+    index = np.arange(1, n + 1)
+    inside = labels > 0
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index), np.float64).reshape(-1)
+    means = np.asarray(ndi.mean(dwi[box][inside].astype(np.float64), labels[inside], index), np.float64).reshape(-1)
+    small = sizes < min_voxels_for(rules.min_lesion_ml, voxel_ml)
+    high = medians > rules.max_lesion_adc if rules.max_lesion_adc is not None else np.zeros(n, bool)
+    dark = means <= rules.dwi_brain_median if rules.dwi_brain_median is not None else np.zeros(n, bool)
+    bad = np.flatnonzero(small | high | dark)
+    if bad.size == 0:
+        return ()
+    firsts = {}
+    flat = labels.ravel()
+    order = np.flatnonzero(np.isin(flat, bad + 1))
+    for pos in order:  # first voxel of each breaking component (C order)
+        firsts.setdefault(int(flat[pos]), pos)
+    out = []
+    for i in bad:
+        local = np.unravel_index(firsts[int(i) + 1], labels.shape)
+        reasons = tuple(r for r, hit in (("small", small[i]), ("adc", high[i]), ("dark", dark[i])) if hit)
+        out.append(
+            RuleViolation(
+                voxels=int(sizes[i]),
+                volume_ml=float(sizes[i]) * voxel_ml,
+                median_adc=float(medians[i]),
+                dwi_ratio=None if rules.dwi_brain_median is None else float(means[i]) / rules.dwi_brain_median,
+                first_voxel=tuple(int(a + s.start) for a, s in zip(local, box)),  # type: ignore[arg-type]
+                reasons=reasons,
+            )
+        )
+    return tuple(out)
+
+
+def enforce_lesion_rules(
+    mask: np.ndarray, dwi: np.ndarray, adc: np.ndarray, voxel_ml: float, rules: LesionRules
+) -> tuple[np.ndarray, tuple[RuleViolation, ...]]:
+    """Remove every lesion that breaks a rule (:func:`lesion_rule_violations`); run it after the last step that can
+    add voxels, on the grid the mask is delivered on. Removing whole components leaves the others unchanged, so the
+    result obeys every rule.
+
+    Returns:
+        (the mask without them, bool, same shape; the removed lesions).
+    """
+    found = lesion_rule_violations(mask, dwi, adc, voxel_ml, rules)
+    if not found:
+        return mask, ()
+    labels, _, box = _components(mask)
+    drop = np.unique([labels[tuple(a - s.start for a, s in zip(v.first_voxel, box))] for v in found])
+    out = mask.copy()
+    out[box] &= ~np.isin(labels, drop)
+    log.info(
+        "lesion rules: removed %d lesions (%.3f mL): %s",
+        len(found),
+        sum(v.volume_ml for v in found),
+        ", ".join(f"{k} {sum(k in v.reasons for v in found)}" for k in ("small", "adc", "dark")),
+    )
+    return out, found
+
+
+def describe_violations(found: tuple[RuleViolation, ...] | list[RuleViolation], rules: LesionRules) -> str | None:
+    """One warning line about lesions that break the rules (for a backend whose mask is kept as it is), or None."""
+    if not found:
+        return None
+    parts = []
+    for key, text in (
+        ("small", f"smaller than {rules.min_lesion_ml:g} mL"),
+        ("adc", f"median ADC above {rules.max_lesion_adc:g}" if rules.max_lesion_adc is not None else ""),
+        ("dark", "mean DWI not above the brain median"),
+    ):
+        k = sum(key in v.reasons for v in found)
+        if k:
+            parts.append(f"{k} {text}")
+    return (
+        f"{len(found)} lesion(s) ({sum(v.volume_ml for v in found):.2f} mL) break the lesion rules: "
+        + "; ".join(parts)
+        + ". The model's own mask is kept as it is; check them on the overlay."
+    )
 
 
 def filter_components(
@@ -158,7 +327,7 @@ def threshold_and_filter(
     """
     return filter_components(
         probability > threshold,
-        min_voxels=int(np.ceil(min_lesion_ml / voxel_ml - 1e-9)),
+        min_voxels=min_voxels_for(min_lesion_ml, voxel_ml),
         adc=adc,
         max_median_adc=max_median_adc,
         zone_max_adc=zone_max_adc,
@@ -220,13 +389,14 @@ def grow_to_dwi_edges(
         if brain is not None:
             t &= brain[box]
         d = dwi[box]
-        shell = (dist > shell_mm[0]) & (dist <= shell_mm[1]) & t & ~mask[box]
+        tol = DISTANCE_TOL_MM
+        shell = (dist > shell_mm[0] + tol) & (dist <= shell_mm[1] + tol) & t & ~mask[box]
         if shell.sum() < 5:
             continue
         peak, background = float(np.median(d[lesion])), float(np.median(d[shell]))
         if peak <= background:
             continue
-        candidates = (dist > 0) & (dist <= reach_mm) & t & (d > background + level * (peak - background))
+        candidates = (dist > 0) & (dist <= reach_mm + tol) & t & (d > background + level * (peak - background))
         grown, _ = ndi.label(lesion | candidates, structure=CONNECTIVITY_26)
         reached = (grown == grown[lesion][0]) & candidates  # the lesion is one connected piece of the union
         added += int((reached & ~out[box]).sum())

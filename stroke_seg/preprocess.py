@@ -23,6 +23,7 @@ __all__ = [
     "to_canonical",
     "from_canonical",
     "brain_mask",
+    "diffusion_support",
     "zoom_to_spacing",
     "zoom_to_shape",
     "voxel_sizes",
@@ -31,6 +32,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _RAS = nio.axcodes2ornt(("R", "A", "S"))
+
+RAW_HEAD_ML = 100.0
+"""A case with more than this much non-zero DWI outside its brain mask (:attr:`Preprocessed.outside_ml`, mL) is a raw
+head (skull, scalp, background kept), not a skull-stripped input."""
+
+DISTANCE_TOL_MM = 1e-3
+"""Tolerance of distance and depth comparisons (mm), as in :mod:`stroke_seg.postprocess`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,9 +125,11 @@ def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float,
     support = _filled(dwi != 0)
     if support.mean() < 0.9 and support.sum() * float(np.prod(voxel_size)) / 1000.0 <= BRAIN_ML_MAX:
         return support  # skull-stripped: zeros outside the brain; its support is the brain
-    thr = _otsu(np.log1p(positive[:: max(1, positive.size // 200_000)]))
+    thr = _log_otsu(positive)
+    # Foreground: bright DWI, or DWI with some signal where the ADC has a value. The ADC's support is not used
+    # beyond that: a computed ADC has values wherever the DWI has (noise included), a scanner's is 0 in the air or
+    # outside its own brain mask; the DWI signal decides, so both give one mask.
     fg_full = (np.log1p(np.maximum(dwi, 0)) > thr) | ((adc > 0) & (dwi > 0.5 * np.expm1(thr)))
-    fg_full &= adc > 0
     step = np.maximum(1, np.floor(2.0 / np.asarray(voxel_size) + 1e-6)).astype(int)
     fg = fg_full[:: step[0], :: step[1], :: step[2]]
     vs = np.asarray(voxel_size, float) * step
@@ -129,11 +139,11 @@ def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float,
     depth = ndi.distance_transform_edt(np.pad(fg, 1), sampling=vs)[1:-1, 1:-1, 1:-1]
     brain = fg
     for d in _CORE_DEPTHS_MM:
-        labels, n = ndi.label(depth > d)
+        labels, n = ndi.label(depth > d + DISTANCE_TOL_MM)
         if n == 0:
             break
         core = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
-        reach = ndi.distance_transform_edt(~core, sampling=vs) <= d + 0.5 * float(vs.max())
+        reach = ndi.distance_transform_edt(~core, sampling=vs) <= d + 0.5 * float(vs.max()) + DISTANCE_TOL_MM
         labels, _ = ndi.label(fg & reach)
         keep = np.unique(labels[core])
         brain = np.isin(labels, keep[keep > 0])
@@ -149,6 +159,28 @@ def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float,
             brain = np.repeat(brain, k, axis=axis)
         brain = brain[: dwi.shape[0], : dwi.shape[1], : dwi.shape[2]]
     return brain
+
+
+def _log_otsu(positive: np.ndarray) -> float:
+    """Otsu's threshold of the log-intensity of positive DWI values (a subsample of at most ~200,000)."""
+    return _otsu(np.log1p(positive[:: max(1, positive.size // 200_000)]))
+
+
+def diffusion_support(dwi: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Where an ADC value is a measurement: the brain, and wherever the DWI carries signal (above half the level that
+    separates head from background, from Otsu's threshold of the log-intensity).
+
+    A scanner's ADC is 0 in the air (or outside its own brain mask); an ADC computed from b0 + b1000 has values
+    wherever the DWI has, noise included. Setting the ADC to 0 outside this support makes both one map, so that
+    every rule that uses the ADC map's support gives one answer.
+
+    Args:
+        dwi: raw DWI, shape (X, Y, Z); brain: brain mask, bool, same shape.
+    """
+    positive = dwi[dwi > 0]
+    if positive.size == 0:
+        return brain.copy()
+    return brain | (dwi > 0.5 * np.expm1(_log_otsu(positive)))
 
 
 def _filled(mask: np.ndarray) -> np.ndarray:
@@ -203,6 +235,7 @@ def preprocess(case: Case) -> Preprocessed:
     flair_c = to_canonical(case.flair, case.affine)[0] if case.flair is not None else None
     vs = voxel_sizes(affine_c)
     brain = brain_mask(dwi_c, adc_c, vs)
+    adc_c = np.where(diffusion_support(dwi_c, brain), adc_c, np.float32(0.0))
     if brain.sum() < 100:
         log.warning("brain mask has only %d voxels; normalising over all positive voxels", int(brain.sum()))
         brain_for_stats = dwi_c > 0

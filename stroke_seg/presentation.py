@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import model_infos
+from .models import model_infos, unavailable_models
 from .types import Case
 
 __all__ = [
@@ -101,6 +101,11 @@ def done_markdown(report: dict[str, Any], cached: bool) -> str:
     return f"Done in {report['timings']['total']:.1f} s with `{report['model']}` ({report['mode']})." + (
         " Served from the result cache." if cached else ""
     )
+
+
+def unavailable_markdown() -> str:
+    """One line per optional model that is not installed here, saying how to add it; empty when none."""
+    return "\n".join(f"*`{name}` is not installed here: {how}.*" for name, how in unavailable_models().items())
 
 
 def model_markdown(name: str) -> str:

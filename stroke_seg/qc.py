@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 
 from .anatomy import MniMap
 from .io import ADC_UNITS
+from .preprocess import DISTANCE_TOL_MM, RAW_HEAD_ML
 from .types import Case, voxel_sizes
 
 __all__ = [
@@ -48,7 +49,7 @@ CORE_ADC = 620.0
 """ADC (1e-6 mm²/s) below which tissue is acute core (the RAPID threshold)."""
 EDGE_MM = 5.0
 """Depth of the brain-edge band, mm."""
-SKULL_ML = 100.0
+SKULL_ML = RAW_HEAD_ML
 """Non-zero image volume outside the brain mask (mL) above which the input counts as not skull-stripped."""
 POSTERIOR_FOSSA_Z_MNI = -22.0
 """MNI z (mm) below which a point behind the brainstem's front (y < -25) is in the posterior fossa."""
@@ -82,7 +83,7 @@ def check_artefact_sites(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, a
         return None
     voxel = voxel_sizes(affine)
     depth = ndi.distance_transform_edt(np.pad(brain, 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
-    edge = mask & (depth <= EDGE_MM)
+    edge = mask & (depth <= EDGE_MM + DISTANCE_TOL_MM)
     idx = np.argwhere(mask)
     mni = MniMap.from_brain(brain, affine)(idx @ affine[:3, :3].T + affine[:3, 3])
     fossa = np.zeros(mask.shape, bool)

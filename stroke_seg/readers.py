@@ -7,11 +7,16 @@ which works on arrays and geometries only. DICOM exports are whole cases, not si
 :mod:`stroke_seg.dicom` converts them and hands :class:`Image` records to :func:`stroke_seg.io.load_case`.
 
 Every output volume (mask, probability, staged inputs) is written by :func:`write_image`.
+
+Nothing is read past a limit: a reader checks the shape and data type its header declares
+(:func:`stroke_seg.limits.check_declared`) before it reads a voxel, and :func:`read_image` checks what any reader
+returns as well.
 """
 
 from __future__ import annotations
 
 import gzip
+import inspect
 import logging
 import os
 import zlib
@@ -23,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InvalidImageError
+from .limits import Limits, check_declared
 from .types import Geometry
 
 __all__ = [
@@ -72,7 +78,11 @@ class ImageReader(Protocol):
         ...
 
     def read(self, path: Path, role: str) -> Image:
-        """Read ``path``; raise :class:`~stroke_seg.errors.InvalidImageError` naming ``role`` and the file."""
+        """Read ``path``; raise :class:`~stroke_seg.errors.InvalidImageError` naming ``role`` and the file.
+
+        A reader whose ``read`` also takes a keyword ``max_voxels`` gets the limit, and should check the declared
+        shape with :func:`stroke_seg.limits.check_declared` before reading voxels.
+        """
         ...
 
 
@@ -93,7 +103,9 @@ def _nifti_geometry(img: nib.spatialimages.SpatialImage) -> Geometry:
     return Geometry(np.asarray(img.affine, dtype=np.float64), *codes)
 
 
-def _nifti_data(img: nib.spatialimages.SpatialImage, role: str, name: str) -> np.ndarray:
+def _nifti_data(img: nib.spatialimages.SpatialImage, role: str, name: str, max_voxels: int) -> np.ndarray:
+    """All voxels as float32, after checking the shape and type the header declares against ``max_voxels``."""
+    check_declared(img.header.get_data_shape(), img.header.get_data_dtype(), role, name, max_voxels)
     try:
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except (EOFError, zlib.error, OSError, ValueError) as err:
@@ -119,20 +131,24 @@ class NiftiReader:
 
     @staticmethod
     def _by_content(path: Path) -> nib.Nifti1Image | None:
+        """The image (header read, voxels not) when the first 348 bytes are a NIfTI-1 header, gzipped or not."""
         try:
-            raw = path.read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-            if len(raw) < 352 or raw[344:347] not in (b"n+1", b"ni1"):
+            with open(path, "rb") as f:
+                gzipped = f.read(2) == b"\x1f\x8b"
+            stream = gzip.open(path, "rb") if gzipped else open(path, "rb")  # kept open: the proxy reads from it
+            head = stream.read(352)
+            if len(head) < 348 or head[344:347] not in (b"n+1", b"ni1"):
+                stream.close()
                 return None
-            return nib.Nifti1Image.from_bytes(raw)
-        except (OSError, EOFError, zlib.error, ValueError):
+            stream.seek(0)
+            return nib.Nifti1Image.from_stream(stream)
+        except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError):
             return None
 
     def accepts(self, path: Path) -> bool:
         return self._named(path) or self._by_content(path) is not None
 
-    def read(self, path: Path, role: str) -> Image:
+    def read(self, path: Path, role: str, *, max_voxels: int | None = None) -> Image:
         name = path.name
         try:
             loaded = nib.load(str(path)) if self._named(path) else self._by_content(path)
@@ -143,7 +159,8 @@ class NiftiReader:
             ) from err
         if not isinstance(loaded, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InvalidImageError(f"{role} file {name}: expected a NIfTI image, but it is {type(loaded).__name__}")
-        return Image(_nifti_data(loaded, role, name), _nifti_geometry(loaded), name)
+        limit = Limits.from_env().max_voxels if max_voxels is None else max_voxels
+        return Image(_nifti_data(loaded, role, name, limit), _nifti_geometry(loaded), name)
 
 
 READERS: list[ImageReader] = [NiftiReader()]
@@ -167,28 +184,43 @@ def source_name(source: ImageSource) -> str:
     return Path(source).name
 
 
-def read_image(source: ImageSource, role: str) -> Image:
+def _takes_limit(reader: ImageReader) -> bool:
+    try:
+        return "max_voxels" in inspect.signature(reader.read).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def read_image(source: ImageSource, role: str, *, max_voxels: int | None = None) -> Image:
     """Read one image with the first reader that accepts it, all voxels loaded (corrupt files fail here).
 
     Args:
         source: a path, an :class:`Image` (returned as it is) or an in-memory nibabel image.
         role: what the image is ("DWI", "ADC", ...), used in messages.
+        max_voxels: largest accepted image, in voxels, all volumes of a 4D image together; None: the
+            ``STROKE_SEG_MAX_VOXELS`` limit (:class:`stroke_seg.limits.Limits`). Checked from the header before any
+            voxel is read, and again on what a reader returns.
 
     Raises:
+        InputTooLargeError: the header declares more than ``max_voxels`` voxels or a non-numeric data type.
         InvalidImageError: missing, in no readable format, unreadable, corrupt or truncated.
     """
+    limit = Limits.from_env().max_voxels if max_voxels is None else max_voxels
     if isinstance(source, Image):
+        check_declared(source.data.shape, source.data.dtype, role, source.name, limit)
         return source
     name = source_name(source)
     if isinstance(source, nib.spatialimages.SpatialImage):
-        return Image(_nifti_data(source, role, name), _nifti_geometry(source), name)
+        return Image(_nifti_data(source, role, name, limit), _nifti_geometry(source), name)
     path = Path(source)
     formats = " or ".join(r.formats for r in READERS)
     if not path.is_file():
         raise InvalidImageError(f"{role} file {name}: expected an existing {formats} file, but it does not exist")
     for reader in READERS:
         if reader.accepts(path):
-            return reader.read(path, role)
+            image = reader.read(path, role, max_voxels=limit) if _takes_limit(reader) else reader.read(path, role)
+            check_declared(image.data.shape, image.data.dtype, role, image.name, limit)
+            return image
     raise InvalidImageError(
         f"{role} file {name}: expected a {formats} file, but the name ends in {''.join(path.suffixes) or 'no suffix'}"
     )

@@ -87,6 +87,9 @@ class Acquisition:
         skull_stripped: zero everything outside the brain, as ISLES'22 releases do.
         adc_unit: stored ADC unit: "1e-6", "1e-3" or "mm2/s".
         with_flair: also write a FLAIR image.
+        adc_background: where the stored ADC is 0: "air" (where the b0 is below a quarter of white matter's, as
+            most scanners do) or "brain" (everywhere outside the intracranial mask, as some scanners and PACS
+            exports do, while the DWI keeps its noise background).
     """
 
     voxel_size: tuple[float, float, float] = (2.0, 2.0, 2.0)
@@ -99,6 +102,7 @@ class Acquisition:
     skull_stripped: bool = False
     adc_unit: str = "1e-6"
     with_flair: bool = False
+    adc_background: str = "air"
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +118,30 @@ class SynthCase:
     acquisition: Acquisition
     lesion_volume_ml: float
     brain: nib.Nifti1Image | None = None  # intracranial mask (uint8) on the same grid, the brain-extraction truth
+    raw_b0: nib.Nifti1Image | None = None  # the noisy b=0 signal the ADC was computed from (float32, DWI's scale)
+
+    def scanner_b0(self, dtype: str = "uint16", peak: float = 16000.0) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+        """(b0, b1000) as a scanner stores them: both from the noisy signals this case's ADC was computed from
+        (noise in the background too), scaled by one factor so that the b0's 99.9th percentile is ``peak``, rounded
+        to ``dtype`` ("uint16", "int16" or "float32"); the DWI's grid and affine."""
+        if self.raw_b0 is None:
+            raise ValueError("this case keeps no raw b0")
+        b0 = np.asarray(self.raw_b0.dataobj, dtype=np.float32)
+        dwi = np.asarray(self.dwi.dataobj, dtype=np.float32)
+        scale = np.float32(peak / max(float(np.percentile(b0, 99.9)), 1e-6))
+        hi = {"uint16": 65535, "int16": 32767}.get(dtype)
+        out = []
+        for data in (b0, dwi):
+            data = data * scale
+            if hi is not None:
+                data = np.clip(np.round(data), 0, hi).astype(dtype)
+            else:
+                data = data.astype(np.float32)
+            img = nib.Nifti1Image(data, self.dwi.affine, self.dwi.header.copy())
+            img.header.set_data_dtype(data.dtype)
+            img.header.set_slope_inter(1.0, 0.0)
+            out.append(img)
+        return out[0], out[1]
 
     def b0(self) -> nib.Nifti1Image:
         """The b=0 image this case's DWI and ADC imply (``S0 = S_b exp(b ADC)``, b=1000), in the DWI's dtype and grid:
@@ -538,6 +566,10 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
     background = S0n < 0.25 * s0_wm
     adc = np.where(background, 0.0, np.log(np.maximum(S0n, 1e-6) / np.maximum(Sn, 1e-6)) / _B * 1e6)
     adc = np.clip(adc, 0, 4000).astype(np.float32)
+    if acq.adc_background == "brain":
+        adc = np.where(brain > 0.5, adc, 0.0).astype(np.float32)
+    elif acq.adc_background != "air":
+        raise ValueError(f'adc_background must be "air" or "brain", but it is {acq.adc_background!r}')
     flair = None
     if acq.with_flair:
         F = (
@@ -551,9 +583,10 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
             F = F + scalp * 0.9
         flair = rician(F * bias)
     dwi = Sn
+    b0 = S0n
     if acq.skull_stripped:
         keep = brain > 0.5
-        dwi, adc = np.where(keep, dwi, 0), np.where(keep, adc, 0)
+        dwi, adc, b0 = np.where(keep, dwi, 0), np.where(keep, adc, 0), np.where(keep, b0, 0)
         flair = np.where(keep, flair, 0) if flair is not None else None
 
     # Storage: gain, units, dtype, orientation, affine.
@@ -601,6 +634,7 @@ def make_case(seed: int, pattern: str | None = None, acquisition: Acquisition | 
         acquisition=acq,
         lesion_volume_ml=float(truth.sum()) * voxel_ml,
         brain=image(brain > 0.5, "uint8"),
+        raw_b0=image(b0 * gain, "float32"),
     )
 
 

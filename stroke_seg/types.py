@@ -18,6 +18,8 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from .limits import Limits
+
 __all__ = [
     "ProgressCallback",
     "CancelCheck",
@@ -55,9 +57,15 @@ def scaled_progress(progress: ProgressCallback, start: float, end: float, prefix
     return report
 
 
+VOXEL_SIZE_DECIMALS = 4
+"""Voxel sizes are rounded to 1e-4 mm: the float noise converters leave in an affine (1e-8-1e-6 mm) must not move a
+radius, a step or a grid size computed from them."""
+
+
 def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel edge lengths (mm) of a 4x4 voxel-to-world affine, in its voxel axis order."""
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+    """Voxel edge lengths (mm) of a 4x4 voxel-to-world affine, in its voxel axis order, rounded to 1e-4 mm."""
+    lengths = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return tuple(round(float(v), VOXEL_SIZE_DECIMALS) for v in lengths)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,7 +141,9 @@ class SegmentConfig:
             accurate mode where the CPU has native bf16), ``"torch"`` (the float32 reference), ``"openvino"``
             (float32) or ``"openvino-bf16"``. An engine that is missing or fails falls back to torch (logged);
             :mod:`stroke_seg.engines` has the details.
-        max_voxels: largest accepted image, in voxels (guards memory on shared servers).
+        max_voxels: largest accepted image, in voxels, all volumes of a 4D image together, checked from each header
+            before voxels are read (guards memory on shared servers); defaults to ``STROKE_SEG_MAX_VOXELS``
+            (48,000,000).
     """
 
     mode: Mode = "fast"
@@ -144,7 +154,7 @@ class SegmentConfig:
     edge_level: float | None = 0.5
     device: str | None = None
     engine: str = "auto"
-    max_voxels: int = 400 * 400 * 300
+    max_voxels: int = field(default_factory=lambda: Limits.from_env().max_voxels)
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "accurate"):
@@ -302,6 +312,8 @@ class Result:
         case: the validated input case.
         warnings: plausibility warnings a user must see (:func:`stroke_seg.qc.quality_warnings`); empty when none.
         brain_ml: volume of the brain mask, mL.
+        notes: what the model did to the input that a reader of the result must know (e.g. skull stripping).
+        model_details: JSON-able facts about the model run (weights checksum, checkpoints, windows, engine).
     """
 
     mask: nib.Nifti1Image
@@ -314,6 +326,8 @@ class Result:
     case: Case
     warnings: tuple[str, ...] = ()
     brain_ml: float | None = None
+    notes: tuple[str, ...] = ()
+    model_details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able report: model, volume, count, lesions, timings and comparison metrics."""
@@ -340,6 +354,8 @@ class Result:
                 for les in m.lesions
             ],
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "model_details": self.model_details,
             "brain_volume_ml": None if self.brain_ml is None else round(self.brain_ml, 1),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "input": self.case.summary(),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -29,11 +31,29 @@ REPORT_KEYS = (
 
 
 def require(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when ``condition`` is false, or fail when STROKE_SEG_STRICT=1 (CI)."""
+    """Skip with ``reason`` when ``condition`` is false, or fail when STROKE_SEG_STRICT=1 (CI).
+
+    Every skip of the suite goes through here (``pytest.importorskip`` and ``skipif`` would bypass strict mode); at
+    module level it skips the whole module, or fails its collection in strict mode.
+    """
     if not condition:
         if STRICT:
             pytest.fail(f"STROKE_SEG_STRICT=1 forbids this skip: {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name``, or :func:`require` it: skip, or fail in strict mode, when it is not installed.
+
+    Only a missing module itself counts; an ``ImportError`` raised inside an installed module propagates.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name and not name.startswith(f"{err.name}."):
+            raise
+        require(False, f"the {name} package is not installed")
+        raise  # not reached: require skipped or failed
 
 
 def phantom(shape=(40, 44, 36), lesion_center=(24, 22, 18), radius=4.0, seed=0):
@@ -69,3 +89,63 @@ def phantom_files(tmp_path):
         "adc": save(tmp_path / "adc.nii.gz", adc),
         "ground_truth": save(tmp_path / "mask.nii.gz", truth.astype(np.uint8)),
     }
+
+
+def check_result_rules(result, dwi_brain_median: float | None) -> None:
+    """The postconditions of a :class:`stroke_seg.Result`: every lesion of its mask (26-connected, input grid) obeys
+    the rules its report states (at least ``min_lesion_ml``, median ADC at most ``max_lesion_adc``, mean DWI above the
+    brain median), or, for a backend that keeps its own mask, a warning says which do not; and the report's lesion
+    table lists exactly the mask's components. Raises AssertionError naming what broke."""
+    from scipy import ndimage as ndi
+
+    from stroke_seg.metrics import voxel_volume_ml
+    from stroke_seg.models import get_model
+    from stroke_seg.models.base import CaseBackend
+    from stroke_seg.postprocess import lesion_rule_violations, lesion_rules
+
+    mask = np.asarray(result.mask.dataobj) > 0
+    case = result.case
+    voxel_ml = voxel_volume_ml(case.affine)
+    found = lesion_rule_violations(mask, case.dwi, case.adc, voxel_ml, lesion_rules(result.config, dwi_brain_median))
+    try:
+        own_mask = isinstance(get_model(result.model), CaseBackend)
+    except Exception:  # noqa: BLE001 - a stand-in name the registry does not know keeps the strict rule
+        own_mask = False
+    if own_mask:
+        if found and not any("break the lesion rules" in w for w in result.warnings):
+            raise AssertionError(f"{result.model}: {len(found)} lesions break the rules and no warning says so")
+    elif found:
+        raise AssertionError(f"{result.model}: {len(found)} output lesions break the lesion rules: {found[:5]}")
+    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = sorted(np.bincount(labels.ravel())[1:].tolist(), reverse=True)
+    table = sorted((les.voxels for les in result.metrics.lesions), reverse=True)
+    if result.metrics.count != n or table != sizes:
+        raise AssertionError(
+            f"the lesion table ({result.metrics.count} rows, voxels {table[:8]}) is not the mask's {n} components "
+            f"(voxels {sizes[:8]})"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _every_result_obeys_the_lesion_rules(monkeypatch):
+    """Check :func:`check_result_rules` on every Result that ``stroke_seg.api.segment`` builds in this process (the
+    brain median comes from the same call's preprocessing), whichever door called it. Test-side only."""
+    import threading
+
+    import stroke_seg.api as api
+
+    seen = threading.local()
+    real_preprocess, real_result = api.preprocess, api.Result
+
+    def preprocess(case):
+        volumes = real_preprocess(case)
+        seen.median = volumes.dwi_median
+        return volumes
+
+    def result(**fields):
+        out = real_result(**fields)
+        check_result_rules(out, getattr(seen, "median", None))
+        return out
+
+    monkeypatch.setattr(api, "preprocess", preprocess)
+    monkeypatch.setattr(api, "Result", result)

@@ -15,11 +15,11 @@ import pytest
 
 import stroke_seg
 from apphelpers import ROOT, launched_app, log_text
-from conftest import require
+from conftest import require, require_module
 from stroke_seg import synth
 from stroke_seg.models.unet import WEIGHTS_PATH
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = require_module("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
@@ -299,7 +299,7 @@ def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
 
 def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     """/segment with a DICOM .zip (b0 + b1000, no ADC series) returns what the NIfTI files of the same scan give."""
-    pytest.importorskip("pydicom")
+    require_module("pydicom")
     from stroke_seg.synth_dicom import write_dicom_case, zip_folder
 
     c = synth.make_case(
@@ -350,7 +350,7 @@ def test_mcp_tool_is_listed_and_callable(app, tmp_path):
     """gradio[mcp]: the /segment endpoint is an MCP tool; an MCP client lists it and segments a case by URL."""
     import asyncio
 
-    mcp = pytest.importorskip("mcp")
+    mcp = require_module("mcp")
     from mcp.client.streamable_http import streamable_http_client
 
     url, _, _ = app

@@ -108,6 +108,17 @@ def _cli_volume(tmp_path, *inputs: str) -> float:
     return json.loads(report.read_text())["lesion_volume_ml"]
 
 
+def _redness(page):
+    """Red minus the larger of green and blue, per pixel of the NiiVue canvas (int array, H x W)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer canvas").screenshot())).convert("RGB")).astype(int)
+    return shot[..., 0] - np.maximum(shot[..., 1], shot[..., 2])
+
+
 def _texts(page) -> str:
     return " | ".join(t.strip() for t in page.locator(PROGRESS_SELECTOR).all_inner_texts() if t.strip())
 
@@ -192,16 +203,17 @@ def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
     assert page.evaluate("() => window.strokeSegViewer.nv.volumes.length") == 2
     assert page.evaluate("() => window.strokeSegViewer.nv.volumes[1].name") == "mask.nii.gz"
-    # the overlay is drawn: a screenshot of the viewer holds red lesion pixels
-    import io
-
-    import numpy as np
-    from PIL import Image
-
+    # the overlay is drawn: the viewer opens on a lesion voxel, and the pixels that turn red when the mask is shown
+    # are the lesion's (the red crosshair is in both renders, with and without the mask)
+    assert page.evaluate("() => window.strokeSegViewer.target") is not None
     page.wait_for_timeout(1000)
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer canvas").screenshot())).convert("RGB")).astype(int)
-    red = int(((shot[..., 0] > 150) & (shot[..., 1] < 90) & (shot[..., 2] < 90)).sum())
-    assert red > 0, "no red overlay pixels on the NiiVue canvas"
+    with_mask = _redness(page)
+    page.evaluate("() => { const nv = window.strokeSegViewer.nv; nv.setOpacity(1, 0); nv.drawScene(); }")
+    page.wait_for_timeout(500)
+    without_mask = _redness(page)
+    page.evaluate("() => { const nv = window.strokeSegViewer.nv; nv.setOpacity(1, 0.6); nv.drawScene(); }")
+    overlay = int((with_mask - without_mask > 60).sum())
+    assert overlay >= 20, f"{overlay} pixels turn red with the lesion mask shown: the overlay is not drawn"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-own-scan.png"), full_page=True)
     assert not errors, errors

@@ -57,7 +57,7 @@ def test_incomplete_entry_is_not_served(tmp_path):
 
 
 def test_montages_are_pngs(phantom_files):
-    r = stroke_seg.segment(phantom_files)
+    r = stroke_seg.segment(phantom_files, model="adc-threshold")
     mask = np.asarray(r.mask.dataobj) > 0
     assert render.result_montage(r.case, mask).startswith(PNG)
     assert render.input_montage(r.case).startswith(PNG)
@@ -66,7 +66,7 @@ def test_montages_are_pngs(phantom_files):
 
 
 def test_montage_shows_the_slices_asked_for(phantom_files):
-    r = stroke_seg.segment(phantom_files)
+    r = stroke_seg.segment(phantom_files, model="adc-threshold")
     mask = np.asarray(r.mask.dataobj) > 0
     width = lambda png: struct.unpack(">I", png[16:20])[0]  # noqa: E731  (IHDR width)
     one, three = (render.result_montage(r.case, mask, cols=6, slices=s) for s in ([10], [10, 12, 14]))

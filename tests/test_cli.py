@@ -15,6 +15,8 @@ def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
     rc = main(
         [
             "segment",
+            "--model",
+            "adc-threshold",
             "--dwi",
             str(phantom_files["dwi"]),
             "--adc",
@@ -95,7 +97,7 @@ def _simple_layout(root):
 
 def test_batch_simple_layout_reports_failure_and_skips_done(tmp_path, capsys):
     _simple_layout(tmp_path / "in")
-    rc = main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    rc = main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "adc-threshold"])
     assert rc == 1  # one case failed, the others went through
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
     assert rows["case0"]["status"] == "ok" and rows["case2"]["status"] == "ok"
@@ -104,7 +106,7 @@ def test_batch_simple_layout_reports_failure_and_skips_done(tmp_path, capsys):
     assert (tmp_path / "out" / "case0" / "mask.nii.gz").is_file()
     # fix the broken case and run again: done cases are skipped, the fixed one runs
     shutil.copy(tmp_path / "in" / "case0" / "adc.nii.gz", tmp_path / "in" / "case1" / "adc.nii.gz")
-    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "adc-threshold"]) == 0
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
     assert rows["case0"]["status"] == "skipped (done)" and rows["case1"]["status"] == "ok"
 
@@ -120,7 +122,7 @@ def test_batch_isles22_bids_layout(tmp_path):
         g = root / "derivatives" / sub / "ses-0001"
         g.mkdir(parents=True)
         save(g / f"{sub}_ses-0001_msk.nii.gz", truth.astype(np.uint8))
-    assert main(["batch", str(root), "--out", str(tmp_path / "out")]) == 0
+    assert main(["batch", str(root), "--out", str(tmp_path / "out"), "--model", "adc-threshold"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
     assert [r["case"] for r in rows] == ["sub-strokecase0001_ses-0001", "sub-strokecase0002_ses-0001"]
     assert all(float(r["dice"]) > 0.9 for r in rows)
@@ -174,6 +176,6 @@ def test_quality_warnings_reach_stderr_json_and_the_batch_csv(tmp_path, capsys):
     )
     assert "warning: Brain mask volume" in capsys.readouterr().err
     assert any("Brain mask volume" in w for w in json.loads((tmp_path / "r.json").read_text())["warnings"])
-    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "adc-threshold"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
     assert "Brain mask volume" in rows[0]["warnings"]

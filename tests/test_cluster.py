@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from apphelpers import ROOT, free_port, launched_app
-from conftest import require
+from conftest import require, require_module
 from stroke_seg import SegmentConfig, batch, synth
 from stroke_seg.models.unet import WEIGHTS_PATH
 
-distributed = pytest.importorskip("distributed")
-gradio_client = pytest.importorskip("gradio_client")
+distributed = require_module("distributed")
+gradio_client = require_module("gradio_client")
 
 pytestmark = pytest.mark.cluster
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,20 +14,20 @@ import pytest
 from conftest import require
 from stroke_seg import InvalidImageError, segment, synth
 from stroke_seg.cli import main as cli_main
+from stroke_seg.dicom import dcm2niix_path, load_dicom
 from stroke_seg.metrics import dice
-
-pydicom = pytest.importorskip("pydicom")
-from stroke_seg.dicom import dcm2niix_path, load_dicom  # noqa: E402
-from stroke_seg.synth_dicom import write_dicom_case, zip_folder  # noqa: E402
+from stroke_seg.synth_dicom import write_dicom_case, zip_folder
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     """One synthetic raw head (int16) as NIfTI (dwi, b0, adc) and as three DICOM exports."""
     try:
+        import pydicom  # noqa: F401
+
         dcm2niix_path()
-    except InvalidImageError as err:
-        require(False, str(err))
+    except (ImportError, InvalidImageError) as err:
+        require(False, f"DICOM tools missing: {err}")
     root = tmp_path_factory.mktemp("dicom")
     c = synth.make_case(
         77,
@@ -107,7 +110,45 @@ def test_dicom_series_choice_and_notes(scan, tmp_path):
     assert any("ADC: series 5" in n for n in chosen.notes)
     r = segment(chosen.as_inputs(), model="adc-threshold")
     assert r.case.adc_unit == "1e-6 mm2/s"  # the ADC series is used, not the b0
-    assert all(p.is_relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+
+def _listing(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("export", ["trace_b0_adc", "b0_b1000"], ids=["folder", "zip"])
+def test_dicom_conversion_writes_only_inside_its_work_folder(scan, tmp_path, monkeypatch, export):
+    """The converter is pointed at the work folder, a zip is unpacked there, and nothing is written next to the
+    export, into it, or into the temporary folder."""
+    _, exports = scan
+    source = exports[export]
+    beside = source if source.is_dir() else source.parent  # the export's folder, or the folder holding the zip
+    before = _listing(beside)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    commands = []
+    real_run = subprocess.run
+
+    def spy(cmd, *args, **kwargs):
+        commands.append([str(c) for c in cmd])
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    work = tmp_path / "work"
+    chosen = load_dicom(source, work)
+    segment(chosen.as_inputs(), model="adc-threshold")
+    converter = [c for c in commands if "-o" in c]
+    assert len(converter) == 1
+    out, given = Path(converter[0][converter[0].index("-o") + 1]), Path(converter[0][-1])
+    assert out.resolve().is_relative_to(work.resolve()) and list(out.glob("*.nii.gz"))
+    if source.is_dir():
+        assert given == source  # read in place
+    else:
+        assert given.resolve().is_relative_to(work.resolve()) and any(given.rglob("IM*"))  # unpacked in work
+    assert _listing(beside) == before
+    assert not any(temp.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -148,6 +189,8 @@ def test_cli_writes_a_dicom_seg_that_matches_the_mask(scan, tmp_path):
         )
         == 0
     )
+    import pydicom
+
     seg = pydicom.dcmread(seg_path)
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     assert seg.SegmentSequence[0].SegmentLabel == "acute ischemic lesion"

@@ -16,17 +16,18 @@ import stroke_seg
 from conftest import require
 from stroke_seg import engines
 from stroke_seg.batch import discover_cases
+from stroke_seg.models.unet import WEIGHTS_PATH
 from stroke_seg.train import REAL_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-
-pytestmark = pytest.mark.skipif(
-    not stroke_seg.models.default_model() == "unet", reason="the unet weights are not present"
-)
-
 DICE_MIN = 0.999
 VOLUME_TOLERANCE = 0.005
+
+
+@pytest.fixture(scope="module")
+def weights():
+    require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
 
 
 def _cases() -> list[tuple[str, dict]]:
@@ -42,8 +43,15 @@ def _mask(files, **config) -> np.ndarray:
     return np.asarray(result.mask.dataobj) > 0
 
 
+def _mask_and_engines(files, **config) -> tuple[np.ndarray, set[str]]:
+    """The mask, and the engines that actually ran the network for it (after any fallback)."""
+    with engines.record_engines() as ran:
+        mask = _mask(files, **config)
+    return mask, ran
+
+
 @pytest.mark.parametrize("mode", ["fast", "accurate"])
-def test_the_default_engine_agrees_with_the_float32_reference(mode):
+def test_the_default_engine_agrees_with_the_float32_reference(weights, mode):
     require(engines.openvino_available(), "OpenVINO is not installed: the default engine is the reference itself")
     missing = [n for n in REAL_CASES if SHARED.is_dir() and not (SHARED / n).is_dir()]
     require(not missing, f"shared real scans missing: {missing}")
@@ -52,7 +60,9 @@ def test_the_default_engine_agrees_with_the_float32_reference(mode):
     assert chosen != "torch"
     failures = []
     for name, files in cases:
-        ref, out = _mask(files, mode=mode, engine="torch"), _mask(files, mode=mode, engine="auto")
+        (ref, ran_ref), (out, ran) = (_mask_and_engines(files, mode=mode, engine=e) for e in ("torch", "auto"))
+        # a fallback to torch (only logged) would compare the reference with itself
+        assert ran_ref == {"torch"} and ran == {chosen}, f"{name}: engines {ran_ref} and {ran}, expected {chosen}"
         total = int(ref.sum() + out.sum())
         dice = 2 * int((ref & out).sum()) / total if total else 1.0
         volume = abs(int(out.sum()) - int(ref.sum())) / max(int(ref.sum()), 1)
@@ -82,15 +92,16 @@ def _example() -> dict:
     return dict(discover_cases(ROOT / "examples"))["territorial_mca"]
 
 
-def test_missing_openvino_falls_back_to_the_reference(monkeypatch, caplog):
+def test_missing_openvino_falls_back_to_the_reference(weights, monkeypatch, caplog):
     reference = _mask(_example(), engine="torch")
     monkeypatch.setattr(engines, "openvino_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="stroke_seg.engines"):
-        assert (_mask(_example(), engine="openvino") == reference).all()
+        mask, ran = _mask_and_engines(_example(), engine="openvino")
+    assert (mask == reference).all() and ran == {"torch"}
     assert "OpenVINO is not installed" in caplog.text
 
 
-def test_an_engine_that_fails_to_build_or_to_run_falls_back(monkeypatch, caplog):
+def test_an_engine_that_fails_to_build_or_to_run_falls_back(weights, monkeypatch, caplog):
     require(engines.openvino_available(), "OpenVINO is not installed")
     reference = _mask(_example(), engine="torch")
     monkeypatch.setattr(engines, "_compiled", {})
@@ -100,7 +111,8 @@ def test_an_engine_that_fails_to_build_or_to_run_falls_back(monkeypatch, caplog)
 
     monkeypatch.setattr(engines, "_openvino_engine", broken_build)
     with caplog.at_level(logging.WARNING):
-        assert (_mask(_example(), engine="openvino") == reference).all()
+        mask, ran = _mask_and_engines(_example(), engine="openvino")
+    assert (mask == reference).all() and ran == {"torch"}
     assert "failed to build" in caplog.text
 
     def fails_at_run(*args, **kwargs):
@@ -113,11 +125,12 @@ def test_an_engine_that_fails_to_build_or_to_run_falls_back(monkeypatch, caplog)
     monkeypatch.setattr(engines, "_openvino_engine", fails_at_run)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert (_mask(_example(), engine="openvino") == reference).all()
+        mask, ran = _mask_and_engines(_example(), engine="openvino")
+    assert (mask == reference).all() and ran == {"torch"}
     assert "running the torch reference" in caplog.text
 
 
-def test_progress_and_cancel_keep_their_grain_with_the_default_engine():
+def test_progress_and_cancel_keep_their_grain_with_the_default_engine(weights):
     events: list[tuple[float, str]] = []
     stroke_seg.segment(_example(), model="unet", progress=lambda f, d: events.append((f, d)))
     windows = [d for _, d in events if "window" in d]

@@ -24,6 +24,41 @@ def test_known_output_is_reproduced_across_windows_and_mirrors():
         np.testing.assert_allclose(out, expected, atol=1e-5)  # windows, weights and flips undo exactly
 
 
+SLOPES = (0.3, -0.2, 0.1)
+"""Logit bias per voxel of position along each window axis in :func:`position_biased_logit`."""
+
+
+def position_biased_logit(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network that is not mirror-equivariant: the first channel plus a bias that rises along each axis of
+    the window it sees (a different slope per axis), so a flipped input gives another output than the unflipped one."""
+    ramps = [torch.arange(n, dtype=torch.float32) for n in x.shape[2:]]
+    bias = SLOPES[0] * ramps[0][:, None, None] + SLOPES[1] * ramps[1][None, :, None] + SLOPES[2] * ramps[2][None, None]
+    return x[:, :1] + bias
+
+
+@pytest.mark.parametrize(
+    "mirrors", [((),), ((), (1,)), ((2,), (0, 1)), MIRROR_AXES], ids=["none", "axis-1", "axes-2-and-0-1", "all-8"]
+)
+def test_mirror_tta_averages_each_flipped_pass_flipped_back(mirrors):
+    """One window, so the output is the mean over the mirror passes: pass A sees voxel p at the flipped position
+    (w - 1 - p along the axes in A), so its bias there is that of the flipped position; only real flips give it."""
+    rng = np.random.default_rng(1)
+    shape = (16, 16, 16)
+    vol = rng.normal(0, 2, (2, *shape)).astype(np.float32)
+    index = np.indices(shape, dtype=np.float32)
+    expected = np.zeros(shape, np.float64)
+    for axes in mirrors:
+        seen_at = [shape[k] - 1 - index[k] if k in axes else index[k] for k in range(3)]
+        logit = vol[0] + sum(s * p for s, p in zip(SLOPES, seen_at))
+        expected += 1 / (1 + np.exp(-logit))
+    expected /= len(mirrors)
+    out = sliding_window(torch.from_numpy(vol), position_biased_logit, shape, mirror_axes=mirrors)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    if mirrors != ((),):  # the case can tell: TTA that never flips would give the unmirrored output
+        unflipped = sliding_window(torch.from_numpy(vol), position_biased_logit, shape)
+        assert np.abs(out - unflipped).max() > 0.2
+
+
 def test_gaussian_weighting_favours_window_centres():
     w = gaussian_weight((16, 16, 16))
     assert w.shape == (16, 16, 16) and w.max() == pytest.approx(1.0) and w.min() > 0

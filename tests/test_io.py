@@ -138,7 +138,7 @@ def test_cli_turns_bad_input_into_exit_2_and_one_line(tmp_path, capsys, role, ma
 
 def test_too_large_is_rejected(tmp_path):
     files = _case_files(tmp_path)
-    with pytest.raises(InvalidImageError, match="dwi.nii.gz.*at most 1000 voxels"):
+    with pytest.raises(InvalidImageError, match="dwi.nii.gz.*at most 1,000 voxels"):
         load_case(**files, max_voxels=1000)
 
 

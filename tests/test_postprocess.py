@@ -90,35 +90,87 @@ def test_refine_edges_stops_at_csf_at_its_reach_and_at_the_brain():
         grow_to_dwi_edges(seed, dwi, adc, (1.0, 1.0, 1.0), level=1.0)
 
 
-def test_physics_guard_on_a_case_built_to_tempt_it(tmp_path):
-    """DWI-bright blobs where the ADC is 0 (outside its map), <= 50 (a fitting failure), at the ADC map's edge and
-    outside the brain: a voxel there has no plausible diffusion measurement and must never be lesion."""
+def _map_edge(adc: np.ndarray) -> np.ndarray:
+    """Voxels of the ADC map's support with an in-plane face neighbour outside it (interior holes filled): they mix
+    tissue with the zeros outside, whatever the edge width a guard chooses (at least one voxel in-plane)."""
+    support = ndi.binary_fill_holes(adc > 0)
+    padded = np.pad(support, 1)
+    inner = padded[2:, 1:-1, 1:-1] & padded[:-2, 1:-1, 1:-1] & padded[1:-1, 2:, 1:-1] & padded[1:-1, :-2, 1:-1]
+    return support & ~inner
+
+
+def _ball(shape, centre, radius_vox: float) -> np.ndarray:
+    return ((np.indices(shape).transpose(1, 2, 3, 0) - np.asarray(centre)) ** 2).sum(-1) <= radius_vox**2
+
+
+def test_physics_guard_removes_every_voxel_without_a_measurement_and_nothing_else():
+    """Every voxel proposed (the whole volume): the guard leaves exactly the measurable brain voxels, i.e. none where
+    the ADC is 0 (outside its map) or <= 50 (a fitting failure), none at the map's edge, none outside the brain, and
+    all deep inside the map and the brain."""
+    from stroke_seg.postprocess import apply_physics_guard
+
+    shape, voxel = (24, 24, 16), (2.0, 2.0, 2.0)
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    support = (((grid - (11.5, 11.5, 7.5)) / (10.0, 10.0, 7.0)) ** 2).sum(-1) <= 1
+    zero_blob, low_blob = _ball(shape, (8, 11, 8), 2), _ball(shape, (15, 11, 8), 2)
+    adc = np.where(support, 800.0, 0.0).astype(np.float32)
+    adc[zero_blob], adc[low_blob] = 0.0, 30.0
+    brain = support & (grid[..., 1] < 18)  # the map reaches beyond the brain mask here
+    kept = apply_physics_guard(np.ones(shape, bool), adc, brain, voxel)
+    edge = _map_edge(adc)
+    assert edge.sum() > 100 and (support & ~brain & ~edge).sum() > 20
+    assert not kept[~support].any(), "kept where the ADC map has no value"
+    assert not kept[zero_blob | low_blob].any(), "kept where the ADC is 0 or 30 inside the map"
+    assert not kept[edge].any(), "kept at the ADC map's edge"
+    assert not kept[~brain].any(), "kept outside the brain"
+    deep = (ndi.distance_transform_edt(support, sampling=voxel) > 4.0) & brain
+    deep &= ndi.distance_transform_edt(~(zero_blob | low_blob), sampling=voxel) > 4.0
+    assert deep.sum() > 200 and kept[deep].all(), "removed voxels with a plausible measurement"
+    assert not apply_physics_guard(np.zeros(shape, bool), adc, brain, voxel).any()
+
+
+def test_physics_guard_on_a_case_built_to_tempt_it(monkeypatch):
+    """DWI-bright blobs where the ADC is 0 (outside its map), 30 (a fitting failure) and at the ADC map's edge, all
+    drawn by a stand-in model that takes every DWI-bright voxel, and restricted enough (median ADC <= 1000) that the
+    component rules keep them: in ``segment()`` only the physics guard can remove them, and it must."""
     import nibabel as nib
 
     from conftest import phantom
-    from stroke_seg import segment
-    from stroke_seg.postprocess import MIN_LESION_ADC, apply_physics_guard, measurable_diffusion
+    from stroke_seg import api, models, postprocess, segment
+    from stroke_seg.models.base import Backend
 
     dwi, adc, truth = phantom(shape=(48, 48, 40), lesion_center=(24, 24, 20), radius=4.0)
-    grid = np.indices(dwi.shape).transpose(1, 2, 3, 0)
-    support = adc > 0
-    edge_blob = (((grid - np.array([24, 5, 20])) ** 2).sum(-1) <= 9) & support  # at the map's edge
-    zero_blob = ((grid - np.array([14, 24, 12])) ** 2).sum(-1) <= 9
-    low_blob = ((grid - np.array([34, 24, 28])) ** 2).sum(-1) <= 9
+    edge_blob = _ball(dwi.shape, (24, 5, 20), 3) & (adc > 0)  # at the map's edge, restricted
+    zero_blob, low_blob = _ball(dwi.shape, (14, 24, 12), 3), _ball(dwi.shape, (34, 24, 28), 3)
     for blob in (edge_blob, zero_blob, low_blob):
         dwi[blob] = 260.0
-    adc[zero_blob] = 0.0
-    adc[low_blob] = 30.0
+    adc[edge_blob], adc[zero_blob], adc[low_blob] = 450.0, 0.0, 30.0
+    edge = _map_edge(adc)
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    files = {"dwi": nib.Nifti1Image(dwi, aff), "adc": nib.Nifti1Image(adc, aff)}
-    unguarded = (dwi > 180) & (adc < 620)
-    assert unguarded[zero_blob].any() and unguarded[low_blob].any()  # the rule alone would take them
-    result = segment(files, model="adc-threshold")
-    mask = np.asarray(result.mask.dataobj) > 0
-    allowed = (adc > MIN_LESION_ADC) & measurable_diffusion(adc, (2.0, 2.0, 2.0))
-    assert mask.any() and (mask & truth).sum() > 0.5 * truth.sum()  # the real lesion stays
-    assert not (mask & ~allowed).any()
-    assert not mask[zero_blob].any() and not mask[low_blob].any()
-    # the function itself: outside the brain mask nothing is kept either
-    brain = np.zeros_like(support)
-    assert not apply_physics_guard(truth, adc, brain, (2.0, 2.0, 2.0)).any()
+
+    class DwiBright(Backend):
+        name = "dwi-bright-stand-in"
+
+        def predict(self, volumes, *, config, progress, should_cancel):
+            return (volumes.dwi > 1.5).astype(np.float32)  # brain-median normalised: lesion 2.0, blobs 2.6
+
+    monkeypatch.setattr(models, "_FACTORIES", {**models._FACTORIES, DwiBright.name: DwiBright})
+    monkeypatch.setattr(models, "_INSTANCES", dict(models._INSTANCES))
+    config = SegmentConfig(artefact_zone_adc=None)  # no skull-base rule on a phantom that has no skull base
+
+    def run() -> np.ndarray:
+        files = {"dwi": nib.Nifti1Image(dwi, aff), "adc": nib.Nifti1Image(adc, aff)}
+        return np.asarray(segment(files, model=DwiBright.name, config=config).mask.dataobj) > 0
+
+    with monkeypatch.context() as m:  # the control: without the guard every temptation survives the other steps
+        m.setattr(postprocess, "apply_physics_guard", lambda mask, *args, **kwargs: mask)
+        m.setattr(api, "apply_physics_guard", lambda mask, *args, **kwargs: mask, raising=False)
+        unguarded = run()
+    assert unguarded[zero_blob].sum() > 50 and unguarded[low_blob].sum() > 50 and unguarded[edge].sum() > 5, (
+        "the case no longer tempts: another step removes its blobs before the guard"
+    )
+    mask = run()
+    assert (mask & truth).sum() > 0.5 * truth.sum()  # the real lesion stays
+    assert not mask[zero_blob | low_blob].any(), "lesion where the ADC is 0 or 30"
+    assert not (mask & (adc <= 50)).any(), "lesion where the ADC is <= 50"
+    assert not mask[edge].any(), "lesion at the ADC map's edge"

@@ -57,7 +57,7 @@ def test_edge_band_without_core_is_flagged_and_a_cored_one_is_not():
 
 
 def test_quality_warnings_reach_the_report(phantom_files):
-    r = stroke_seg.segment(phantom_files)
+    r = stroke_seg.segment(phantom_files, model="adc-threshold")
     report = r.to_dict()
     assert report["warnings"] == list(r.warnings)
     assert any("Brain mask volume" in w for w in r.warnings)  # the phantom's brain is ~90 mL: implausible

@@ -40,7 +40,7 @@ def test_mask_on_input_grid_and_lesion_at_world_position(name):
     dwi_img = nib.Nifti1Image(dwi.astype(dtype), affine, c.dwi.header)
     adc_img = nib.Nifti1Image(adc.astype(dtype), affine, c.adc.header)
 
-    result = stroke_seg.segment({"dwi": dwi_img, "adc": adc_img})
+    result = stroke_seg.segment({"dwi": dwi_img, "adc": adc_img}, model="adc-threshold")
     assert result.mask.shape == c.dwi.shape
     np.testing.assert_array_equal(result.mask.affine, affine)
     assert result.mask.get_data_dtype() == np.uint8

@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stroke_seg"
 
 LAYERS = [
-    {"types", "errors", "version", "digest", "anatomy", "cache", "synth_dicom"},
+    {"types", "errors", "version", "digest", "anatomy", "cache", "synth_dicom", "limits", "auth"},
     {"readers", "synth"},
     {"io", "dicom", "preprocess", "inference", "engines"},
     {"postprocess"},
-    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble"},
+    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"},
     {"metrics", "qc", "render", "presentation"},
     {"api"},
     {"batch", "jobs", "train", "cluster"},

@@ -1,4 +1,4 @@
-const state = { nv: null, canvas: null, spec: null, loads: 0, error: null };
+const state = { nv: null, canvas: null, spec: null, loads: 0, error: null, target: null };
 window.strokeSegViewer = state;
 const note = (t) => { const n = element.querySelector('.ss-note'); if (n) n.textContent = t; };
 async function ensure() {
@@ -10,6 +10,32 @@ async function ensure() {
     state.canvas = canvas;
   }
   return state.nv;
+}
+function lesionVoxel(vol) {
+  // The lesion voxel (storage order) nearest the centre of all lesion voxels, or null for an empty mask.
+  const nx = vol.hdr.dims[1], ny = vol.hdr.dims[2], img = vol.img;
+  const at = (i) => [i % nx, Math.floor(i / nx) % ny, Math.floor(i / (nx * ny))];
+  let n = 0; const sum = [0, 0, 0];
+  for (let i = 0; i < img.length; i++) if (img[i] > 0.5) { const v = at(i); n += 1; for (let k = 0; k < 3; k++) sum[k] += v[k]; }
+  if (!n) return null;
+  let best = null, bestD = Infinity;
+  for (let i = 0; i < img.length; i++) {
+    if (!(img[i] > 0.5)) continue;
+    const v = at(i); const d = v.reduce((a, x, k) => a + (x - sum[k] / n) ** 2, 0);
+    if (d < bestD) { bestD = d; best = v; }
+  }
+  return best;
+}
+function centreOnLesion(nv) {
+  // Open on the lesion: the crosshair (and so every slice shown) goes to a voxel of it.
+  const vol = nv.volumes[1];
+  const vox = lesionVoxel(vol);
+  state.target = vox;
+  if (!vox) return;
+  const A = vol.hdr.affine;
+  const mm = [0, 1, 2].map((r) => A[r][0] * vox[0] + A[r][1] * vox[1] + A[r][2] * vox[2] + A[r][3]);
+  nv.scene.crosshairPos = nv.mm2frac(mm);
+  nv.drawScene();
 }
 async function show() {
   let spec = null;
@@ -24,6 +50,7 @@ async function show() {
       { url: spec[base], name: spec[base].split('/').pop(), colormap: 'gray' },
       { url: spec.mask, name: 'mask.nii.gz', colormap: 'red', opacity: opacity, cal_min: 0.5, cal_max: 1 },
     ]);
+    centreOnLesion(nv);
     state.spec = spec; state.loads += 1; state.error = null;
     note('DWI/ADC with the lesion in red. Drag to move the crosshair; scroll to change slices.');
   } catch (e) { state.error = String(e); note('The viewer could not load the volumes: ' + e); }

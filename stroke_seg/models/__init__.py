@@ -7,6 +7,7 @@ weights, so nothing heavy happens at import time.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,20 @@ from pathlib import Path
 from ..errors import ModelError
 from .base import Backend
 
-__all__ = ["Backend", "get_model", "check_model_name", "model_names", "model_infos", "register", "default_model"]
+__all__ = [
+    "Backend",
+    "get_model",
+    "check_model_name",
+    "model_names",
+    "model_infos",
+    "register",
+    "default_model",
+    "unavailable_models",
+    "model_class",
+]
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
+_UNAVAILABLE: dict[str, str] = {}  # optional backends whose package is not installed: name -> how to add it
 _INSTANCES: dict[str, Backend] = {}
 _LOCK = threading.RLock()  # re-entrant: an ensemble creates its members inside get_model
 
@@ -31,10 +43,24 @@ def model_names() -> list[str]:
     return list(_FACTORIES)
 
 
+def unavailable_models() -> dict[str, str]:
+    """Optional backends not installed here, each with the line that says how to add it."""
+    return dict(_UNAVAILABLE)
+
+
 def check_model_name(name: str) -> None:
     """Raise :class:`~stroke_seg.errors.ModelError` unless ``name`` is a registered backend."""
+    if name in _UNAVAILABLE:
+        raise ModelError(f"model {name!r} is not installed here: {_UNAVAILABLE[name]}")
     if name not in _FACTORIES:
         raise ModelError(f"model: expected one of {', '.join(_FACTORIES)}, but got {name!r}")
+
+
+def model_class(name: str) -> type[Backend] | None:
+    """The backend class registered as ``name`` (its attributes, without creating it), or None for a factory."""
+    check_model_name(name)
+    factory = _FACTORIES[name]
+    return factory if isinstance(factory, type) else getattr(factory, "backend_class", None)
 
 
 def get_model(name: str) -> Backend:
@@ -96,15 +122,20 @@ def model_infos() -> list[dict[str, str]]:
 
 
 def default_model(wanted: str | None = None) -> str:
-    """``wanted`` when it is a registered model; else ``unet`` when its weights file is present, else the rule."""
-    if wanted in model_names():
-        return wanted
+    """The model every door uses when none is named (library ``segment()``, CLI ``segment`` and ``batch``, the app,
+    ``/segment`` and MCP): ``wanted`` when it is a registered model, else ``STROKE_SEG_DEFAULT_MODEL`` when that is
+    one, else ``unet`` when its weights file is present, else ``adc-threshold``. The default mode is
+    ``SegmentConfig().mode`` (``"fast"``) everywhere."""
+    for name in (wanted, os.environ.get("STROKE_SEG_DEFAULT_MODEL")):
+        if name in model_names():
+            return name
     from .unet import WEIGHTS_PATH
 
     return "unet" if "unet" in model_names() and WEIGHTS_PATH.is_file() else "adc-threshold"
 
 
 def _register_builtins() -> None:
+    from . import deepisles
     from .adc_threshold import AdcThreshold
     from .ensemble import Ensemble
     from .unet import UNetBackend
@@ -112,6 +143,10 @@ def _register_builtins() -> None:
     register(AdcThreshold.name, AdcThreshold)
     register(UNetBackend.name, UNetBackend)
     register(Ensemble.name, Ensemble)
+    if deepisles.available():
+        register(deepisles.NAME, deepisles.DeepIslesNvauto)
+    else:
+        _UNAVAILABLE[deepisles.NAME] = deepisles.INSTALL_HINT
 
 
 _register_builtins()

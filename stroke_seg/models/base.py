@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..errors import check_cancel
 from ..preprocess import Preprocessed
-from ..types import CancelCheck, ProgressCallback, SegmentConfig
+from ..types import CancelCheck, Case, ProgressCallback, SegmentConfig
 
-__all__ = ["Backend", "check_cancel"]  # check_cancel lives in errors; re-exported for backends
+__all__ = ["Backend", "CaseBackend", "CaseOutput", "check_cancel"]  # check_cancel re-exported for backends
 
 
 class Backend(ABC):
@@ -21,12 +23,14 @@ class Backend(ABC):
         description: one line for menus and ``python -m stroke_seg models``.
         validated_on: what the backend was trained / validated on, with measured figures.
         version: changes whenever outputs may change.
+        slow: minutes per job on a CPU; the app runs such jobs in a lane of their own beside the fast ones.
     """
 
     name: str = ""
     description: str = ""
     validated_on: str = ""
     version: str = "0"
+    slow: bool = False
 
     @abstractmethod
     def predict(
@@ -60,3 +64,49 @@ class Backend(ABC):
             "validated_on": self.validated_on,
             "version": self.version,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class CaseOutput:
+    """What a :class:`CaseBackend` returns, on the exact grid of the input DWI.
+
+    Attributes:
+        probability: lesion probability in [0, 1], float32.
+        mask: the backend's own binary mask (uint8 0/1); this project's post-processing does not change it.
+        notes: lines for the report about what the backend did to the input (e.g. "skull-stripped with ...").
+        details: JSON-able facts for the report (weights, checkpoints, windows, engine).
+    """
+
+    probability: np.ndarray
+    mask: np.ndarray
+    notes: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class CaseBackend(Backend):
+    """A backend with its own preprocessing and post-processing (another project's published pipeline).
+
+    It receives the validated case as loaded (input grid, input orientation) together with this project's
+    preprocessed volumes (for the brain mask and the skull check), and returns its own mask on the input grid.
+    ``segment()`` then measures it and runs the plausibility checks; lesions that break the report's rules are
+    reported as warnings, not removed.
+    """
+
+    def predict(self, volumes, *, config, progress, should_cancel):  # pragma: no cover - not used for case backends
+        raise NotImplementedError(f"{self.name} works on the whole case: call predict_case")
+
+    @abstractmethod
+    def predict_case(
+        self,
+        case: Case,
+        volumes: Preprocessed,
+        *,
+        config: SegmentConfig,
+        progress: ProgressCallback,
+        should_cancel: CancelCheck,
+    ) -> CaseOutput:
+        """The backend's probability map and mask of ``case``, on the grid of ``case.dwi``."""
+
+    def estimate_seconds(self, case: Case) -> float | None:
+        """Expected duration of :meth:`predict_case` on ``case``, or None when unknown."""
+        return None

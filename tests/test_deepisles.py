@@ -1,0 +1,296 @@
+"""The ``deepisles-nvauto`` backend against the ``stroke_segmentor`` package itself, with stand-in checkpoints.
+
+The package's own ``Inferer`` (its weight download replaced by the stand-in folder, nothing else) writes the
+reference mask; ``segment()`` / the CLI / the app must give the same mask on the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import stroke_seg
+from apphelpers import ROOT
+from conftest import phantom, require, require_module, save
+from stroke_seg.errors import Cancelled, ModelError
+from stroke_seg.types import SegmentConfig
+
+require_module("stroke_segmentor")
+require_module("monai")
+
+from deepisles_standins import package_mask, write_standins  # noqa: E402
+
+from stroke_seg.models import deepisles  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "isles22-strokecase0001"
+TORCH = SegmentConfig(engine="torch")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return write_standins(tmp_path_factory.mktemp("deepisles-weights"))
+
+
+@pytest.fixture
+def use_weights(weights, monkeypatch):
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(weights))
+    return weights
+
+
+def _rotation(deg) -> np.ndarray:
+    ax, ay, az = np.radians(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+GEOMETRIES = {
+    # name: (direction cosines, voxel size mm, stored dtype)
+    "ras-1mm-float32": (np.eye(3), (1.0, 1.0, 1.0), np.float32),
+    "lps-anisotropic-float32": (np.diag([-1.0, -1.0, 1.0]), (0.9, 0.9, 2.5), np.float32),
+    "oblique-thick-int16": (_rotation((12, -7, 20)), (1.8, 1.8, 3.0), np.int16),
+}
+
+
+def stripped_case(folder: Path, geometry: str, seed: int = 0) -> dict[str, Path]:
+    """A skull-stripped phantom (zeros outside the brain) with one lesion, stored on ``geometry``."""
+    rot, vs, dtype = GEOMETRIES[geometry]
+    shape = tuple(int(round(s)) for s in np.array([110, 120, 100]) / np.array(vs))
+    centre = tuple(int(s * f) for s, f in zip(shape, (0.6, 0.45, 0.5)))
+    dwi, adc, _ = phantom(shape=shape, lesion_center=centre, radius=12 / max(vs), seed=seed)
+    dwi = np.where(adc > 0, dwi, 0)
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(vs)
+    affine[:3, 3] = -affine[:3, :3] @ (np.asarray(shape) / 2)
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = 10.0 if dtype == np.int16 else 1.0
+    return {
+        "dwi": save(folder / "dwi.nii.gz", np.round(dwi * scale) if scale != 1 else dwi, affine, dtype),
+        "adc": save(folder / "adc.nii.gz", adc, affine, dtype),
+    }
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 1.0 if not a.any() and not b.any() else 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_mask_equals_the_packages_own(geometry, tmp_path, use_weights, monkeypatch):
+    files = stripped_case(tmp_path / "case", geometry)
+    reference = package_mask(monkeypatch, use_weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
+    assert reference.sum() > 100  # the rule finds the lesion: the comparison has something to compare
+    result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH)
+    mask = np.asarray(result.mask.dataobj)
+    assert mask.shape == reference.shape == nib.load(str(files["dwi"])).shape
+    np.testing.assert_allclose(result.mask.affine, nib.load(str(files["dwi"])).affine, atol=1e-5)
+    assert dice(mask, reference) >= 0.99, (int(mask.sum()), int(reference.sum()))
+    report = result.to_dict()
+    assert report["model"] == deepisles.NAME
+    assert report["model_details"]["weights_checkpoints"] == 15
+    assert len(report["model_details"]["weights_sha256"]) == 64
+    assert report["model_details"]["skull_stripped_by_stroke_seg"] is False
+    assert not any("skull-stripped" in n for n in report["notes"])
+
+
+def test_real_skull_stripped_scan_equals_the_package(tmp_path, use_weights, monkeypatch):
+    require(SHARED.is_dir(), f"shared real scan {SHARED.name} not present")
+    reference = package_mask(monkeypatch, use_weights, SHARED / "adc.nii.gz", SHARED / "dwi.nii.gz", tmp_path / "p.nii")
+    result = stroke_seg.segment(
+        {"dwi": SHARED / "dwi.nii.gz", "adc": SHARED / "adc.nii.gz"}, model=deepisles.NAME, config=TORCH
+    )
+    mask = np.asarray(result.mask.dataobj)
+    assert reference.sum() > 100
+    assert dice(mask, reference) >= 0.99
+    assert result.model_details["windows_per_checkpoint"] == 8  # 224x224x146 at 1 mm: 2x2x2 windows, none outside
+
+
+def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weights, monkeypatch):
+    """The acceptance command, default engine (OpenVINO float32 on a CPU): same mask as the package's."""
+    files = stripped_case(tmp_path / "case", "oblique-thick-int16", seed=3)
+    reference = package_mask(monkeypatch, weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
+    out, report = tmp_path / "mask.nii.gz", tmp_path / "report.json"
+    env = dict(os.environ, **{deepisles.WEIGHTS_ENV: str(weights)})
+    cmd = [sys.executable, "-m", "stroke_seg", "segment", "--dwi", str(files["dwi"]), "--adc", str(files["adc"])]
+    cmd += ["--model", deepisles.NAME, "--out", str(out), "--json", str(report)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert dice(np.asarray(nib.load(str(out)).dataobj), reference) >= 0.99
+    data = json.loads(report.read_text())
+    assert data["model"] == deepisles.NAME
+    require(
+        data["model_details"]["engine"] == "openvino",
+        f"the default CPU engine should be OpenVINO; ran {data['model_details']['engine']}",
+    )
+    assert "checkpoint 15/15, window 1/1" in proc.stderr or "checkpoint" in proc.stderr
+
+
+def test_channel_order_matters(tmp_path, use_weights):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    right = np.asarray(stroke_seg.segment(files, model=deepisles.NAME, config=TORCH).mask.dataobj)
+    # the same volumes handed over the other way round: the stand-ins' rule is not symmetric in the channels
+    dwi, adc = (np.asarray(nib.load(str(files[k])).dataobj) for k in ("dwi", "adc"))
+    affine = nib.load(str(files["dwi"])).affine
+    swapped = {"dwi": save(tmp_path / "d.nii.gz", adc, affine), "adc": save(tmp_path / "a.nii.gz", dwi * 8, affine)}
+    wrong = np.asarray(stroke_seg.segment(swapped, model=deepisles.NAME, config=TORCH).mask.dataobj)
+    assert right.sum() > 100
+    assert dice(right, wrong) < 0.5
+
+
+def test_raw_head_is_skull_stripped_with_the_brain_mask_and_says_so(tmp_path, use_weights, monkeypatch):
+    from stroke_seg.io import load_case
+    from stroke_seg.preprocess import from_canonical, preprocess
+
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    head = {k: nib.load(str(p)) for k, p in files.items()}
+    rng = np.random.default_rng(1)
+    noisy = {}
+    for k, img in head.items():  # a scanner's raw head: signal (scalp, noise) outside the brain too
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        shell = (data == 0) & (rng.random(data.shape) < 0.6)
+        data = np.where(shell, 60.0 if k == "dwi" else 2000.0, data) + np.where(data == 0, rng.random(data.shape), 0)
+        noisy[k] = save(tmp_path / f"raw_{k}.nii.gz", data.astype(np.float32), img.affine)
+    result = stroke_seg.segment(noisy, model=deepisles.NAME, config=TORCH)
+    assert result.model_details["skull_stripped_by_stroke_seg"] is True
+    assert any("skull-stripped with this project's brain mask" in n for n in result.notes)
+    volumes = preprocess(load_case(noisy["dwi"], noisy["adc"]))
+    brain = from_canonical(volumes.brain, volumes.ornt)
+    stripped = {}
+    for k in ("dwi", "adc"):
+        img = nib.load(str(noisy[k]))
+        stripped[k] = save(
+            tmp_path / f"s_{k}.nii.gz", np.where(brain, img.get_fdata(), 0).astype(np.float32), img.affine
+        )
+    reference = package_mask(monkeypatch, use_weights, stripped["adc"], stripped["dwi"], tmp_path / "pkg.nii.gz")
+    assert dice(np.asarray(result.mask.dataobj), reference) >= 0.99
+
+
+def test_flair_is_ignored_with_a_note(tmp_path, use_weights):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    files["flair"] = files["dwi"]
+    result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH)
+    assert any("FLAIR ignored" in n for n in result.notes)
+
+
+def test_progress_per_checkpoint_and_window_and_cancel_within_one_window(tmp_path, use_weights):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    events: list[str] = []
+    stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=lambda f, d: events.append(d))
+    windows = [e for e in events if ", window " in e]
+    assert len(windows) == 15  # one window per checkpoint on this small grid
+    for i in range(1, 16):
+        assert any(f"checkpoint {i}/15, window 1/1" in e for e in windows), i
+    assert any("about" in e and "left" in e for e in windows)
+
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def progress(fraction: float, description: str) -> None:
+        seen.append(description)
+        if "checkpoint 3/15, window 1/1" in description:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=progress, should_cancel=stop.is_set)
+    ran = [e for e in seen if ", window " in e]
+    assert ran[-1].startswith("inference: checkpoint 3/15, window 1/1")  # no window ran after the cancel
+
+
+def test_missing_and_corrupt_checkpoints_are_named(tmp_path, weights, monkeypatch):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    broken = tmp_path / "w"
+    broken.mkdir()
+    for p in weights.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "model7.ts").unlink()
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(broken))
+    stroke_seg.models._INSTANCES.pop(deepisles.NAME, None)
+    with pytest.raises(ModelError, match=r"model7\.ts is missing"):
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH)
+    (broken / "model7.ts").write_bytes(b"not a torchscript archive" * 100)
+    with pytest.raises(ModelError, match=r"model7\.ts .*could not be loaded"):
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH)
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ModelError, match=r"model0\.ts \.\.\. model14\.ts"):
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH)
+
+
+def test_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    from stroke_segmentor import zenodo
+
+    monkeypatch.delenv(deepisles.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(zenodo, "WEIGHTS_FOLDER", tmp_path / "empty-cache")
+    monkeypatch.setattr(deepisles, "_zenodo_reachable", lambda timeout_s=10.0: False)
+    t0 = time.monotonic()
+    with pytest.raises(ModelError) as err:
+        deepisles.find_weights(lambda f, d: None)
+    assert time.monotonic() - t0 < 5
+    text = str(err.value)
+    assert deepisles.RECORD_ID in text and deepisles.WEIGHTS_ENV in text and "model14.ts" in text
+
+
+def test_offline_with_a_cached_download_uses_it(tmp_path, weights, monkeypatch):
+    from stroke_segmentor import zenodo
+
+    cache = tmp_path / "cache"
+    for version in ("1.0.0", "1.2.0"):
+        (cache / f"{deepisles.RECORD_ID}_v{version}").mkdir(parents=True)
+        for p in weights.iterdir():
+            (cache / f"{deepisles.RECORD_ID}_v{version}" / p.name).write_bytes(p.read_bytes())
+    monkeypatch.delenv(deepisles.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(zenodo, "WEIGHTS_FOLDER", cache)
+    monkeypatch.setattr(deepisles, "_zenodo_reachable", lambda timeout_s=10.0: False)
+    assert deepisles.find_weights(lambda f, d: None) == cache / f"{deepisles.RECORD_ID}_v1.2.0"
+
+
+HIDE_PACKAGE = (
+    "import importlib.util as u; _f = u.find_spec; "
+    "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'stroke_segmentor' else _f(n, *a, **k); "
+)
+
+
+def test_listed_only_when_the_package_imports():
+    assert deepisles.NAME in stroke_seg.models.model_names()
+    listing = subprocess.run(
+        [sys.executable, "-m", "stroke_seg", "models"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
+    assert listing.count(deepisles.NAME) == 1 and "not installed" not in listing
+    code = HIDE_PACKAGE + (
+        "from stroke_seg import models; from stroke_seg.cli import main; "
+        "print('names', models.model_names()); main(['models'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names_line = next(line for line in out.stdout.splitlines() if line.startswith("names"))
+    assert deepisles.NAME not in names_line
+    assert f"{deepisles.NAME} not installed: " in out.stdout and "requirements-deepisles.txt" in out.stdout
+    code = HIDE_PACKAGE + (
+        "import sys; from stroke_seg.cli import main; "
+        "sys.exit(main(['segment', '--dwi', 'x.nii.gz', '--adc', 'y.nii.gz', '--out', 'm.nii.gz', "
+        f"'--model', '{deepisles.NAME}']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "requirements-deepisles.txt" in out.stderr, out.stderr
+
+
+def test_app_dropdown_lists_it_only_when_importable():
+    code = "import app; print('choices', [v for _, v in app.model_in.choices]); print('extra', app.EXTRA_MODELS)"
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert deepisles.NAME in next(ln for ln in shown.stdout.splitlines() if ln.startswith("choices"))
+    hidden = subprocess.run(
+        [sys.executable, "-c", HIDE_PACKAGE + code], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert hidden.returncode == 0, hidden.stderr[-2000:]
+    assert deepisles.NAME not in next(ln for ln in hidden.stdout.splitlines() if ln.startswith("choices"))
+    assert "requirements-deepisles.txt" in next(ln for ln in hidden.stdout.splitlines() if ln.startswith("extra"))

@@ -3,10 +3,15 @@ FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && rm -rf /var/lib/apt/lists/*
 RUN useradd -m -u 1000 user
 WORKDIR /home/user/app
-COPY --chown=user requirements.txt package.json package-lock.json ./
-# CPU build of torch 2.13.0 (the pinned version) from the PyTorch index, then the rest from PyPI
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+COPY --chown=user requirements.txt requirements-deepisles.txt package.json package-lock.json ./
+# torch 2.13.0 (the pinned version) from the PyTorch index: TORCH_INDEX=.../whl/cu128 on a GPU host; DEEPISLES=1 adds
+# the optional DeepISLES extra (its weights are downloaded on first use, or mount them and set
+# STROKE_SEG_DEEPISLES_WEIGHTS). Then the rest from PyPI.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG DEEPISLES=0
+RUN pip install --no-cache-dir torch==2.13.0 --index-url "$TORCH_INDEX" \
  && pip install --no-cache-dir -r requirements.txt \
+ && if [ "$DEEPISLES" = "1" ]; then pip install --no-cache-dir -r requirements-deepisles.txt; fi \
  && npm ci --no-audit --no-fund
 COPY --chown=user . .
 USER user

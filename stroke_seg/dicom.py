@@ -1,14 +1,20 @@
 """DICOM input: a folder or a .zip of a scanner export, converted with ``dcm2niix``, series chosen by b-value and type.
 
 ``dcm2niix`` (the PyPI wheel ships the binary) writes one NIfTI per series with a BIDS JSON sidecar (image type,
-series description and number) and, for diffusion series, a ``.bval`` file. The series are then sorted into:
+series description and number) and, for diffusion series, ``.bval``/``.bvec`` files; it reads classic and enhanced
+(multi-frame) MR, any folder layout, with or without a DICOMDIR. A series whose ``.bval`` is missing or holds no
+volume near the wanted b-value gets the b-values its DICOM headers hold, read with pydicom (:func:`header_b_value`:
+the standard or enhanced-MR attribute, or the Siemens, GE or Philips private tag). The series are then sorted into:
 
 * the **DWI**: the volume whose b-value is closest to ``b_value`` (1000 s/mm²) within 20 %, from a diffusion series
-  (a trace series, or one that also holds the b0);
+  (a trace series, or one that also holds the b0); of several directions at that b-value, the isotropic volume if
+  the series has one, else their geometric mean (the trace);
 * the **b0**: a b=0 volume of a diffusion series (the same series or its own);
 * the **ADC**: a series whose image type or description says ADC.
 
 Everything is written under the caller's working folder (the job's temporary folder in the app), never elsewhere.
+:func:`write_seg` writes the mask as a DICOM SEG referencing the DWI's source images; :func:`with_seg` turns a SEG
+that cannot be written into a warning of the result, so that the mask is never lost.
 """
 
 from __future__ import annotations
@@ -295,8 +301,12 @@ class _Frame:
 
     @property
     def series_key(self) -> tuple[int | None, str]:
-        number = self.ds.get("SeriesNumber")
-        return (int(number) if number not in (None, "") else None, str(self.ds.get("SeriesDescription", "")))
+        return _series_number(self.ds), str(self.ds.get("SeriesDescription", ""))
+
+
+def _series_number(ds) -> int | None:
+    number = ds.get("SeriesNumber")
+    return int(number) if number not in (None, "") else None
 
 
 def _private_value(ds, group: int, creator: str, offset: int) -> float | None:
@@ -389,8 +399,9 @@ def _frames_of(ds) -> list[_Frame]:
     return frames
 
 
-def _read_frames(folder: str | os.PathLike) -> list[_Frame]:
-    """Every image plane of the DICOM files under ``folder`` (any layout; DICOMDIR and non-DICOM files skipped)."""
+def _read_frames(folder: str | os.PathLike, numbers: set[int | None] | None = None) -> list[_Frame]:
+    """Every image plane of the DICOM files under ``folder`` (any layout; DICOMDIR and non-DICOM files skipped),
+    of the series whose SeriesNumber is in ``numbers`` (all when None; the others' headers are not kept)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -402,6 +413,8 @@ def _read_frames(folder: str | os.PathLike) -> list[_Frame]:
             log.debug("not a DICOM image, skipped: %s (%s)", path.name, type(err).__name__)
             continue
         if "DirectoryRecordSequence" in ds or "Rows" not in ds:  # a DICOMDIR index, or not an image
+            continue
+        if numbers is not None and _series_number(ds) not in numbers:
             continue
         frames.extend(_frames_of(ds))
     return frames
@@ -450,7 +463,7 @@ def _with_header_b_values(
     ]
     if not suspect:
         return series, []
-    frames = _read_frames(folder)
+    frames = _read_frames(folder, {s.number for s in suspect})
     fixed, notes = [], []
     for s in series:
         if s in suspect:
@@ -585,7 +598,7 @@ def _source_frames(case: DicomCase) -> list[_Frame]:
     series = case.dwi_series
     if series is None or case.source_dir is None:
         raise InvalidImageError("DICOM SEG: expected a DICOM case made by load_dicom, but got one without its source")
-    frames = _series_frames(_read_frames(case.source_dir), series)
+    frames = _series_frames(_read_frames(case.source_dir, {series.number}), series)
     if frames and all(f.b_value is not None for f in frames):
         b = case.b_value
         frames = [f for f in frames if abs(float(f.b_value) - b) <= B_TOLERANCE * b]

@@ -110,6 +110,7 @@ class _Job:
         self.cancel = threading.Event()
         self.stage = "queued"
         self.started = time.monotonic()
+        self.running_since: float | None = None  # when it got an inference thread
         self.result: Result | None = None
         self.error: BaseException | None = None
 
@@ -123,6 +124,7 @@ class _Job:
     def run(self, case: Case) -> None:
         outcome = "error"
         try:
+            self.running_since = time.monotonic()
             log.info("inference start model=%s mode=%s t=%.3f", self.model, self.mode, time.time())
             try:
                 if self.should_cancel():
@@ -147,6 +149,10 @@ class _Job:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def running(self) -> float:
+        """Seconds on its inference thread so far (0 while it waits for one)."""
+        return 0.0 if self.running_since is None else time.monotonic() - self.running_since
 
 
 class _Lane:
@@ -207,7 +213,8 @@ class JobEngine:
         tick_s: a running job reports its status at least this often, seconds.
         engine: the network engine of every job (:attr:`SegmentConfig.engine`).
         runner: where jobs run (:data:`Runner`); ``concurrency`` jobs at once are handed to it.
-        timeout_s: wall-clock seconds a job may take from its start (after its wait in the queue); then it is
+        timeout_s: wall-clock seconds a job may run on its inference thread (waiting in the queue or for the thread
+            does not count; reading and checking the inputs is bounded by :mod:`stroke_seg.limits`); then it is
             stopped at its next step and fails with :class:`~stroke_seg.errors.JobTimeoutError`. None: no limit.
         slow_concurrency: jobs of slow models (``Backend.slow``, e.g. DeepISLES on a CPU) at once, in a lane of
             their own beside the ``concurrency`` fast ones; 0 runs them in the fast lane.
@@ -332,7 +339,7 @@ class JobEngine:
         except BaseException:
             lane.leave(ticket, job)
             raise
-        job.started = time.monotonic()  # the time-out counts from here, not from the wait for the lane
+        job.started = time.monotonic()  # elapsed time shows from here; the time-out counts from job.run
         log.info("job accepted model=%s mode=%s t=%.3f", model, mode, time.time())
         job.report(0.0, "validating inputs")
         workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job
@@ -358,7 +365,7 @@ class JobEngine:
             )
             yield "summary", (case, inputs_png)
             while not finished.done():
-                left = None if self.timeout_s is None else self.timeout_s - job.elapsed()
+                left = None if self.timeout_s is None else self.timeout_s - job.running()
                 if left is not None and left <= 0:
                     await self._stop_timed_out(job, finished, user)
                 wait_s = self.tick_s if left is None else max(0.01, min(self.tick_s, left))
@@ -390,7 +397,7 @@ class JobEngine:
             "job timed out user=%s model=%s after %.0f s (limit %g s) during %s: stopping it",
             user or "-",
             job.model,
-            job.elapsed(),
+            job.running(),
             self.timeout_s,
             job.stage,
         )
@@ -399,7 +406,7 @@ class JobEngine:
             log.warning("timed-out job still holds its inference thread after %.0f s", self.STOP_GRACE_S)
         raise JobTimeoutError(
             f"job: expected to finish within {self.timeout_s:g} s (the server's STROKE_SEG_JOB_TIMEOUT), but "
-            f"`{job.model}` ({job.mode}) was still running after {job.elapsed():.0f} s, at {job.stage}; it was "
+            f"`{job.model}` ({job.mode}) was still running after {job.running():.0f} s, at {job.stage}; it was "
             "stopped and its place freed for the next job. Try the fast mode, another model or a smaller scan."
         )
 

@@ -519,12 +519,31 @@ def grow_into_rim(
 
     Returns:
         ``max(prob, p_rim)`` where the geodesic growth (face neighbours, through ``p_rim > 0.5``) reaches.
+
+    The reach is in mm on every axis: along each axis the growth takes as many face steps as fit in ``RIM_MAX_MM``
+    (spread over the iterations), so a thick-slice axis is crossed only where the next slice's centre is within it
+    (city-block distance, as face-neighbour growth measures it), whatever the in-plane voxel size.
     """
-    steps = max(1, int(round(RIM_MAX_MM / min(voxel_size))))
+    vs = np.asarray(voxel_size, float)
+    reach = np.floor(RIM_MAX_MM / vs + DISTANCE_TOL_MM).astype(int)  # face steps per axis within RIM_MAX_MM
+    steps = max(1, int(reach.max()))
     seeds = prob > threshold
     if seed_min_ml > 0:
-        seeds = remove_small_components(seeds, int(np.ceil(seed_min_ml / (float(np.prod(voxel_size)) / 1000.0))))
-    grown = ndi.binary_dilation(seeds, iterations=steps, mask=p_rim > 0.5)
+        seeds = remove_small_components(seeds, min_voxels_for(seed_min_ml, float(np.prod(vs)) / 1000.0))
+    allowed = p_rim > 0.5
+    grown = seeds
+    moves = np.zeros(3, int)
+    for t in range(1, steps + 1):
+        due = (t * reach) // steps  # each axis's moves spread evenly over the iterations
+        struct = np.zeros((3, 3, 3), bool)
+        struct[1, 1, 1] = True
+        for axis in np.flatnonzero(due > moves):
+            index = [1, 1, 1]
+            for offset in (0, 2):
+                index[axis] = offset
+                struct[tuple(index)] = True
+        moves = due
+        grown = ndi.binary_dilation(grown, structure=struct, mask=allowed)
     return np.maximum(prob, p_rim * grown).astype(np.float32)
 
 

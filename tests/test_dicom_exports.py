@@ -373,3 +373,25 @@ def test_app_returns_the_mask_and_a_seg_for_the_zip(oblique, tmp_path):
     seg = pydicom.dcmread(segs[0])
     assert seg.Modality == "SEG" and seg.PatientBirthDate == ""
     assert seg.pixel_array.astype(bool).sum() == served.sum()
+
+
+@pytest.mark.parametrize("isotropic", [False, True], ids=["directions-only", "with-isotropic-volume"])
+def test_several_directions_give_the_trace(tmp_path, isotropic):
+    """A diffusion series of b0 + three b=1000 directions: the DWI is the geometric mean of the three (the trace a
+    scanner computes), or the series' own isotropic volume when it holds one (zero gradient vector)."""
+    from stroke_seg.dicom import DicomSeries, _dwi_volume
+
+    rng = np.random.default_rng(0)
+    volumes = rng.uniform(50, 500, (6, 5, 4, 5)).astype(np.float32)
+    path = tmp_path / "3_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(volumes, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    bvecs = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0) if isotropic else (0.6, 0.8, 0))
+    bvals = (0.0, 1000.0, 1000.0, 1000.0, 1000.0 if isotropic else 0.0)
+    series = DicomSeries(path, "dwi", 3, ("ORIGINAL", "PRIMARY", "DIFFUSION"), bvals, bvecs)
+    image, first, note = _dwi_volume(series, 1000.0, "export.zip series 3")
+    if isotropic:
+        assert first == 4 and "isotropic" in note
+        np.testing.assert_allclose(image.data, volumes[..., 4], rtol=1e-6)
+    else:
+        assert first == 1 and "geometric mean" in note
+        np.testing.assert_allclose(image.data, np.cbrt(volumes[..., 1] * volumes[..., 2] * volumes[..., 3]), rtol=1e-5)

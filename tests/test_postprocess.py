@@ -174,3 +174,81 @@ def test_physics_guard_on_a_case_built_to_tempt_it(monkeypatch):
     assert not mask[zero_blob | low_blob].any(), "lesion where the ADC is 0 or 30"
     assert not (mask & (adc <= 50)).any(), "lesion where the ADC is <= 50"
     assert not mask[edge].any(), "lesion at the ADC map's edge"
+
+
+def _rules_case():
+    """Four lesions on a 1 mm grid (brain DWI median 100): one that obeys every rule, one too small, one whose median
+    ADC is CSF-like, one darker than the brain median."""
+    shape = (30, 30, 30)
+    dwi = np.full(shape, 100.0, np.float32)
+    adc = np.full(shape, 800.0, np.float32)
+    mask = np.zeros(shape, bool)
+    good, small, csf, dark = (
+        np.s_[2:6, 2:6, 2:6],
+        np.s_[10:12, 10:12, 10:12],
+        np.s_[20:24, 2:6, 2:6],
+        np.s_[2:6, 20:24, 20:24],
+    )
+    for s in (good, small, csf, dark):
+        mask[s] = True
+    dwi[good], adc[good] = 180.0, 450.0
+    dwi[small], adc[small] = 180.0, 450.0  # 8 voxels = 0.008 mL < 0.01 mL
+    dwi[csf], adc[csf] = 180.0, 2400.0
+    dwi[dark], adc[dark] = 90.0, 450.0
+    return mask, dwi, adc, good
+
+
+def test_lesion_rules_remove_exactly_the_lesions_that_break_them():
+    from stroke_seg.postprocess import LesionRules, enforce_lesion_rules, lesion_rule_violations
+
+    mask, dwi, adc, good = _rules_case()
+    rules = LesionRules(min_lesion_ml=0.01, max_lesion_adc=1000.0, dwi_brain_median=100.0)
+    found = lesion_rule_violations(mask, dwi, adc, 0.001, rules)
+    assert sorted(v.reasons for v in found) == [("adc",), ("dark",), ("small",)]
+    kept, removed = enforce_lesion_rules(mask, dwi, adc, 0.001, rules)
+    expected = np.zeros_like(mask)
+    expected[good] = True
+    assert (kept == expected).all() and len(removed) == 3
+    assert lesion_rule_violations(kept, dwi, adc, 0.001, rules) == ()
+    # each rule alone: switching the others off keeps the lesions they would remove
+    assert len(lesion_rule_violations(mask, dwi, adc, 0.001, LesionRules(0.0, None, 100.0))) == 1
+    assert len(lesion_rule_violations(mask, dwi, adc, 0.001, LesionRules(0.0, 1000.0, None))) == 1
+    assert len(lesion_rule_violations(mask, dwi, adc, 0.001, LesionRules(0.01, None, None))) == 1
+
+
+def test_lesion_size_rule_is_exact_on_its_boundary():
+    """A lesion of exactly min_lesion_ml is kept whatever float noise the voxel volume has; one voxel less is not."""
+    from stroke_seg.postprocess import LesionRules, lesion_rule_violations, min_voxels_for
+
+    for voxel_ml in (0.001, 0.008, 0.001 * (1 + 1e-9), 0.001 * (1 - 1e-9), 0.0012 * 1.2 * 5 / 1.2):
+        n = min_voxels_for(0.01, voxel_ml)
+        assert n * voxel_ml >= 0.01 * (1 - 1e-6) and (n - 1) * voxel_ml < 0.01 * (1 - 1e-6) or n == 1
+    mask = np.zeros((12, 12, 12), bool)
+    mask[2:7, 2:4, 2] = True  # 10 voxels of 0.001 mL = 0.01 mL
+    flat = np.ones(mask.shape, np.float32)
+    rules = LesionRules(0.01, None, None)
+    assert lesion_rule_violations(mask, flat, flat, 0.001 * (1 - 1e-9), rules) == ()
+    mask[6, 3, 2] = False
+    assert len(lesion_rule_violations(mask, flat, flat, 0.001, rules)) == 1
+
+
+def test_a_backend_that_keeps_its_own_mask_gets_a_warning_not_a_removal():
+    from stroke_seg.postprocess import LesionRules, describe_violations, lesion_rule_violations
+
+    mask, dwi, adc, _ = _rules_case()
+    rules = LesionRules(0.01, 1000.0, 100.0)
+    text = describe_violations(lesion_rule_violations(mask, dwi, adc, 0.001, rules), rules)
+    assert text is not None and "3 lesion(s)" in text and "break the lesion rules" in text
+    assert describe_violations((), rules) is None
+
+
+def test_edge_growth_reach_is_the_same_under_affine_float_noise():
+    """A 4 mm reach on a 2 mm grid sits exactly on voxel centres: voxel sizes a few 1e-8 mm apart give one answer."""
+    frac, dwi, adc = _blurred_ball(radius_mm=6.0)
+    seed = frac >= 0.999
+    plateau = np.where(frac > 0, np.maximum(dwi, 1.5), 1.0).astype(np.float32)
+    grown = [
+        grow_to_dwi_edges(seed, plateau, adc, (v, v, v), level=0.3, reach_mm=4.0, shell_mm=(8.0, 12.0))
+        for v in (2.0, 2.0 - 2e-8, 2.0 + 2e-8)
+    ]
+    assert (grown[0] == grown[1]).all() and (grown[0] == grown[2]).all()

@@ -48,7 +48,7 @@ MODELS = ("adc-threshold", "unet")
 SETTINGS = settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(name: str) -> synth.SynthCase:
     return synth.make_case(*CASES[name])
 
@@ -63,7 +63,7 @@ def _mask(files: dict, model: str) -> np.ndarray:
     return np.asarray(stroke_seg.segment(files, model=model).mask.dataobj) > 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(name: str, model: str) -> np.ndarray:
     c = _case(name)
     return _mask({"dwi": c.dwi, "adc": c.adc}, model)
@@ -117,13 +117,7 @@ TRANSFORMS = st.builds(
 )
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("model", MODELS)
-@SETTINGS
-@given(transform=TRANSFORMS)
-def test_storage_order_affine_noise_and_translation_leave_the_mask_unchanged(name, model, transform):
-    if model == "unet" and not _has_unet():
-        pytest.skip("unet weights are not installed")  # require() would fail every example in strict mode alike
+def _check_transform(name: str, model: str, transform: Transform) -> None:
     c = _case(name)
     reference = _reference(name, model)
     mask = transform.undo(_mask({"dwi": transform.apply(c.dwi), "adc": transform.apply(c.adc)}, model))
@@ -131,6 +125,21 @@ def test_storage_order_affine_noise_and_translation_leave_the_mask_unchanged(nam
     d = dice(mask, reference)
     # one working grid for all of them (a permutation of the same voxels): the answer is identical, not just close
     assert (mask == reference).all(), f"{transform}: Dice {d:.4f}, {int((mask != reference).sum())} voxels differ"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@settings(SETTINGS, max_examples=3)
+@given(transform=TRANSFORMS)
+def test_storage_order_affine_noise_and_translation_leave_the_rule_mask_unchanged(name, transform):
+    _check_transform(name, "adc-threshold", transform)
+
+
+@settings(SETTINGS, max_examples=2)
+@given(transform=TRANSFORMS)
+def test_storage_order_affine_noise_and_translation_leave_the_unet_mask_unchanged(transform):
+    if not _has_unet():
+        pytest.skip("unet weights are not installed")
+    _check_transform("raw-oblique-thick", "unet", transform)
 
 
 def test_the_reference_masks_find_the_lesions():
@@ -141,20 +150,22 @@ def test_the_reference_masks_find_the_lesions():
         assert dice(_reference(name, "adc-threshold"), truth) > 0.5, name
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(
+    "dtype, model",
+    [("uint16", "adc-threshold"), ("int16", "adc-threshold"), ("float32", "adc-threshold"), ("uint16", "unet")],
+)
 def test_b0_and_dwi_storage_dtype_and_gain_leave_the_mask_unchanged(dtype, model):
     """The same acquisition as a b0 + b1000 pair, stored as uint16, int16 or float32 with another scanner gain: one
     mask (Dice >= 0.99), and the same as with the scanner's own ADC map (Dice >= 0.95)."""
     if model == "unet" and not _has_unet():
         pytest.skip("unet weights are not installed")
     c = _case("raw-oblique-thick")
-    b0, dwi = c.scanner_b0("float32", peak=16000.0)
-    reference = _mask({"dwi": dwi, "b0": b0}, model)
     b0_s, dwi_s = c.scanner_b0(dtype, peak=9000.0 if dtype != "float32" else 123.0)
     mask = _mask({"dwi": dwi_s, "b0": b0_s}, model)
-    assert reference.any()
-    assert dice(mask, reference) >= 0.99
+    assert mask.any()
+    if model != "unet":  # (the unet's time goes to the comparison below, the one the issue measured)
+        b0, dwi = c.scanner_b0("float32", peak=16000.0)
+        assert dice(mask, _mask({"dwi": dwi, "b0": b0}, model)) >= 0.99
     assert dice(mask, _reference("raw-oblique-thick", model)) >= 0.95  # computed ADC vs the scanner's ADC map
 
 

@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import zipfile
@@ -452,7 +453,11 @@ def test_app_refuses_bombs_times_out_a_job_and_serves_the_next(bombs, tmp_path):
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
     app_tmp = tmp_path / "tmp"
     app_tmp.mkdir()
-    env = {"STROKE_SEG_JOB_TIMEOUT": "6", "TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio")}
+    env = {
+        "STROKE_SEG_JOB_TIMEOUT": "6",
+        "TMPDIR": str(app_tmp),  # every file the server writes lands here (checked below)
+        "STROKE_SEG_ENGINE_CACHE": str(Path(tempfile.gettempdir()) / "stroke-seg-engines"),  # the usual, reused
+    }
     with launched_app(tmp_path, with_process=True, **env) as (url, log, proc):
         client = Client(url, verbose=False)
         dwi, adc = handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz"))
@@ -462,7 +467,10 @@ def test_app_refuses_bombs_times_out_a_job_and_serves_the_next(bombs, tmp_path):
         )
         assert "DWI file bomb_dwi.nii.gz: expected at most 48,000,000 voxels, but its header declares" in message
         assert took < 30
-        for kind, expected in (("zip", "expected at most 2.0 GiB once unpacked"), ("many", "expected at most 10,000 files")):
+        for kind, expected in (
+            ("zip", "expected at most 2.0 GiB once unpacked"),
+            ("many", "expected at most 10,000 files"),
+        ):
             archive = handle_file(str(bombs[kind]))
             message, took = _refused(
                 lambda a=archive: client.predict(
@@ -562,9 +570,7 @@ def test_with_a_users_file_every_route_refuses_an_unauthenticated_request(login_
     page = anonymous.get("/")
     assert page.status_code == 200 and '"auth_required":true' in page.text.replace(" ", "")
     assert "dwi-in" not in page.text and '"dependencies":[]' in page.text.replace(" ", "")
-    assert (
-        anonymous.post("/login", data={"username": "alice", "password": "wrong-password"}).status_code == 400
-    )
+    assert anonymous.post("/login", data={"username": "alice", "password": "wrong-password"}).status_code == 400
 
 
 @pytest.mark.app

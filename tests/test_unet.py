@@ -106,7 +106,9 @@ def test_ensemble_fuses_members(weights, cases, monkeypatch):
         expected = members.mean(axis=0)
     else:
         expected = ((members > r.config.threshold).sum(axis=0) > len(members) / 2).astype(np.float32)
-    np.testing.assert_allclose(maps["ensemble"], expected, atol=1e-6)
+    np.testing.assert_allclose(
+        maps["ensemble"], expected, atol=1e-6, err_msg=f"not the {ensemble.fusion} of its members"
+    )
     for b, member in zip(ensemble.backends, members):
         assert (np.abs(member - expected) > 0.1).sum() > 100, f"{b.name} alone is close to the fusion: no test"
     assert r.metrics.comparison.dice > 0.5

@@ -30,7 +30,8 @@ def viewer_value(dwi: Path, adc: Path, mask: Path, key: str) -> str:
 
 
 class NiiVueViewer(gr.HTML):
-    """DWI or ADC with the lesion mask in red; opacity slider; multiplanar, axial or 3D render."""
+    """DWI or ADC with the lesion mask in red, opened on a lesion voxel (light-blue crosshair); opacity slider;
+    multiplanar, axial or 3D render."""
 
     MISSING = (
         "*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). "

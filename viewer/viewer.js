@@ -5,7 +5,8 @@ async function ensure() {
   if (typeof niivue === 'undefined') { note('3D viewer unavailable: NiiVue is not installed on this server (run `npm ci` in the app folder). The PNG montage below shows the result.'); return null; }
   const canvas = element.querySelector('canvas');
   if (!state.nv || state.canvas !== canvas) {
-    state.nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false });
+    // the crosshair is light blue: red is the lesion's colour alone
+    state.nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], crosshairColor: [0.3, 0.7, 1, 1], show3Dcrosshair: true, isColorbar: false });
     await state.nv.attachToCanvas(canvas);
     state.canvas = canvas;
   }

@@ -1,0 +1,107 @@
+"""``deepisles-nvauto`` in the running app, through an outside ``gradio_client``: its result, and its lane beside the
+fast models (a ``unet`` job submitted while a slowed DeepISLES stand-in runs does not wait for it)."""
+
+from __future__ import annotations
+
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import stroke_seg
+from apphelpers import launched_app, log_text
+from conftest import require, require_module
+from stroke_seg import synth
+from stroke_seg.models.unet import WEIGHTS_PATH
+from stroke_seg.types import SegmentConfig
+
+require_module("stroke_segmentor")
+require_module("monai")
+gradio_client = require_module("gradio_client")
+
+from deepisles_standins import RuleNet, write_standins  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+from test_deepisles import dice, stripped_case  # noqa: E402
+
+from stroke_seg.models import deepisles  # noqa: E402
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
+RUNNING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
+
+
+def submit(client: Client, files: dict, model: str):
+    return client.submit(
+        handle_file(str(files["dwi"])), handle_file(str(files["adc"])), None, None, model, "fast", None, None,
+        api_name="/segment",
+    )  # fmt: skip
+
+
+def progress_texts(job) -> list[str]:
+    data = job.status().progress_data or []
+    return [p.desc or "" for p in data]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
+    require(WEIGHTS_PATH.is_file(), "U-Net weights missing (stroke_seg/models/weights)")
+    weights = tmp_path / "weights"  # written once the unet job's own duration is known; read at the first use
+    deep_case = stripped_case(tmp_path / "deep", "ras-1mm-float32")
+    folders = [
+        synth.make_case(700 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"u{i}")
+        for i in range(2)
+    ]
+    fast = [{"dwi": f / "dwi.nii.gz", "adc": f / "adc.nii.gz"} for f in folders]
+    env = {
+        deepisles.WEIGHTS_ENV: str(weights),
+        "STROKE_SEG_ENGINE": "torch",
+        "STROKE_SEG_CONCURRENCY": "1",
+        "STROKE_SEG_CACHE_TTL": "0",
+    }
+    with launched_app(tmp_path, **env) as (url, log):
+        client = Client(url, verbose=False)
+        t0 = time.monotonic()
+        submit(client, fast[0], "unet").result(timeout=300)
+        alone = time.monotonic() - t0
+        # the DeepISLES stand-in: the same rules, slowed so that one window takes about half the unet job
+        spin = 200
+        probe = torch.jit.script(RuleNet(0.0, 0.0, 0.0, spin=spin))
+        t_spin = time.monotonic()
+        probe(torch.zeros(1, 2, 4, 4, 4))
+        per_spin = (time.monotonic() - t_spin) / spin
+        write_standins(weights, spin=max(200, int(alone / 2 / per_spin)))
+
+        slow = submit(Client(url, verbose=False), deep_case, deepisles.NAME)
+        wait_for(lambda: any("checkpoint" in d for d in progress_texts(slow)), 300, "the DeepISLES job to run")
+        second = submit(Client(url, verbose=False), deep_case, deepisles.NAME)
+        wait_for(
+            lambda: any("Waiting for the slow-model lane" in d for d in progress_texts(second)),
+            60,
+            "the second DeepISLES job to say what it waits for",
+        )
+        t1 = time.monotonic()
+        submit(Client(url, verbose=False), fast[1], "unet").result(timeout=300)
+        beside = time.monotonic() - t1
+        assert not slow.done(), f"the DeepISLES stand-in finished first ({beside=:.1f} s, {alone=:.1f} s): slow it down"
+        assert beside <= 4 * alone + 5, (beside, alone)
+
+        mask_path, report, _ = slow.result(timeout=900)
+        second.cancel()
+        assert report["model"] == deepisles.NAME
+        assert report["model_details"]["weights_checkpoints"] == 15
+        served = np.asarray(nib.load(mask_path).dataobj)
+        monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(write_standins(tmp_path / "unslowed")))  # the same rules
+        local = stroke_seg.segment(deep_case, model=deepisles.NAME, config=SegmentConfig(engine="torch"))
+        assert dice(served, np.asarray(local.mask.dataobj)) >= 0.99
+        assert "inference end status=ok" in log_text(log)

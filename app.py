@@ -141,7 +141,8 @@ async def segment_api(
         adc: ADC map NIfTI file (mm²/s, 1e-3 or 1e-6 mm²/s, detected); None when a DICOM export is given.
         flair: optional FLAIR NIfTI file.
         ground_truth: optional binary lesion mask on the DWI grid (adds Dice and lesion F1 to the report).
-        model: "unet", "adc-threshold" or "ensemble"; default: stroke_seg.models.default_model().
+        model: "unet", "adc-threshold", "ensemble" or, where its extra is installed, "deepisles-nvauto" (DeepISLES;
+            minutes on a CPU); default: stroke_seg.models.default_model().
         mode: "fast" or "accurate" (8x mirror test-time augmentation).
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).

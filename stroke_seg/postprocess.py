@@ -410,30 +410,46 @@ MIN_LESION_ADC = 50.0
 lower values are fitting failures, signal voids or the zeros outside the ADC map."""
 
 
-def measurable_diffusion(adc: np.ndarray, voxel_size: tuple[float, float, float], edge_mm: float = 2.0) -> np.ndarray:
+def measurable_diffusion(
+    adc: np.ndarray,
+    voxel_size: tuple[float, float, float],
+    edge_mm: float = 2.0,
+    *,
+    within: tuple[slice, slice, slice] | None = None,
+) -> np.ndarray:
     """Voxels with a diffusion measurement: inside the ADC map's support, minus its partial-volume edge.
 
     The support is where the ADC is > 0 (holes filled slice by slice, so a dark lesion core inside it counts); its
     outermost ``edge_mm`` (at least one voxel in-plane) is left out, because there the ADC mixes tissue and the
-    zeros outside.
+    zeros outside. After :func:`stroke_seg.preprocess.preprocess` the ADC is 0 exactly outside
+    :func:`stroke_seg.preprocess.diffusion_support`, whatever its source.
 
     Args:
         adc: ADC in 1e-6 mm²/s, shape (X, Y, Z).
         voxel_size: voxel edge lengths in mm, in the axis order of ``adc``.
         edge_mm: width of the excluded edge, mm.
+        within: only voxels inside this box are computed (the rest is False): the cost then follows the box, not
+            the input's voxel count.
 
     Returns:
         bool array, shape (X, Y, Z).
     """
-    support = adc > 0
-    if support.all():
-        return support
     radius = np.maximum(0, np.round(edge_mm / np.asarray(voxel_size, float))).astype(int)
     radius[:2] = np.maximum(radius[:2], 1)
-    support = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(support, 2, 0)], axis=2)
-    grid = np.ogrid[tuple(slice(-int(r), int(r) + 1) for r in radius)]
-    struct = sum((g / max(float(r), 1e-6)) ** 2 for g, r in zip(grid, radius)) <= 1.0
-    return ndi.binary_erosion(support, structure=struct, border_value=1)
+    box = within or tuple(slice(0, n) for n in adc.shape)
+    # the box grown by the erosion's radius (+1): inside the box the result is exact; holes are filled on whole slices
+    outer = tuple(slice(max(b.start - r - 1, 0), min(b.stop + r + 1, n)) for b, r, n in zip(box, radius, adc.shape))
+    support = adc[:, :, outer[2]] > 0
+    if support.all():
+        eroded = np.ones(tuple(o.stop - o.start for o in outer), bool)
+    else:
+        support = np.stack([ndi.binary_fill_holes(sl) for sl in np.moveaxis(support, 2, 0)], axis=2)
+        grid = np.ogrid[tuple(slice(-int(r), int(r) + 1) for r in radius)]
+        struct = sum((g / max(float(r), 1e-6)) ** 2 for g, r in zip(grid, radius)) <= 1.0
+        eroded = ndi.binary_erosion(support[outer[0], outer[1]], structure=struct, border_value=1)
+    out = np.zeros(adc.shape, bool)
+    out[box] = eroded[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))]
+    return out
 
 
 def apply_physics_guard(
@@ -457,7 +473,8 @@ def apply_physics_guard(
         )
     if not mask.any():
         return mask
-    allowed = (adc > MIN_LESION_ADC) & brain & measurable_diffusion(adc, voxel_size)
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    allowed = (adc > MIN_LESION_ADC) & brain & measurable_diffusion(adc, voxel_size, within=box)
     removed = int((mask & ~allowed).sum())
     if removed:
         log.info(

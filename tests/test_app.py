@@ -190,7 +190,10 @@ def test_queue_full_and_concurrency_limit(tmp_path, weights):
         synth.make_case(500 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"c{i}")
         for i in range(5)
     ]
-    with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="2", STROKE_SEG_CONCURRENCY="1") as (url, log):
+    # no separate slow-model lane: the queue counts of this test assume one inference slot in all
+    with launched_app(
+        tmp_path, STROKE_SEG_MAX_QUEUE="2", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_SLOW_CONCURRENCY="0"
+    ) as (url, log):
         client = Client(url, verbose=False)
         # Five submissions: the first is running, then four arrive at once. The queue holds two
         # waiting jobs, so exactly two of the four must be refused.

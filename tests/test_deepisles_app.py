@@ -90,6 +90,9 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
             60,
             "the second DeepISLES job to say what it waits for",
         )
+        third = submit(Client(url, verbose=False), deep_case, deepisles.NAME)  # the lane's one waiting place is taken
+        with pytest.raises(Exception, match="slow-model lane is full"):
+            third.result(timeout=120)
         t1 = time.monotonic()
         submit(Client(url, verbose=False), fast[1], "unet").result(timeout=300)
         beside = time.monotonic() - t1

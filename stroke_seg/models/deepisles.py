@@ -234,17 +234,24 @@ class DeepIslesNvauto(CaseBackend):
         _import_package()
         self._lock = threading.Lock()
         self._weights: WeightSet | None = None
+        self._weights_from: str | None = None  # the value of $STROKE_SEG_DEEPISLES_WEIGHTS they were found with
         self._runners: dict[tuple[str, str, int], tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {}
         self._window_s: dict[str, float] = {}
 
     # -- weights and engines, once per process ----------------------------------------------------------------
     def _weight_set(self, report: ProgressCallback) -> WeightSet:
+        """The checked weights, found once per process (and again only when the variable changes)."""
+        given = os.environ.get(WEIGHTS_ENV)
+        with self._lock:
+            if self._weights is not None and self._weights_from == given:
+                return self._weights
         folder = find_weights(report)
         with self._lock:
             if self._weights is None or self._weights.folder != folder:
                 report(0.0, "weights: checking the 15 checkpoints (SHA-256)")
                 self._weights = check_weights(folder)
                 self._runners.clear()
+            self._weights_from = given
             return self._weights
 
     def _runner(self, weights: WeightSet, index: int, engine: str, device: torch.device):

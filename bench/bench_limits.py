@@ -1,12 +1,18 @@
 """Peak memory and time of one job on the largest accepted scan, and of refusing each bomb (command line).
 
     python bench/bench_limits.py [--models adc-threshold unet] [--mode fast] [--voxels 48000000]
+    python bench/bench_limits.py --app      # the bombs through the launched app instead
+
 
 The largest accepted scan is the example case ``examples/embolic_multi`` (2 mm, 92x110x94) repeated to 0.5 mm and
 cropped to just under ``--voxels`` (the ``STROKE_SEG_MAX_VOXELS`` default): a DWI and an ADC of ~48 M voxels each,
 int16 like a scanner's. Each row is one fresh ``python -m stroke_seg segment`` process; its peak resident memory is
 the kernel's (``wait4`` rusage ``ru_maxrss``, the process's VmHWM). The bombs are those of ``tests/test_security.py``
 (a 4 GiB-voxel .nii.gz, a zip inflating to 3.5 GiB, a zip of 20,000 members). Prints one Markdown table.
+
+With ``--app`` the bombs go to the app (``python app.py`` on loopback, ``gradio_client``), each followed by the
+example case with ``adc-threshold``; the server's resident memory (VmRSS, and its peak VmHWM since start, from
+``/proc/PID/status``) is read after each.
 """
 
 from __future__ import annotations
@@ -63,12 +69,73 @@ def run_cli(argv: list[str], tmp: Path) -> tuple[int, float, int, str]:
     return proc.returncode, time.monotonic() - t, usage.ru_maxrss * 1024, last
 
 
+def _proc_memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process, bytes."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def app_bombs(work: Path) -> None:
+    from gradio_client import Client, handle_file
+    from test_security import make_many_member_zip, make_nifti_bomb, make_zip_bomb
+
+    from apphelpers import launched_app
+
+    example = ROOT / "examples" / "embolic_multi"
+    dwi, adc = handle_file(str(example / "dwi.nii.gz")), handle_file(str(example / "adc.nii.gz"))
+    bombs = {
+        "header bomb as DWI (4.2 MB .nii.gz declaring 2048x2048x1024)": (
+            lambda b: (b, adc, None, None, "adc-threshold", "fast"),
+            make_nifti_bomb(work / "bomb_dwi.nii.gz"),
+        ),
+        "zip bomb as DICOM (3.7 MB, one member of 3.5 GiB)": (
+            lambda b: (None, None, None, None, "adc-threshold", "fast", b),
+            make_zip_bomb(work / "bomb.zip"),
+        ),
+        "zip of 20,000 members as DICOM (2.3 MB)": (
+            lambda b: (None, None, None, None, "adc-threshold", "fast", b),
+            make_many_member_zip(work / "many.zip"),
+        ),
+    }
+    print("| request | answer | seconds | server RSS after MB | server peak since start MB |")
+    print("|---|---|---|---|---|")
+    with launched_app(work, with_process=True, TMPDIR=str(work)) as (url, _log, proc):
+        client = Client(url, verbose=False)
+        rss, peak = _proc_memory(proc.pid)
+        print(f"| (app started) | — | — | {rss / 1e6:.0f} | {peak / 1e6:.0f} |")
+        for label, (args, path) in bombs.items():
+            t = time.monotonic()
+            try:
+                client.predict(*args(handle_file(str(path))), api_name="/segment")
+                answer = "accepted (!)"
+            except Exception as err:  # the app's error, as gradio_client raises it
+                answer = f"refused: `{str(err)[:80]}...`"
+            seconds = time.monotonic() - t
+            rss, peak = _proc_memory(proc.pid)
+            print(f"| {label} | {answer} | {seconds:.1f} | {rss / 1e6:.0f} | {peak / 1e6:.0f} |")
+            t = time.monotonic()
+            report = client.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")[1]
+            rss, peak = _proc_memory(proc.pid)
+            print(
+                f"| next job: the example, `adc-threshold` (then from the result cache) | {report['lesion_count']} "
+                f"lesions | {time.monotonic() - t:.1f} | {rss / 1e6:.0f} | {peak / 1e6:.0f} |"
+            )
+        alive = proc.poll() is None
+    biggest = max((q.stat().st_size for q in work.rglob("*") if q.is_file()), default=0)
+    print(f"\nserver alive at the end: {alive}; largest file under its TMPDIR: {biggest / 1e6:.1f} MB")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=["adc-threshold", "unet"])
     p.add_argument("--mode", default="fast")
     p.add_argument("--voxels", type=int, default=48_000_000)
+    p.add_argument("--app", action="store_true", help="send the bombs to the launched app instead")
     a = p.parse_args()
+    if a.app:
+        with tempfile.TemporaryDirectory(prefix="bench-limits-app-") as work:
+            app_bombs(Path(work))
+        return
     from test_security import make_many_member_zip, make_nifti_bomb, make_zip_bomb
 
     with tempfile.TemporaryDirectory(prefix="bench-limits-") as work:

@@ -82,8 +82,14 @@ def check_artefact_sites(mask: np.ndarray, adc: np.ndarray, brain: np.ndarray, a
     if not mask.any() or brain.sum() < 1000:
         return None
     voxel = voxel_sizes(affine)
-    depth = ndi.distance_transform_edt(np.pad(brain, 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
-    edge = mask & (depth <= EDGE_MM + DISTANCE_TOL_MM)
+    # Depth inside the brain, in the mask's box grown by more than EDGE_MM: exact for the edge test there (a brain
+    # edge within EDGE_MM of a lesion voxel lies inside it), and its cost follows the lesions, not the input grid.
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    grow = np.ceil(EDGE_MM / np.asarray(voxel)).astype(int) + 2
+    outer = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, mask.shape))
+    depth = ndi.distance_transform_edt(np.pad(brain[outer], 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
+    edge = np.zeros(mask.shape, bool)
+    edge[outer] = mask[outer] & (depth <= EDGE_MM + DISTANCE_TOL_MM)
     idx = np.argwhere(mask)
     mni = MniMap.from_brain(brain, affine)(idx @ affine[:3, :3].T + affine[:3, 3])
     fossa = np.zeros(mask.shape, bool)

@@ -16,9 +16,9 @@ class RuleNet(torch.nn.Module):
     borders matter); background logit 0. A high DWI and a low ADC make a lesion; swapping the channels changes the
     answer. ``spin`` > 0 adds that many 256x256 matrix products per window: a slow model for queue tests."""
 
-    def __init__(self, w_adc: float, w_dwi: float, bias: float, spin: int = 0) -> None:
+    def __init__(self, w_adc: float, w_dwi: float, bias: float, spin: int = 0, pool: bool = True) -> None:
         super().__init__()
-        self.w_adc, self.w_dwi, self.bias, self.spin = w_adc, w_dwi, bias, spin
+        self.w_adc, self.w_dwi, self.bias, self.spin, self.pool = w_adc, w_dwi, bias, spin, pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spin > 0:
@@ -28,12 +28,14 @@ class RuleNet(torch.nn.Module):
                 y = y @ w
             x = x + 0.0 * y.mean()
         lesion = self.w_dwi * x[:, 1:2] + self.w_adc * x[:, 0:1] + self.bias
-        lesion = F.avg_pool3d(lesion, (3, 1, 1), stride=1, padding=(1, 0, 0))
+        if self.pool:
+            lesion = F.avg_pool3d(lesion, (3, 1, 1), stride=1, padding=(1, 0, 0))
         return torch.cat([torch.zeros_like(lesion), lesion], dim=1)
 
 
-def write_standins(folder: Path, n: int = 15, seed: int = 0, spin: int = 0) -> Path:
-    """``n`` scripted RuleNets with slightly different rules, as ``model{i}.ts``."""
+def write_standins(folder: Path, n: int = 15, seed: int = 0, spin: int = 0, pool: bool = True) -> Path:
+    """``n`` scripted RuleNets with slightly different rules, as ``model{i}.ts`` (``pool=False``: voxel-wise rules,
+    which no storage order can change)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -42,6 +44,7 @@ def write_standins(folder: Path, n: int = 15, seed: int = 0, spin: int = 0) -> P
             w_dwi=float(2.0 + 0.2 * rng.standard_normal()),
             bias=float(-3.0 + 0.3 * rng.standard_normal()),
             spin=spin,
+            pool=pool,
         )
         torch.jit.save(torch.jit.script(net.eval()), str(folder / f"model{i}.ts"))
     return folder

@@ -252,3 +252,26 @@ def test_edge_growth_reach_is_the_same_under_affine_float_noise():
         for v in (2.0, 2.0 - 2e-8, 2.0 + 2e-8)
     ]
     assert (grown[0] == grown[1]).all() and (grown[0] == grown[2]).all()
+
+
+@pytest.mark.parametrize(
+    "voxel, reach_mm",
+    [
+        ((2.0, 2.0, 2.0), (4, 4, 4)),
+        ((1.0, 1.0, 1.0), (4, 4, 4)),
+        ((1.2, 1.2, 5.0), (3.6, 3.6, 0)),
+        ((1.5, 1.5, 3.5), (3, 3, 3.5)),
+        ((0.5, 0.5, 8.0), (4, 4, 0)),
+    ],
+    ids=["2mm", "1mm", "1.2x1.2x5", "1.5x1.5x3.5", "0.5x0.5x8"],
+)
+def test_rim_growth_reaches_the_same_mm_on_every_axis(voxel, reach_mm):
+    """The rim step reaches RIM_MAX_MM (4 mm) along each axis whatever the voxel size: a thick slice is crossed only
+    when the next slice's centre is within 4 mm (it was crossed once per in-plane step: 15 mm on 1.2 x 1.2 x 5 mm)."""
+    from stroke_seg.postprocess import grow_into_rim
+
+    prob = np.zeros((25, 25, 25), np.float32)
+    prob[12, 12, 12] = 1.0
+    grown = grow_into_rim(prob, np.ones_like(prob), voxel) > 0.5
+    extent = (np.abs(np.argwhere(grown) - 12) * np.asarray(voxel)).max(axis=0)
+    np.testing.assert_allclose(extent, reach_mm)

@@ -95,3 +95,17 @@ def test_normalisation_divides_by_the_brain_median():
     vols = preprocess(load_case(nib.Nifti1Image(dwi * 7.0, aff), nib.Nifti1Image(adc, aff)))
     assert np.median(vols.dwi[vols.brain]) == pytest.approx(1.0, abs=0.05)
     assert vols.outside_ml < 1.0  # zeros outside the phantom's brain: nothing was stripped
+
+
+def test_affine_float_noise_cannot_move_voxel_sizes_or_the_brain_mask():
+    """Voxel sizes 1e-8 mm apart (the float noise a converter leaves) round to one value, so every radius, step and
+    working-grid size computed from them, and the brain mask, are the same."""
+    from stroke_seg.preprocess import voxel_sizes
+
+    acq = synth.Acquisition(voxel_size=(2.0, 2.0, 3.0), skull_stripped=False, noise=0.04)
+    c = synth.make_case(5001, "lacunar", acq)
+    case = load_case(c.dwi, c.adc)
+    noisy = case.affine.copy()
+    noisy[:3, :3] *= 1 - 1e-8
+    assert voxel_sizes(noisy) == voxel_sizes(case.affine) == (2.0, 2.0, 3.0)
+    assert (brain_mask(case.dwi, case.adc, voxel_sizes(noisy)) == brain_mask(case.dwi, case.adc, (2.0, 2.0, 3.0))).all()

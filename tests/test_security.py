@@ -380,23 +380,21 @@ def test_a_job_past_its_time_limit_is_stopped_and_its_slot_freed(tmp_path):
 # --- users file and the add-user command ----------------------------------------------------------------------------
 
 
-def _add_user(users: Path, name: str, password: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stroke_seg", "add-user", name, "--users-file", str(users)],
-        cwd=ROOT,
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _add_user(users: Path, name: str, password: str, monkeypatch, capsys) -> tuple[int, str]:
+    """``python -m stroke_seg add-user NAME --users-file USERS`` with the password piped in: (exit code, stderr)."""
+    from stroke_seg.cli import main as cli_main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    code = cli_main(["add-user", name, "--users-file", str(users)])
+    return code, capsys.readouterr().err
 
 
-def test_add_user_stores_a_salted_hash_and_replaces_the_users_line(tmp_path):
+def test_add_user_stores_a_salted_hash_and_replaces_the_users_line(tmp_path, monkeypatch, capsys):
     users = tmp_path / "users.txt"
     auth.add_user(users, "alice", "first-password")
     auth.add_user(users, "bob", "first-password")
-    done = _add_user(users, "alice", "second-password")
-    assert done.returncode == 0, done.stderr
+    code, err = _add_user(users, "alice", "second-password", monkeypatch, capsys)
+    assert code == 0, err
     text = users.read_text()
     assert "password" not in text and text.count("alice:") == 1 and text.count("bob:") == 1
     alice, bob = (re.search(rf"^{n}:(\S+)$", text, re.M).group(1) for n in ("alice", "bob"))
@@ -405,8 +403,8 @@ def test_add_user_stores_a_salted_hash_and_replaces_the_users_line(tmp_path):
     gate = auth.UsersFile(users)
     assert gate.check("alice", "second-password") and not gate.check("alice", "first-password")
     assert gate.check("bob", "first-password") and not gate.check("carol", "first-password")
-    short = _add_user(users, "carol", "short")
-    assert short.returncode == 2 and short.stderr.strip().splitlines() == [
+    code, err = _add_user(users, "carol", "short", monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
         "error: password for carol: expected at least 8 characters, but it has fewer"
     ]
     with pytest.raises(StrokeSegError, match="user name"):
@@ -526,27 +524,17 @@ def _session(url: str, user: str | None):
     return client
 
 
-def _routes() -> list[tuple[str, str]]:
-    """(method, path) of every route a Gradio app serves (MCP included), path parameters filled in."""
-    import gradio as gr
-    from gradio.routes import App
-
-    with gr.Blocks() as blocks:
-        gr.Textbox()
-    found = set()
-
-    def collect(routes) -> None:
-        for route in routes:
-            inner = getattr(route, "original_router", None) or getattr(route, "app", None)
-            if getattr(inner, "routes", None) and not getattr(route, "methods", None):
-                collect(inner.routes)
-            elif getattr(route, "path", None):
-                methods = sorted(getattr(route, "methods", None) or {"GET"})
-                method = "GET" if "GET" in methods else methods[0]
-                found.add((method, re.sub(r"\{[^}]+\}", "x", route.path)))
-
-    collect(App.create_app(blocks, app_kwargs={}).routes)
-    return sorted(found) + [("POST", "/gradio_api/mcp/"), ("GET", "/gradio_api/mcp/sse")]
+def _routes(session) -> list[tuple[str, str]]:
+    """(method, path) of every route the running app serves, path parameters filled in: FastAPI's schema of it (which
+    lists every route but itself), the schema's own route and MCP's."""
+    schema = session.get("/openapi.json")
+    assert schema.status_code == 200, schema.text[:200]
+    found = {
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, methods in schema.json()["paths"].items()
+        for method in methods
+    }
+    return sorted(found | {("GET", "/openapi.json"), ("POST", "/gradio_api/mcp/"), ("GET", "/gradio_api/mcp/sse")})
 
 
 @pytest.mark.app
@@ -556,9 +544,9 @@ def test_with_a_users_file_every_route_refuses_an_unauthenticated_request(login_
 
     url, _, _ = login_app
     anonymous = _session(url, None)
-    public = [p for p in PUBLIC]
+    public = list(PUBLIC)
     checked = []
-    for method, path in _routes():
+    for method, path in _routes(_session(url, "alice")):
         if path in public or any(p.endswith("*") and path.startswith(p[:-1]) for p in public):
             continue
         answer = anonymous.request(method, path)
@@ -605,3 +593,40 @@ def test_with_a_users_file_results_are_served_to_their_user_only(login_app):
     assert re.search(r"job requested user=alice model=adc-threshold mode=fast .*dwi:sha256=[0-9a-f]{64}", text)
     assert re.search(r"job requested user=bob model=adc-threshold", text)
     assert "Doe_Jane" not in text and json.dumps(PASSWORDS["alice"])[1:-1] not in text
+
+
+@pytest.mark.app
+@pytest.mark.browser
+@pytest.mark.slow
+def test_with_a_users_file_the_browser_logs_in_runs_a_case_and_fetches_only_its_own_files(login_app):
+    """Gradio's login form in a real browser, then one example run: the viewer's volumes and the downloads come from
+    the user's own folder, and no request the page makes is refused."""
+    chromium = Path("/usr/bin/chromium")
+    require(chromium.exists(), "Debian chromium is not installed at /usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the playwright package is not installed")
+    url, _, _ = login_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            refused: list[tuple[int, str]] = []
+            page.on("response", lambda r: refused.append((r.status, r.url)) if r.status >= 400 else None)
+            page.goto(url, wait_until="load")
+            page.locator("input[type=password]").wait_for(timeout=60_000)
+            assert page.get_by_text("Bundled synthetic examples").count() == 0  # nothing of the app before login
+            page.locator("input").first.fill("alice")
+            page.locator("input[type=password]").fill(PASSWORDS["alice"])
+            page.get_by_role("button", name="Login").click()
+            page.get_by_text("Bundled synthetic examples").wait_for(timeout=60_000)
+            page.get_by_role("button", name="embolic multi", exact=True).click()
+            page.wait_for_timeout(1500)
+            page.locator("#run-btn").click()
+            page.get_by_text("Done in").wait_for(timeout=120_000)
+            links = page.locator("#downloads a").evaluate_all("els => els.map(e => e.href)")
+        finally:
+            browser.close()
+    assert refused == [], refused
+    assert links and all(auth.user_folder("alice") in link for link in links), links

@@ -187,13 +187,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _progress_lines(every_s: float = 10.0):
-    """A progress callback for long runs: one stderr line when the stage changes, else at most every ``every_s``."""
-    last = {"t": 0.0, "stage": ""}
+    """A progress callback for long runs (DeepISLES on a CPU): silent for the first ``every_s``, then one stderr line
+    when the stage changes and at most every ``every_s`` within a stage."""
+    start = time.monotonic()
+    last = {"t": start, "stage": ""}
 
     def report(fraction: float, description: str) -> None:
         stage = description.split(":", 1)[0]
         now = time.monotonic()
-        if stage != last["stage"] or now - last["t"] >= every_s:
+        if now - start >= every_s and (stage != last["stage"] or now - last["t"] >= every_s):
             last.update(t=now, stage=stage)
             print(f"[{fraction:4.0%}] {description}", file=sys.stderr, flush=True)
 

@@ -315,6 +315,7 @@ class JobEngine:
         await asyncio.to_thread(self.cache.sweep)
         if cache is not self.cache:
             await asyncio.to_thread(cache.sweep)
+            cache.root.mkdir(parents=True, exist_ok=True)  # the engine's sweep removes a folder idle for its lifetime
         key = await asyncio.to_thread(cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__)
         # who ran which model on which bytes: digests only, never a file name (it may hold a patient's name)
         named = dict(zip(INPUT_NAMES, ordered)) | {DICOM: dicom, B0: b0}

@@ -537,12 +537,13 @@ def grow_into_rim(
     Returns:
         ``max(prob, p_rim)`` where the geodesic growth (face neighbours, through ``p_rim > 0.5``) reaches.
 
-    The reach is in mm on every axis: along each axis the growth takes as many face steps as fit in ``RIM_MAX_MM``
-    (spread over the iterations), so a thick-slice axis is crossed only where the next slice's centre is within it
-    (city-block distance, as face-neighbour growth measures it), whatever the in-plane voxel size.
+    The reach is in mm on every axis: along each axis the growth takes as many face steps as there are voxels whose
+    extent starts within ``RIM_MAX_MM`` (spread over the iterations; city-block distance, as face-neighbour growth
+    measures it), whatever the voxel size of the other axes: one slice of 5 mm, two voxels of 2 mm, four of 1 mm.
     """
     vs = np.asarray(voxel_size, float)
-    reach = np.floor(RIM_MAX_MM / vs + DISTANCE_TOL_MM).astype(int)  # face steps per axis within RIM_MAX_MM
+    # face steps per axis: the voxels whose extent starts within RIM_MAX_MM (centre at most RIM_MAX_MM + half a voxel)
+    reach = np.floor(RIM_MAX_MM / vs + 0.5 + DISTANCE_TOL_MM).astype(int)
     steps = max(1, int(reach.max()))
     seeds = prob > threshold
     if seed_min_ml > 0:

@@ -259,15 +259,15 @@ def test_edge_growth_reach_is_the_same_under_affine_float_noise():
     [
         ((2.0, 2.0, 2.0), (4, 4, 4)),
         ((1.0, 1.0, 1.0), (4, 4, 4)),
-        ((1.2, 1.2, 5.0), (3.6, 3.6, 0)),
-        ((1.5, 1.5, 3.5), (3, 3, 3.5)),
-        ((0.5, 0.5, 8.0), (4, 4, 0)),
+        ((1.2, 1.2, 5.0), (3.6, 3.6, 5.0)),
+        ((1.5, 1.5, 3.5), (4.5, 4.5, 3.5)),
+        ((0.5, 0.5, 8.0), (4, 4, 8.0)),
     ],
     ids=["2mm", "1mm", "1.2x1.2x5", "1.5x1.5x3.5", "0.5x0.5x8"],
 )
 def test_rim_growth_reaches_the_same_mm_on_every_axis(voxel, reach_mm):
-    """The rim step reaches RIM_MAX_MM (4 mm) along each axis whatever the voxel size: a thick slice is crossed only
-    when the next slice's centre is within 4 mm (it was crossed once per in-plane step: 15 mm on 1.2 x 1.2 x 5 mm)."""
+    """Along each axis the rim step reaches the voxels whose extent starts within RIM_MAX_MM (4 mm), whatever the voxel
+    size of the other axes: one thick slice (it was crossed once per in-plane step: 15 mm on 1.2 x 1.2 x 5 mm)."""
     from stroke_seg.postprocess import grow_into_rim
 
     prob = np.zeros((25, 25, 25), np.float32)

@@ -377,6 +377,27 @@ def test_a_job_past_its_time_limit_is_stopped_and_its_slot_freed(tmp_path):
     assert time.monotonic() - t < 60
 
 
+def test_a_users_result_folder_swept_while_idle_is_made_again(tmp_path):
+    """The engine's sweep removes a user's folder once it has been idle for the cache lifetime; that user's next job
+    still gets its result, in that folder."""
+    import asyncio
+    import shutil
+
+    from stroke_seg.cache import ResultCache
+
+    root = ResultCache(tmp_path / "cache", ttl_s=60, keep_s=60)
+    mine = ResultCache(root.root / auth.user_folder("alice"), ttl_s=60, keep_s=60)
+    engine = JobEngine(root, 1, tick_s=0.1, runner=_SlowRunner(steps=1))
+    shutil.rmtree(mine.root)
+    files = {"dwi": str(EXAMPLE / "dwi.nii.gz"), "adc": str(EXAMPLE / "adc.nii.gz")}
+
+    async def run():
+        return [event async for event in engine.run(files, "adc-threshold", "fast", lambda *a, **k: None, cache=mine)]
+
+    kind, folder = asyncio.run(run())[-1]
+    assert kind == "done" and folder.parent == mine.root and (folder / "mask.nii.gz").is_file()
+
+
 # --- users file and the add-user command ----------------------------------------------------------------------------
 
 

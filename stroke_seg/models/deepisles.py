@@ -15,6 +15,7 @@ first use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -34,7 +35,7 @@ import torch
 from ..errors import ModelError, check_cancel
 from ..preprocess import RAW_HEAD_ML, Preprocessed, from_canonical
 from ..readers import to_nifti
-from ..types import CancelCheck, Case, ProgressCallback, SegmentConfig
+from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig, voxel_sizes
 from .base import CaseBackend, CaseOutput
 
 __all__ = [
@@ -337,7 +338,7 @@ class DeepIslesNvauto(CaseBackend):
             paths = {}
             for key, data in (("adc", adc), ("dwi", dwi)):
                 paths[key] = Path(tmp) / f"{key}.nii"
-                to_nifti(data, case.geometry, np.float32).to_filename(paths[key])
+                to_nifti(data, snapped_geometry(case.geometry), np.float32).to_filename(paths[key])
             progress(0.0, "DeepISLES preprocessing: 1 mm resampling, z-score per channel")
             batch = transforms({"image": [str(paths["adc"]), str(paths["dwi"])]})  # channel order [ADC, DWI]
         image = batch["image"].unsqueeze(0).to(device)
@@ -399,6 +400,23 @@ class DeepIslesNvauto(CaseBackend):
             "skull_stripped_by_stroke_seg": bool(stripped),
         }
         return CaseOutput(probability=avg[1].astype(np.float32), mask=mask, notes=tuple(notes), details=details)
+
+
+def snapped_geometry(geometry: Geometry) -> Geometry:
+    """``geometry`` with converter float noise removed: direction cosines within 1e-5 of 0 or +-1 set to it, voxel
+    sizes rounded to 1e-4 mm. A clean affine is returned unchanged (so the mask stays the package's own); a noisy
+    axis-aligned one becomes the clean one. The package's 1 mm resampling (MONAI ``Spacing``) rounds the resampled
+    grid's extent, so 1e-6 noise can move that grid by up to 1 mm; noise on oblique cosines is left as it is."""
+    affine = np.asarray(geometry.affine, dtype=np.float64)
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    cosines = affine[:3, :3] / sizes
+    nice = np.round(cosines)
+    cosines = np.where(np.abs(cosines - nice) < 1e-5, nice, cosines)
+    clean = affine.copy()
+    clean[:3, :3] = cosines * np.asarray(voxel_sizes(affine))
+    if np.array_equal(clean, affine):
+        return geometry
+    return dataclasses.replace(geometry, affine=clean)
 
 
 def _device(config: SegmentConfig) -> torch.device:

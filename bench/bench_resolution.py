@@ -10,8 +10,9 @@ over the native one, and the Dice of the half-voxel mask read at the native voxe
 native mask; the expert mask resampled the same way (linear, > 0.5) gives the ceiling of that Dice.
 
 ``cost``: one synthetic head (territorial lesion, raw with skull, 184 x 220 x 184 mm field of view) generated at 1 mm
-and resampled (linear) to each isotropic voxel size, segmented in a fresh process each: wall time per stage and peak
-resident memory of that process (``ru_maxrss``, generation included: the 1 mm case is made first in every process).
+and resampled (linear) to each isotropic voxel size, written as float32 NIfTI and segmented from those files in a fresh
+process each: wall time per stage and peak resident memory of that process (``ru_maxrss``: imports, loading and
+``segment()``).
 """
 
 from __future__ import annotations
@@ -115,24 +116,21 @@ def stability(a) -> None:
 
 
 def cost(a) -> None:
-    if a.one is not None:  # child process: one size
-        acq = synth.Acquisition(voxel_size=(1.0, 1.0, 1.0), skull_stripped=False, tilt_deg=(3.0, -2.0, 4.0))
-        c = synth.make_case(7_900_000, "territorial", acq)
-        factor = (a.one,) * 3
-        dwi, adc = (c.dwi, c.adc) if a.one == 1.0 else (resample(c.dwi, factor), resample(c.adc, factor))
-        del c
+    if a.one is not None:  # child process: segment the files of one size
+        folder = Path(a.folder)
         t = time.perf_counter()
         r = stroke_seg.segment(
-            {"dwi": dwi, "adc": adc}, model=a.model, config=stroke_seg.SegmentConfig(max_voxels=10**9)
+            {"dwi": folder / "dwi.nii", "adc": folder / "adc.nii"},
+            model=a.model,
+            config=stroke_seg.SegmentConfig(max_voxels=10**9),
         )
         total = time.perf_counter() - t
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         print(
             json.dumps(
                 {
-                    "voxel_mm": a.one,
-                    "shape": list(dwi.shape),
-                    "mvoxels": round(float(np.prod(dwi.shape)) / 1e6, 2),
+                    "shape": list(r.case.shape),
+                    "mvoxels": round(float(np.prod(r.case.shape)) / 1e6, 2),
                     "seconds": round(total, 1),
                     "stages": {k: round(v, 1) for k, v in r.timings.items() if k != "total"},
                     "peak_gb": round(peak_gb, 2),
@@ -141,24 +139,38 @@ def cost(a) -> None:
             )
         )
         return
+    import tempfile
+
+    acq = synth.Acquisition(voxel_size=(1.0, 1.0, 1.0), skull_stripped=False, tilt_deg=(3.0, -2.0, 4.0))
+    c = synth.make_case(7_900_000, "territorial", acq)
     print(f"model {a.model}\n")
     print(
         "| input voxel | shape (M voxels) | total s | load / preprocess / inference / postprocess / metrics s "
-        "| peak GB |"
+        "| peak GB | lesion mL |"
     )
-    print("|---|---|---|---|---|")
-    for size in a.sizes:
-        cmd = [sys.executable, __file__, "cost", "--model", a.model, "--one", str(size)]
-        env = {**os.environ, "STROKE_SEG_MAX_VOXELS": str(10**9)}  # the 0.5 mm head is above the 48 M default
-        line = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1]
-        row = json.loads(line)
-        s = row["stages"]
-        print(
-            f"| {size:g} mm | {'x'.join(map(str, row['shape']))} ({row['mvoxels']:.1f}) | {row['seconds']:.1f} | "
-            f"{s['load']:.1f} / {s['preprocess']:.1f} / {s['inference']:.1f} / {s['postprocess']:.1f} / "
-            f"{s['metrics']:.1f} | {row['peak_gb']:.2f} |",
-            flush=True,
-        )
+    print("|---|---|---|---|---|---|")
+    env = {**os.environ, "STROKE_SEG_MAX_VOXELS": str(10**9)}  # the 0.5 mm head is above the 48 M default
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in a.sizes:
+            folder = Path(tmp) / f"{size:g}"
+            folder.mkdir()
+            for name, img in (("dwi", c.dwi), ("adc", c.adc)):
+                out = img if size == 1.0 else resample(img, (size,) * 3)
+                nib.save(
+                    nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), out.affine), str(folder / f"{name}.nii")
+                )
+            cmd = [sys.executable, __file__, "cost", "--model", a.model, "--one", str(size), "--folder", str(folder)]
+            line = (
+                subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1]
+            )
+            row = json.loads(line)
+            st = row["stages"]
+            print(
+                f"| {size:g} mm | {'x'.join(map(str, row['shape']))} ({row['mvoxels']:.1f}) | {row['seconds']:.1f} | "
+                f"{st['load']:.1f} / {st['preprocess']:.1f} / {st['inference']:.1f} / {st['postprocess']:.1f} / "
+                f"{st['metrics']:.1f} | {row['peak_gb']:.2f} | {row['volume_ml']:.2f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -169,6 +181,7 @@ def main() -> None:
     p.add_argument("--real-root", default=None)
     p.add_argument("--sizes", nargs="+", type=float, default=[2.0, 1.0, 0.5])
     p.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     stability(a) if a.what == "stability" else cost(a)
 

@@ -193,25 +193,29 @@ def test_flair_is_ignored_with_a_note(tmp_path, use_weights):
 def test_progress_per_checkpoint_and_window_and_cancel_within_one_window(tmp_path, use_weights):
     files = stripped_case(tmp_path / "case", "ras-1mm-float32")
     events: list[str] = []
-    stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=lambda f, d: events.append(d))
+    result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=lambda f, d: events.append(d))
+    n = result.model_details["windows_per_checkpoint"]
+    assert n == 2  # 150 x 170 x 130 mm at 1 mm: two windows along the 130 mm axis, none outside the image
     windows = [e for e in events if ", window " in e]
-    assert len(windows) == 15  # one window per checkpoint on this small grid
+    assert len(windows) == 15 * n
     for i in range(1, 16):
-        assert any(f"checkpoint {i}/15, window 1/1" in e for e in windows), i
-    assert any("about" in e and "left" in e for e in windows)
+        for j in range(1, n + 1):
+            assert any(f"checkpoint {i}/15, window {j}/{n}" in e for e in windows), (i, j)
+    assert all("left" in e for e in windows)
+    assert any("expected" in e for e in events[: events.index(windows[0])])  # the estimate, before the first window
 
     seen: list[str] = []
     stop = threading.Event()
 
     def progress(fraction: float, description: str) -> None:
         seen.append(description)
-        if "checkpoint 3/15, window 1/1" in description:
+        if "checkpoint 3/15, window 1/2" in description:
             stop.set()
 
     with pytest.raises(Cancelled):
         stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=progress, should_cancel=stop.is_set)
     ran = [e for e in seen if ", window " in e]
-    assert ran[-1].startswith("inference: checkpoint 3/15, window 1/1")  # no window ran after the cancel
+    assert ran[-1].startswith("inference: checkpoint 3/15, window 1/2")  # no window ran after the cancel
 
 
 def test_missing_and_corrupt_checkpoints_are_named(tmp_path, weights, monkeypatch):

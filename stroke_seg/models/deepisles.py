@@ -35,7 +35,7 @@ import torch
 from ..errors import ModelError, check_cancel
 from ..preprocess import RAW_HEAD_ML, Preprocessed, from_canonical
 from ..readers import to_nifti
-from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig, voxel_sizes
+from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig
 from .base import CaseBackend, CaseOutput
 
 __all__ = [
@@ -403,17 +403,23 @@ class DeepIslesNvauto(CaseBackend):
 
 
 def snapped_geometry(geometry: Geometry) -> Geometry:
-    """``geometry`` with converter float noise removed: direction cosines within 1e-5 of 0 or +-1 set to it, voxel
-    sizes rounded to 1e-4 mm. A clean affine is returned unchanged (so the mask stays the package's own); a noisy
-    axis-aligned one becomes the clean one. The package's 1 mm resampling (MONAI ``Spacing``) rounds the resampled
-    grid's extent, so 1e-6 noise can move that grid by up to 1 mm; noise on oblique cosines is left as it is."""
+    """``geometry`` without the float noise converters leave in an axis-aligned affine.
+
+    The package's 1 mm resampling (MONAI ``Spacing``) rounds the resampled grid's extent, so 1e-6 noise in an affine
+    can move that grid by up to 1 mm and change the mask. When every direction cosine is within 1e-5 of 0 or +-1, the
+    cosines are set to those values and each voxel size within 1e-5 mm of a multiple of 1e-4 mm to that multiple.
+    Any other affine (oblique, or clean) is returned unchanged, so the mask stays the package's own for the file.
+    """
     affine = np.asarray(geometry.affine, dtype=np.float64)
     sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     cosines = affine[:3, :3] / sizes
     nice = np.round(cosines)
-    cosines = np.where(np.abs(cosines - nice) < 1e-5, nice, cosines)
+    if not np.all(np.abs(cosines - nice) < 1e-5):
+        return geometry
+    round_sizes = np.round(sizes, 4)
+    sizes = np.where(np.abs(sizes - round_sizes) < 1e-5, round_sizes, sizes)
     clean = affine.copy()
-    clean[:3, :3] = cosines * np.asarray(voxel_sizes(affine))
+    clean[:3, :3] = nice * sizes
     if np.array_equal(clean, affine):
         return geometry
     return dataclasses.replace(geometry, affine=clean)

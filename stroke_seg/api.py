@@ -17,6 +17,7 @@ import numpy as np
 
 from . import metrics as metrics_mod
 from .anatomy import MniMap
+from .engines import record_engines
 from .errors import InvalidImageError, check_cancel
 from .io import ImageLike, load_case, make_image
 from .models import default_model, get_model
@@ -241,11 +242,13 @@ def segment(
         rules = lesion_rules(config, volumes.dwi_median)  # another project's mask: broken rules are warned, not fixed
         broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
     else:
-        prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
+        with record_engines() as engines_ran:  # what actually ran the network, after any fallback
+            prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
         check_cancel(cancel, "inference")
         t = timed("inference", t)
         prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
-        notes, details, broken = (), {}, None
+        details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
+        notes, broken = (), None
     t = timed("postprocess", t)
 
     report = bar.stage("metrics")

@@ -46,13 +46,13 @@ __all__ = [
     "rim_term",
     "rim_probability",
     "grow_into_rim",
+    "grow_into_rim_around",
 ]
 
 log = logging.getLogger(__name__)
 
 CONNECTIVITY_26 = ndi.generate_binary_structure(3, 3)
 """26-connectivity, as the ISLES'22 evaluation counts lesions."""
-
 
 
 def min_voxels_for(min_ml: float, voxel_ml: float) -> int:
@@ -520,6 +520,36 @@ def rim_probability(volumes: Preprocessed) -> np.ndarray:
         (X, Y, Z) float32 in [0, 1], canonical grid of ``volumes`` (ADC median-filtered as in the rule).
     """
     return rim_term(filtered_adc(volumes), dwi_criterion(volumes), volumes.brain & (volumes.adc > 50))
+
+
+def grow_into_rim_around(prob: np.ndarray, volumes: Preprocessed, *, threshold: float = 0.5) -> np.ndarray:
+    """``grow_into_rim(prob, rim_probability(volumes), volumes.voxel_size, threshold=threshold)``, computed only in the
+    lesions' box grown by the rim's reach: the same result, at a cost that follows the lesions, not the input's voxel
+    count (a 0.5 mm scan costs little more here than a 2 mm one).
+
+    Args:
+        prob: (X, Y, Z) lesion probability on the canonical grid of ``volumes``.
+        volumes: the preprocessed case.
+        threshold: probability above which a voxel is lesion (a seed).
+    """
+    prob = prob.astype(np.float32, copy=False)
+    seeds = prob > threshold
+    if not seeds.any():
+        return prob
+    vs = np.asarray(volumes.voxel_size, float)
+    grow = np.floor(RIM_MAX_MM / vs + 0.5 + DISTANCE_TOL_MM).astype(int) + 2
+    shape = prob.shape
+    box = ndi.find_objects(seeds.astype(np.uint8))[0]
+    outer = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, shape))
+    wider = tuple(slice(max(o.start - 1, 0), min(o.stop + 1, n)) for o, n in zip(outer, shape))  # median footprint
+    adc = ndi.median_filter(volumes.adc[wider], footprint=ndi.generate_binary_structure(3, 1))
+    adc = adc[tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(outer, wider))]
+    trend = slice_trend(volumes)[outer[2]]
+    p_dwi = sigmoid((volumes.dwi[outer] / trend[None, None, :] - DWI_RATIO_THRESHOLD) / 0.08)
+    p_rim = rim_term(adc, p_dwi, volumes.brain[outer] & (volumes.adc[outer] > 50))
+    out = prob.copy()
+    out[outer] = grow_into_rim(prob[outer], p_rim, vs, threshold=threshold)
+    return out
 
 
 def grow_into_rim(

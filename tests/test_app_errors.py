@@ -9,9 +9,10 @@ import logging
 import pytest
 
 import stroke_seg
+from conftest import require_module
 
-gr = pytest.importorskip("gradio")
-app = pytest.importorskip("app")
+gr = require_module("gradio")
+import app  # noqa: E402  (an import error inside app.py must fail, not skip)
 
 pytestmark = pytest.mark.app
 
@@ -26,7 +27,7 @@ def _drain(exc: BaseException) -> tuple[list, BaseException]:
 
     async def run():
         try:
-            async for item in app._guard(lambda: _steps(exc)):
+            async for item in app._guard(lambda: _steps(exc), {"dwi": None}):
                 seen.append(item)
         except BaseException as err:  # noqa: BLE001 - the test inspects it
             return err

@@ -28,7 +28,7 @@ import pytest
 
 import stroke_seg
 from apphelpers import ROOT, launched_app, log_text
-from conftest import require
+from conftest import require, require_module
 from stroke_seg import auth
 from stroke_seg.dicom import convert, dcm2niix_path
 from stroke_seg.errors import InputTooLargeError, InvalidImageError, JobTimeoutError, StrokeSegError
@@ -448,7 +448,7 @@ def test_log_redactor_hides_upload_names_while_a_job_runs(caplog):
 
 # --- the app: bombs, time-out, next job, memory ---------------------------------------------------------------------
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = require_module("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from stroke_seg.models.unet import WEIGHTS_PATH  # noqa: E402

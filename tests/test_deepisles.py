@@ -125,7 +125,7 @@ def test_real_skull_stripped_scan_equals_the_package(tmp_path, use_weights, monk
 
 
 def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weights, monkeypatch):
-    """The acceptance command, default engine (OpenVINO float32 on a CPU): same mask as the package's."""
+    """The acceptance command, default engine (frozen TorchScript on a CPU): same mask as the package's."""
     files = stripped_case(tmp_path / "case", "oblique-thick-int16", seed=3)
     reference = package_mask(monkeypatch, weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
     out, report = tmp_path / "mask.nii.gz", tmp_path / "report.json"
@@ -137,10 +137,17 @@ def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weigh
     assert dice(np.asarray(nib.load(str(out)).dataobj), reference) >= 0.99
     data = json.loads(report.read_text())
     assert data["model"] == deepisles.NAME
-    require(
-        data["model_details"]["engine"] == "openvino",
-        f"the default CPU engine should be OpenVINO; ran {data['model_details']['engine']}",
-    )
+    assert data["model_details"]["engine"] == deepisles.FROZEN
+
+
+def test_openvino_engine_on_request_gives_the_same_mask(tmp_path, use_weights, monkeypatch):
+    """``engine="openvino"``: the rule stand-ins convert, run in OpenVINO float32, and give the package's mask."""
+    require_module("openvino")
+    files = stripped_case(tmp_path / "case", "oblique-thick-int16", seed=4)
+    reference = package_mask(monkeypatch, use_weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
+    result = stroke_seg.segment(files, model=deepisles.NAME, config=SegmentConfig(engine="openvino"))
+    assert result.model_details["engine"] == "openvino"
+    assert dice(np.asarray(result.mask.dataobj), reference) >= 0.99
 
 
 def test_channel_order_matters(tmp_path, use_weights):

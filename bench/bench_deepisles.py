@@ -12,8 +12,9 @@ case: without --case, a synthetic skull-stripped 1 mm case (one 192x192x128 wind
 
 * package: ``stroke_segmentor.Inferer().infer`` as published (torch float32, checkpoint loaded per case, two windows
   per batch, probabilities resampled back per checkpoint), its checkpoint list cut to K.
-* ours: ``stroke_seg.segment(model="deepisles-nvauto")`` with the default CPU engine (each checkpoint loaded and
-  frozen once per process, float32): the first case pays the loading, later cases reuse it.
+* ours: ``stroke_seg.segment(model="deepisles-nvauto")`` with the default engine (torch float32 on a CPU, each
+  checkpoint loaded once per process; the averaged probabilities resampled back once): the first case pays the
+  loading, later cases reuse it.
 
 Reported: seconds per case (median of --repeats after the first), seconds per window, the ratio, the masks' Dice
 between the two paths, the FLOP count per window (counted with torch's FlopCounterMode on a 1/8-size window and

@@ -125,7 +125,7 @@ def test_real_skull_stripped_scan_equals_the_package(tmp_path, use_weights, monk
 
 
 def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weights, monkeypatch):
-    """The acceptance command, default engine (frozen TorchScript on a CPU): same mask as the package's."""
+    """The acceptance command, default engine: same mask as the package's."""
     files = stripped_case(tmp_path / "case", "oblique-thick-int16", seed=3)
     reference = package_mask(monkeypatch, weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
     out, report = tmp_path / "mask.nii.gz", tmp_path / "report.json"
@@ -137,7 +137,7 @@ def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weigh
     assert dice(np.asarray(nib.load(str(out)).dataobj), reference) >= 0.99
     data = json.loads(report.read_text())
     assert data["model"] == deepisles.NAME
-    assert data["model_details"]["engine"] == deepisles.FROZEN
+    assert data["model_details"]["engine"] == "torch"
 
 
 def test_openvino_engine_on_request_gives_the_same_mask(tmp_path, use_weights, monkeypatch):

@@ -3,8 +3,8 @@
 The mask is the package's own: its MONAI transforms (load, 1 mm bilinear resampling, per-channel z-score on non-zero
 voxels), 192x192x128 Gaussian sliding windows with 0.625 overlap, softmax averaged over the 15 TorchScript
 checkpoints, resampled back to the input grid, argmax. What this module adds around that loop: each checkpoint
-loaded once per process (frozen TorchScript on a CPU, OpenVINO on request; the package's own torch + autocast on
-CUDA), the average resampled back once instead of once per checkpoint, progress per checkpoint and window, cancel
+loaded once per process (the package's own torch float32 on a CPU and torch + autocast on CUDA; OpenVINO on
+request), the average resampled back once instead of once per checkpoint, progress per checkpoint and window, cancel
 within one window, a duration estimate, the weights folder checked and fingerprinted, and raw heads skull-stripped
 with this project's brain mask first (DeepISLES runs HD-BET there; its networks were trained on skull-stripped
 scans).
@@ -69,12 +69,10 @@ GET_WEIGHTS = (
     f"download the archive of Zenodo record {RECORD_ID} (https://zenodo.org/records/{RECORD_ID}), unpack it and set "
     f"{WEIGHTS_ENV} to the folder holding {CHECKPOINTS[0]} ... {CHECKPOINTS[-1]}"
 )
-FROZEN = "torchscript-frozen"
-"""The CPU default: each checkpoint frozen once per process (constants folded; float32, the same operations)."""
-CPU_WINDOW_S = 21.9
-"""Seconds per 192x192x128 window of an 87 M-parameter SegResNet in torch float32 on a 2-core CPU (issue 21's
-figure, measured here before this backend existed); only the first estimate of a process uses it, every later one
-uses windows timed in this process."""
+CPU_WINDOW_S = 28.8
+"""Seconds per 192x192x128 window of an 87 M-parameter SegResNet stand-in through this backend on a 2-core CPU
+(BENCHMARKS.md, "DeepISLES"); only the first estimate of a process uses it, every later one uses the windows timed in
+this process."""
 
 
 def available() -> bool:
@@ -272,27 +270,22 @@ class DeepIslesNvauto(CaseBackend):
             ) from err
         if device.type == "cuda" or engine == "torch":
             built = ("torch", _torch_runner(net, device))
-        elif engine == FROZEN:
-            built = (FROZEN, _torch_runner(torch.jit.freeze(net), device))
         else:
             from ..engines import build_engine
 
             built = build_engine(engine, net, window=ROI, key=f"deepisles-{weights.sha256[:16]}-{index}", channels=2)
-            if built[0] == "torch":  # OpenVINO could not convert it (logged): the frozen TorchScript instead
-                built = (FROZEN, _torch_runner(torch.jit.freeze(net), device))
+            if built[0] == "torch":  # OpenVINO could not convert it (logged): the package's own way instead
+                built = ("torch", _torch_runner(net, device))
         with self._lock:
             self._runners[key] = built
         return built
 
     def _engine_name(self, config: SegmentConfig, device: torch.device) -> str:
-        """CUDA: the package's own torch + autocast. CPU: ``auto`` runs each checkpoint frozen (``torch.jit.freeze``:
-        float32, the same operations, outputs bit-equal to the package's in the benchmark, ~1.4x faster); OpenVINO
-        (``openvino``, ``openvino-bf16``) only when asked for, because it cannot convert a scripted SegResNet (its
-        control flow and list operations; measured in BENCHMARKS.md) and bf16 changes the masks."""
-        if device.type == "cuda":
+        """``auto``: the package's own way (torch float32 on a CPU, torch + autocast on CUDA). OpenVINO (``openvino``,
+        ``openvino-bf16``) only when asked for: it cannot convert a scripted SegResNet (control flow and list
+        operations; BENCHMARKS.md, "DeepISLES"), which then runs in torch, and bf16 changes the masks."""
+        if device.type == "cuda" or config.engine == "auto":
             return "torch"
-        if config.engine == "auto":
-            return FROZEN
         from ..engines import resolve_engine
 
         return resolve_engine(config.engine, device, "fast")

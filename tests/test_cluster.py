@@ -125,8 +125,9 @@ def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tm
     assert all(float(r["seconds"]) > 0 for r in rows)
     local, remote = _masks(tmp_path / "local"), _masks(out)
     assert local.keys() == remote.keys() and len(local) == len(cases)
-    for name in local:
-        assert np.array_equal(local[name], remote[name]), name
+    for name in local:  # workers run OpenVINO on a share of the cores: float sums in another order, so a voxel
+        a, b = local[name].astype(bool), remote[name].astype(bool)  # sitting on the threshold may flip
+        assert (a != b).sum() <= max(2, 0.001 * a.sum()), (name, int(a.sum()), int(b.sum()), int((a != b).sum()))
 
 
 def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path, cluster):

@@ -37,7 +37,7 @@ RUNNER = ClusterRunner(SCHEDULER) if SCHEDULER else stroke_seg.segment
 CONCURRENCY = int(os.environ.get("STROKE_SEG_CONCURRENCY") or (max(1, RUNNER.workers()) if SCHEDULER else 1))
 MAX_FILE_SIZE = os.environ.get("STROKE_SEG_MAX_FILE_SIZE", "200mb")
 CACHE = ResultCache.from_env()
-JOB_TIMEOUT = float(os.environ.get("STROKE_SEG_JOB_TIMEOUT") or 3600) or None  # seconds a job may run; 0: no limit
+JOB_TIMEOUT = float(os.environ.get("STROKE_SEG_JOB_TIMEOUT") or 7200) or None  # seconds a job may run; 0: no limit
 # slow models (DeepISLES on a CPU: minutes) run in a lane of their own, so fast jobs never wait for all of one
 SLOW_MODELS = [n for n in stroke_seg.models.model_names() if getattr(stroke_seg.models.model_class(n), "slow", False)]
 SLOW_CONCURRENCY = int(os.environ.get("STROKE_SEG_SLOW_CONCURRENCY") or (1 if SLOW_MODELS else 0))

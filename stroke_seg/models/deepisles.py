@@ -35,7 +35,7 @@ import torch
 from ..errors import ModelError, check_cancel
 from ..preprocess import RAW_HEAD_ML, Preprocessed, from_canonical
 from ..readers import to_nifti
-from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig
+from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig, voxel_sizes
 from .base import CaseBackend, CaseOutput
 
 __all__ = [
@@ -211,8 +211,7 @@ def window_count(shape: tuple[int, ...]) -> int:
 
 
 def _one_mm_shape(case: Case) -> tuple[int, int, int]:
-    vs = np.sqrt((np.asarray(case.affine)[:3, :3] ** 2).sum(axis=0))
-    return tuple(max(1, int(round(n * v))) for n, v in zip(case.dwi.shape[:3], vs))
+    return tuple(max(1, int(round(n * v))) for n, v in zip(case.dwi.shape[:3], voxel_sizes(case.affine)))
 
 
 class DeepIslesNvauto(CaseBackend):

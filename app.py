@@ -1,7 +1,7 @@
 """stroke-seg web app: the Gradio Blocks layout and its handlers over the ``stroke_seg`` library (UI only).
 
 Run ``python app.py`` (0.0.0.0:7860). Every inference event runs on Gradio's queue under one ``concurrency_id`` and
-streams progress over SSE with heartbeats; the job engine is :mod:`stroke_seg.jobs`, the viewer :mod:`viewer`.
+streams progress over SSE with heartbeats; the job engine is :mod:`stroke_seg.serving.jobs`, the viewer :mod:`viewer`.
 Settings are environment variables (README, "Configuration"). Research use only; not for diagnosis.
 """
 
@@ -19,12 +19,12 @@ os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
 import gradio as gr  # noqa: E402
 
 import stroke_seg  # noqa: E402
-from app_login import Login  # noqa: E402
 from stroke_seg import presentation  # noqa: E402
-from stroke_seg.batch import discover_cases  # noqa: E402
-from stroke_seg.cache import ResultCache  # noqa: E402
-from stroke_seg.cluster import ClusterRunner  # noqa: E402
-from stroke_seg.jobs import B0, DICOM, INPUT_NAMES, JobEngine, after_upload, entry_file, own_files  # noqa: E402
+from stroke_seg.serving.batch import discover_cases  # noqa: E402
+from stroke_seg.serving.cache import ResultCache  # noqa: E402
+from stroke_seg.serving.cluster import ClusterRunner  # noqa: E402
+from stroke_seg.serving.jobs import B0, DICOM, INPUT_NAMES, JobEngine, after_upload, entry_file, own_files  # noqa: E402
+from stroke_seg.serving.login import Login  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")

@@ -32,7 +32,9 @@ def main() -> None:
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from stroke_seg import SegmentConfig, batch, cluster, synth
+    from stroke_seg import SegmentConfig
+    from stroke_seg.serving import batch, cluster
+    from stroke_seg.synthetic import generator as synth
 
     config = SegmentConfig()
     patterns = ["territorial", "lacunar", "emboli", "control"]

@@ -37,7 +37,7 @@ def main() -> None:
     from test_deepisles_app import submit, wait_for
 
     from apphelpers import launched_app
-    from stroke_seg import synth
+    from stroke_seg.synthetic import generator as synth
 
     with tempfile.TemporaryDirectory(prefix="bench-lanes-") as tmp:
         tmp = Path(tmp)

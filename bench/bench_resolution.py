@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
 import stroke_seg  # noqa: E402
-from stroke_seg import synth  # noqa: E402
-from stroke_seg.metrics import dice  # noqa: E402
+from stroke_seg.pipeline.metrics import dice  # noqa: E402
+from stroke_seg.synthetic import generator as synth  # noqa: E402
 
 
 def resample(img: nib.Nifti1Image, factors, order: int = 1) -> nib.Nifti1Image:

@@ -63,7 +63,7 @@ def child(folder: str, model: str, mode: str, repeats: int, device: str | None, 
         stages.append(r.timings)
     resolved = engine
     if model in ("unet", "ensemble"):
-        resolved = stroke_seg.engines.resolve_engine(engine, unet.resolve_device(device), mode)
+        resolved = stroke_seg.models.engines.resolve_engine(engine, unet.resolve_device(device), mode)
     rss_mb = peak_rss_mb()
     median_stages = {k: round(statistics.median(s[k] for s in stages), 3) for k in stages[0]}
     dice = r.metrics.comparison.dice if r.metrics.comparison else None
@@ -97,7 +97,7 @@ def main() -> None:
     if a.child:
         child(a.child, a.model, a.modes[0], a.repeats, a.device, a.engines[0])
         return
-    from stroke_seg import synth
+    from stroke_seg.synthetic import generator as synth
 
     with tempfile.TemporaryDirectory() as tmp:
         print(

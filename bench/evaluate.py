@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import stroke_seg  # noqa: E402
-from stroke_seg import synth  # noqa: E402
-from stroke_seg.train import REAL_CASES  # noqa: E402
+from stroke_seg.synthetic import generator as synth  # noqa: E402
+from stroke_seg.synthetic.train import REAL_CASES  # noqa: E402
 
 ACQUISITIONS = [
     synth.Acquisition(
@@ -98,8 +98,8 @@ def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) 
     import nibabel as nib
     import numpy as np
 
-    from stroke_seg.metrics import dice
-    from stroke_seg.preprocess import from_canonical, preprocess
+    from stroke_seg.pipeline.metrics import dice
+    from stroke_seg.pipeline.preprocess import from_canonical, preprocess
 
     out: dict = {}
     print("\nReal scans (read from " + str(root) + "; each figure from a model that never trained on the scan):\n")
@@ -119,7 +119,7 @@ def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) 
             files["ground_truth"] = folder / reference
         brain_dice = None
         if brain_ref:
-            vols = preprocess(stroke_seg.io.load_case(files["dwi"], files.get("adc"), b0=files.get("b0")))
+            vols = preprocess(stroke_seg.io.case.load_case(files["dwi"], files.get("adc"), b0=files.get("b0")))
             ref = np.asarray(nib.load(str(folder / brain_ref)).dataobj) > 0
             brain_dice = dice(from_canonical(vols.brain, vols.ornt), ref)
         for m in models:
@@ -136,7 +136,11 @@ def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) 
                 continue
             r = stroke_seg.segment(files, model=name, config=config)
             c = r.metrics.comparison
-            ref_ml = float(r.case.ground_truth.sum()) * stroke_seg.metrics.voxel_volume_ml(r.case.affine) if c else None
+            ref_ml = (
+                float(r.case.ground_truth.sum()) * stroke_seg.pipeline.metrics.voxel_volume_ml(r.case.affine)
+                if c
+                else None
+            )
             n_ref = (c.true_positive_lesions + c.false_negative_lesions) if c else None
             row = {
                 "reference": what,

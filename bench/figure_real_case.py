@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 from evaluate import REAL_CASES, _unet_for  # noqa: E402
 
 import stroke_seg  # noqa: E402
-from stroke_seg import render  # noqa: E402
-from stroke_seg.preprocess import to_canonical  # noqa: E402
+from stroke_seg.pipeline.preprocess import to_canonical  # noqa: E402
+from stroke_seg.report import render  # noqa: E402
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ def fingerprints(real_root: Path, models: list[str], modes: list[str]) -> dict[s
     import numpy as np
 
     import stroke_seg
-    from stroke_seg.batch import discover_cases
-    from stroke_seg.train import REAL_CASES
+    from stroke_seg.serving.batch import discover_cases
+    from stroke_seg.synthetic.train import REAL_CASES
 
     cases = [(f"example/{n}", f) for n, f in discover_cases(ROOT / "examples")]
     for folder_name, scan in REAL_CASES.items():

@@ -42,7 +42,7 @@ RAW_HEADS = [
 def make_cases(folder: Path, n: int) -> None:
     import nibabel as nib
 
-    from stroke_seg import synth
+    from stroke_seg.synthetic import generator as synth
 
     for i in range(n):
         acq = synth.Acquisition(**RAW_HEADS[i % len(RAW_HEADS)], skull_stripped=False, bias=0.25)
@@ -87,15 +87,15 @@ def main() -> None:
         return
     sys.path.insert(0, a.root)
     stroke_seg = importlib.import_module("stroke_seg")
-    from stroke_seg.metrics import dice, voxel_volume_ml
-    from stroke_seg.preprocess import preprocess
+    from stroke_seg.pipeline.metrics import dice, voxel_volume_ml
+    from stroke_seg.pipeline.preprocess import preprocess
 
     cases: list[tuple[str, dict]] = []
     for folder in sorted(Path(a.cases).iterdir()) if a.cases else []:
         files = {k: folder / f"{k}.nii.gz" for k in ("dwi", "adc", "b0") if (folder / f"{k}.nii.gz").is_file()}
         cases.append((folder.name, {**files, "ground_truth": folder / "mask.nii.gz"}))
     if a.real_root:
-        from stroke_seg.train import REAL_CASES
+        from stroke_seg.synthetic.train import REAL_CASES
 
         for name, scan in REAL_CASES.items():
             folder = Path(a.real_root) / name

@@ -1,6 +1,6 @@
 """Regenerate the bundled example cases exactly: ``python examples/make_examples.py``.
 
-Each case is ``stroke_seg.synth.make_case(seed, pattern, acquisition)`` with the values below,
+Each case is ``stroke_seg.synthetic.generator.make_case(seed, pattern, acquisition)`` with the values below,
 written by ``SynthCase.save`` (dwi, adc, mask = ground truth, optional flair, meta.json).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stroke_seg.synth import Acquisition, make_case
+from stroke_seg.synthetic.generator import Acquisition, make_case
 
 HERE = Path(__file__).parent
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from .api import find_case_files, segment
-from .errors import Cancelled, IncompatibleImagesError, InvalidImageError, ModelError, StrokeSegError
-from .io import load_case, save_image
-from .models import get_model, model_infos, model_names
-from .types import Case, Comparison, Lesion, LesionMetrics, Result, SegmentConfig
-from .version import __version__
+from stroke_seg.api import find_case_files, segment
+from stroke_seg.errors import Cancelled, IncompatibleImagesError, InvalidImageError, ModelError, StrokeSegError
+from stroke_seg.io.case import load_case, save_image
+from stroke_seg.models import get_model, model_infos, model_names
+from stroke_seg.types import Case, Comparison, Lesion, LesionMetrics, Result, SegmentConfig
+from stroke_seg.version import __version__
 
 __all__ = [
     "segment",

@@ -1,3 +1,3 @@
-from .cli import main
+from stroke_seg.cli import main
 
 raise SystemExit(main())

@@ -11,18 +11,19 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import metrics as metrics_mod
-from .anatomy import MniMap
-from .engines import record_engines
-from .errors import InvalidImageError, check_cancel
-from .io import ImageLike, load_case, make_image
-from .models import default_model, get_model
-from .models.base import CaseBackend
-from .postprocess import (
+from stroke_seg.errors import InvalidImageError, check_cancel
+from stroke_seg.io.case import ImageLike, load_case, make_image
+from stroke_seg.models import default_model, get_model
+from stroke_seg.models.base import CaseBackend
+from stroke_seg.models.engines import record_engines
+from stroke_seg.pipeline import metrics as metrics_mod
+from stroke_seg.pipeline.anatomy import MniMap
+from stroke_seg.pipeline.postprocess import (
     apply_physics_guard,
     describe_violations,
     enforce_lesion_rules,
@@ -31,9 +32,9 @@ from .postprocess import (
     lesion_rules,
     threshold_and_filter,
 )
-from .preprocess import from_canonical, preprocess, voxel_sizes
-from .qc import quality_warnings
-from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig, scaled_progress
+from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, voxel_sizes
+from stroke_seg.pipeline.qc import quality_warnings
+from stroke_seg.types import CancelCheck, Case, LesionMetrics, ProgressCallback, Result, SegmentConfig, scaled_progress
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
 
@@ -169,6 +170,86 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+class _Clock:
+    """Seconds per stage of one :func:`segment` call, and the total."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._last
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = self._last - self._start
+        return self.timings
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """What the inference and post-processing stages hand to the metrics: arrays on the input DWI grid."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+    brain: np.ndarray
+    voxel_ml: float
+    notes: tuple[str, ...]
+    details: dict
+    broken: str | None
+
+
+def _infer(
+    backend, loaded: Case, volumes: Preprocessed, config: SegmentConfig, bar, cancel, clock: _Clock
+) -> _Inferred:
+    """Run the backend, then this project's post-processing (a case backend's own mask is kept, its broken rules
+    warned)."""
+    stage = bar.stage("inference")
+    if isinstance(backend, CaseBackend):
+        estimate = backend.estimate_seconds(loaded)
+        if estimate is not None:
+            stage(0.0, f"{backend.name}: about {_duration(estimate)} expected")
+        output = backend.predict_case(loaded, volumes, config=config, progress=stage, should_cancel=cancel)
+        check_cancel(cancel, "inference")
+        clock.lap("inference")
+        report = bar.stage("postprocess")
+        report(0.0, f"{backend.name}'s own mask: this project's post-processing is not applied")
+        prob = np.clip(output.probability, 0, 1).astype(np.float32, copy=False)
+        mask = output.mask.astype(bool)
+        voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
+        rules = lesion_rules(config, volumes.dwi_median)  # another project's mask: broken rules are warned, not fixed
+        broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
+        brain = from_canonical(volumes.brain, volumes.ornt)
+        return _Inferred(prob, mask, brain, voxel_ml, tuple(output.notes), output.details, broken)
+    with record_engines() as engines_ran:  # what actually ran the network, after any fallback
+        prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
+    check_cancel(cancel, "inference")
+    clock.lap("inference")
+    prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
+    details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
+    return _Inferred(prob, mask, brain, voxel_ml, (), details, None)
+
+
+def _measure(loaded: Case, volumes: Preprocessed, out: _Inferred, report) -> tuple[LesionMetrics, tuple[str, ...]]:
+    """Lesion metrics and the plausibility warnings of one result."""
+    report(0.0, "lesion volume and count")
+    lesion_metrics = metrics_mod.measure(out.mask, loaded.affine, loaded.adc, loaded.ground_truth)
+    report(0.5, "plausibility checks")
+    warnings = quality_warnings(
+        loaded,
+        out.mask,
+        out.brain,
+        volume_ml=lesion_metrics.volume_ml,
+        count=lesion_metrics.count,
+        outside_ml=volumes.outside_ml,
+    ) + ((out.broken,) if out.broken else ())
+    for w in warnings:
+        log.info("QC warning: %s", w)
+    report(1.0, "done")
+    return lesion_metrics, warnings
+
+
 def segment(
     case: CaseInput,
     *,
@@ -200,21 +281,14 @@ def segment(
     config = config or SegmentConfig()
     bar = _Progress(progress)
     cancel = should_cancel or (lambda: False)
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
+    clock = _Clock()
 
-    def timed(name: str, t0: float) -> float:
-        now = time.perf_counter()
-        timings[name] = now - t0
-        return now
-
-    t = t_start
     report = bar.stage("load")
     report(0.0, "reading and validating images")
     loaded = _as_case(case, config)
     report(1.0, "images valid")
     check_cancel(cancel, "loading")
-    t = timed("load", t)
+    clock.lap("load")
 
     report = bar.stage("preprocess")
     report(0.0, "canonical orientation, brain mask")
@@ -222,52 +296,15 @@ def segment(
     volumes = preprocess(loaded)
     report(1.0, f"brain mask {int(volumes.brain.sum())} voxels")
     check_cancel(cancel, "preprocessing")
-    t = timed("preprocess", t)
+    clock.lap("preprocess")
 
-    stage = bar.stage("inference")
-    if isinstance(backend, CaseBackend):
-        estimate = backend.estimate_seconds(loaded)
-        if estimate is not None:
-            stage(0.0, f"{backend.name}: about {_duration(estimate)} expected")
-        output = backend.predict_case(loaded, volumes, config=config, progress=stage, should_cancel=cancel)
-        check_cancel(cancel, "inference")
-        t = timed("inference", t)
-        report = bar.stage("postprocess")
-        report(0.0, f"{backend.name}'s own mask: this project's post-processing is not applied")
-        prob = np.clip(output.probability, 0, 1).astype(np.float32, copy=False)
-        mask = output.mask.astype(bool)
-        brain = from_canonical(volumes.brain, volumes.ornt)
-        voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-        notes, details = output.notes, output.details
-        rules = lesion_rules(config, volumes.dwi_median)  # another project's mask: broken rules are warned, not fixed
-        broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
-    else:
-        with record_engines() as engines_ran:  # what actually ran the network, after any fallback
-            prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
-        check_cancel(cancel, "inference")
-        t = timed("inference", t)
-        prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
-        details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
-        notes, broken = (), None
-    t = timed("postprocess", t)
+    out = _infer(backend, loaded, volumes, config, bar, cancel, clock)
+    prob, mask, brain, voxel_ml = out.probability, out.mask, out.brain, out.voxel_ml
+    clock.lap("postprocess")
 
-    report = bar.stage("metrics")
-    report(0.0, "lesion volume and count")
-    lesion_metrics = metrics_mod.measure(mask, loaded.affine, loaded.adc, loaded.ground_truth)
-    report(0.5, "plausibility checks")
-    warnings = quality_warnings(
-        loaded,
-        mask,
-        brain,
-        volume_ml=lesion_metrics.volume_ml,
-        count=lesion_metrics.count,
-        outside_ml=volumes.outside_ml,
-    ) + ((broken,) if broken else ())
-    for w in warnings:
-        log.info("QC warning: %s", w)
-    report(1.0, "done")
-    t = timed("metrics", t)
-    timings["total"] = t - t_start
+    lesion_metrics, warnings = _measure(loaded, volumes, out, bar.stage("metrics"))
+    clock.lap("metrics")
+    timings = clock.total()
     log.info(
         "segment: model=%s volume=%.2f mL count=%d total=%.2fs",
         backend.name,
@@ -286,6 +323,6 @@ def segment(
         case=loaded,
         warnings=warnings,
         brain_ml=float(brain.sum()) * voxel_ml,
-        notes=tuple(notes),
-        model_details=details,
+        notes=tuple(out.notes),
+        model_details=out.details,
     )

@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import api, batch
-from .errors import StrokeSegError
-from .models import check_model_name, default_model, model_infos, unavailable_models
-from .types import ENGINE_NAMES, SegmentConfig
+from stroke_seg import api
+from stroke_seg.errors import StrokeSegError
+from stroke_seg.models import check_model_name, default_model, model_infos, unavailable_models
+from stroke_seg.serving import batch
+from stroke_seg.types import ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -93,7 +94,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if args.dwi or args.adc or args.b0:
             raise StrokeSegError("segment: expected --dicom alone or --dwi with --adc/--b0, but got both kinds")
         with tempfile.TemporaryDirectory(prefix="stroke-seg-dicom-") as work:
-            from .dicom import load_dicom
+            from stroke_seg.io.dicom import load_dicom
 
             chosen = load_dicom(args.dicom, work, b_value=args.b_value)
             for note in chosen.notes:
@@ -101,7 +102,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             files = chosen.as_inputs() | {"flair": args.flair, "ground_truth": args.ground_truth}
             result = api.segment(files, model=args.model, config=_config(args), progress=_progress_lines())
             if args.seg:  # a SEG that cannot be written becomes a warning; the mask and report are still written
-                from .dicom import with_seg
+                from stroke_seg.io.dicom import with_seg
 
                 result = with_seg(result, chosen, args.seg)
     else:
@@ -158,7 +159,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         )
     desc = f"segment ({args.model})"
     if args.scheduler or args.workers:
-        from . import cluster
+        from stroke_seg.serving import cluster
 
         with cluster.connect(args.scheduler, args.workers) as client:
             rows = cluster.run_batch_on_cluster(
@@ -218,7 +219,7 @@ def _read_password(name: str) -> str:
 
 
 def cmd_add_user(args: argparse.Namespace) -> int:
-    from .auth import add_user
+    from stroke_seg.serving.auth import add_user
 
     new = add_user(args.users_file, args.name, _read_password(args.name))
     print(f"{'added' if new else 'replaced'} user {args.name} in {args.users_file}")

@@ -36,7 +36,7 @@ class IncompatibleImagesError(StrokeSegError, ValueError):
 
 class InputTooLargeError(InvalidImageError):
     """An input would expand past a limit (voxels its header declares, an archive's size, members or ratio); refused
-    before it is expanded (:mod:`stroke_seg.limits`)."""
+    before it is expanded (:mod:`stroke_seg.io.limits`)."""
 
 
 class ModelError(StrokeSegError):

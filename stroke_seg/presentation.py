@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import model_infos, unavailable_models
-from .types import Case
+from stroke_seg.models import model_infos, unavailable_models
+from stroke_seg.types import Case
 
 __all__ = [
     "START",

@@ -4,7 +4,7 @@ Conventions used throughout:
     * Arrays are float32 unless stated, indexed (X, Y, Z) in voxel order.
     * "Canonical" means the closest RAS+ voxel order (axes permuted/flipped only, no resampling),
       so an oblique acquisition stays oblique; the affine keeps the exact geometry.
-    * ADC is in 1e-6 mm²/s everywhere after :func:`stroke_seg.io.load_case`.
+    * ADC is in 1e-6 mm²/s everywhere after :func:`stroke_seg.io.case.load_case`.
     * Volumes are in mL (1 mL = 1000 mm³), coordinates in world (scanner) mm.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
-from .limits import Limits
+from stroke_seg.io.limits import Limits
 
 __all__ = [
     "ProgressCallback",
@@ -44,7 +44,7 @@ CancelCheck = Callable[[], bool]
 Mode = Literal["fast", "accurate"]
 
 ENGINE_NAMES = ("auto", "torch", "openvino", "openvino-bf16")
-"""Values of :attr:`SegmentConfig.engine` (:mod:`stroke_seg.engines` implements them)."""
+"""Values of :attr:`SegmentConfig.engine` (:mod:`stroke_seg.models.engines` implements them)."""
 
 
 def scaled_progress(progress: ProgressCallback, start: float, end: float, prefix: str = "") -> ProgressCallback:
@@ -126,12 +126,14 @@ class SegmentConfig:
             CSF) have medians above 1000 and are removed.
         artefact_zone_adc: a component whose centre lies in a skull-base susceptibility zone (temporal poles,
             inferior temporal lobes, orbitofrontal cortex; within 20 mm of the sites in
-            :data:`stroke_seg.anatomy.ARTEFACT_ZONE_SITES_MNI`, placed by :class:`stroke_seg.anatomy.MniMap`) is
+            :data:`stroke_seg.pipeline.anatomy.ARTEFACT_ZONE_SITES_MNI`, placed by
+            :class:`stroke_seg.pipeline.anatomy.MniMap`) is
             kept only when at least a quarter of its voxels have ADC below this, in 1e-6 mm²/s (a core): there,
             DWI brightness without core restriction is most often an echo-planar artefact. The default, 620, is
             the RAPID core threshold. None keeps them (a true infarct there without a core is then not dropped).
         edge_level: after the rules above, every kept lesion is extended to its own DWI edge
-            (:func:`stroke_seg.postprocess.grow_to_dwi_edges`: voxels within 4 mm, connected to it, brighter than
+            (:func:`stroke_seg.pipeline.postprocess.grow_to_dwi_edges`: voxels within 4 mm, connected to it, brighter
+            than
             ``background + edge_level * (lesion - background)``, CSF excluded). An edge voxel is part lesion; 0.5 counts
             those at least half lesion, as a voxel mask does. The default (0.5) was chosen on the tuning set
             (``bench/evaluate.py --seed 9``): levels 0.3-0.6 and reaches 2 or 4 mm, 0.5 with 4 mm best (unet mean Dice
@@ -140,7 +142,7 @@ class SegmentConfig:
         engine: what runs the network: ``"auto"`` (CUDA: torch; CPU: OpenVINO, float32 in fast mode and bfloat16 in
             accurate mode where the CPU has native bf16), ``"torch"`` (the float32 reference), ``"openvino"``
             (float32) or ``"openvino-bf16"``. An engine that is missing or fails falls back to torch (logged);
-            :mod:`stroke_seg.engines` has the details.
+            :mod:`stroke_seg.models.engines` has the details.
         max_voxels: largest accepted image, in voxels, all volumes of a 4D image together, checked from each header
             before voxels are read (guards memory on shared servers); defaults to ``STROKE_SEG_MAX_VOXELS``
             (48,000,000).
@@ -310,7 +312,8 @@ class Result:
         model: backend name; model_version: its version string.
         config: the options used.
         case: the validated input case.
-        warnings: plausibility warnings a user must see (:func:`stroke_seg.qc.quality_warnings`); empty when none.
+        warnings: plausibility warnings a user must see (:func:`stroke_seg.pipeline.qc.quality_warnings`); empty when
+            none.
         brain_ml: volume of the brain mask, mL.
         notes: what the model did to the input that a reader of the result must know (e.g. skull stripping).
         model_details: JSON-able facts about the model run (weights checksum, checkpoints, windows, engine).

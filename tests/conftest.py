@@ -98,10 +98,10 @@ def check_result_rules(result, dwi_brain_median: float | None) -> None:
     table lists exactly the mask's components. Raises AssertionError naming what broke."""
     from scipy import ndimage as ndi
 
-    from stroke_seg.metrics import voxel_volume_ml
     from stroke_seg.models import get_model
     from stroke_seg.models.base import CaseBackend
-    from stroke_seg.postprocess import lesion_rule_violations, lesion_rules
+    from stroke_seg.pipeline.metrics import voxel_volume_ml
+    from stroke_seg.pipeline.postprocess import lesion_rule_violations, lesion_rules
 
     mask = np.asarray(result.mask.dataobj) > 0
     case = result.case

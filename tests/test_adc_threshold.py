@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from stroke_seg.models.adc_threshold import AdcThreshold
-from stroke_seg.preprocess import Preprocessed
+from stroke_seg.pipeline.preprocess import Preprocessed
 from stroke_seg.types import SegmentConfig
 
 

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 
 import stroke_seg
-from stroke_seg import SegmentConfig, synth
-from stroke_seg.anatomy import (
+from stroke_seg import SegmentConfig
+from stroke_seg.pipeline.anatomy import (
     MNI_BRAIN_MEAN_MM,
     MNI_BRAIN_STD_MM,
     SUSCEPTIBILITY_SITES_MNI,
     MniMap,
     in_susceptibility_zone,
 )
-from stroke_seg.postprocess import filter_components
-from stroke_seg.preprocess import preprocess
+from stroke_seg.pipeline.postprocess import filter_components
+from stroke_seg.pipeline.preprocess import preprocess
+from stroke_seg.synthetic import generator as synth
 
 IDENTITY = MniMap(MNI_BRAIN_MEAN_MM, MNI_BRAIN_STD_MM)  # world mm == MNI mm
 

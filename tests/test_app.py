@@ -16,8 +16,8 @@ import pytest
 import stroke_seg
 from apphelpers import ROOT, launched_app, log_text
 from conftest import require, require_module
-from stroke_seg import synth
 from stroke_seg.models.unet import WEIGHTS_PATH
+from stroke_seg.synthetic import generator as synth
 
 gradio_client = require_module("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -303,7 +303,7 @@ def test_upload_size_limit_has_a_clear_message(tmp_path, weights):
 def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     """/segment with a DICOM .zip (b0 + b1000, no ADC series) returns what the NIfTI files of the same scan give."""
     require_module("pydicom")
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     c = synth.make_case(
         78, "territorial", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stroke_seg
-from stroke_seg import synth
+from stroke_seg.synthetic import generator as synth
 
 
 @pytest.fixture(scope="module")

@@ -167,7 +167,7 @@ def test_cancel_flow_in_browser(browser_app):
 @pytest.fixture(scope="module")
 def own_case(tmp_path_factory):
     """A user's own scan, not among the examples (a 2 mm case with another seed), named as a scanner export might be."""
-    from stroke_seg import synth
+    from stroke_seg.synthetic import generator as synth
 
     c = synth.make_case(4242, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS"))
     folder = tmp_path_factory.mktemp("own")
@@ -268,8 +268,8 @@ def test_an_upload_is_never_paired_with_an_example_file(browser_app, own_case):
 def test_dicom_zip_upload_runs_and_offers_a_seg(browser_app, tmp_path):
     """A user uploads a scanner's DICOM export (.zip) instead of NIfTI files: same volume as the CLI, SEG offered."""
 
-    from stroke_seg import synth
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.synthetic import generator as synth
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     c = synth.make_case(
         79, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), dtype="int16", skull_stripped=False)

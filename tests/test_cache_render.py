@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 import stroke_seg
-from stroke_seg import render
-from stroke_seg.cache import ResultCache
+from stroke_seg.report import render
+from stroke_seg.serving.cache import ResultCache
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

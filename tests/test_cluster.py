@@ -22,8 +22,10 @@ import pytest
 
 from apphelpers import ROOT, free_port, launched_app
 from conftest import require, require_module
-from stroke_seg import SegmentConfig, batch, synth
+from stroke_seg import SegmentConfig
 from stroke_seg.models.unet import WEIGHTS_PATH
+from stroke_seg.serving import batch
+from stroke_seg.synthetic import generator as synth
 
 distributed = require_module("distributed")
 gradio_client = require_module("gradio_client")
@@ -136,7 +138,7 @@ def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path,
         synth.make_case(800 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(cohort / f"c{i}")
     cases = batch.discover_cases(cohort)
     shutil.rmtree(cohort / "c1")  # gone after discovery: no worker can read it
-    from stroke_seg.cluster import run_batch_on_cluster
+    from stroke_seg.serving.cluster import run_batch_on_cluster
 
     rows = run_batch_on_cluster(cases, tmp_path / "out", "adc-threshold", SegmentConfig(), cluster.client)
     assert rows[0]["status"] == "ok"

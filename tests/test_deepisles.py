@@ -163,8 +163,8 @@ def test_channel_order_matters(tmp_path, use_weights):
 
 
 def test_raw_head_is_skull_stripped_with_the_brain_mask_and_says_so(tmp_path, use_weights, monkeypatch):
-    from stroke_seg.io import load_case
-    from stroke_seg.preprocess import from_canonical, preprocess
+    from stroke_seg.io.case import load_case
+    from stroke_seg.pipeline.preprocess import from_canonical, preprocess
 
     files = stripped_case(tmp_path / "case", "ras-1mm-float32")
     head = {k: nib.load(str(p)) for k, p in files.items()}

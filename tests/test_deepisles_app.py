@@ -13,8 +13,8 @@ import torch
 import stroke_seg
 from apphelpers import launched_app, log_text
 from conftest import require, require_module
-from stroke_seg import synth
 from stroke_seg.models.unet import WEIGHTS_PATH
+from stroke_seg.synthetic import generator as synth
 from stroke_seg.types import SegmentConfig
 
 require_module("stroke_segmentor")

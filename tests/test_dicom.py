@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import require
-from stroke_seg import InvalidImageError, segment, synth
+from stroke_seg import InvalidImageError, segment
 from stroke_seg.cli import main as cli_main
-from stroke_seg.dicom import dcm2niix_path, load_dicom
-from stroke_seg.metrics import dice
-from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+from stroke_seg.io.dicom import dcm2niix_path, load_dicom
+from stroke_seg.pipeline.metrics import dice
+from stroke_seg.synthetic import generator as synth
+from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
 
 @pytest.fixture(scope="module")

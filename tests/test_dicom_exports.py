@@ -1,6 +1,7 @@
 """DICOM as hospitals export it, converted with the real dcm2niix and read back with pydicom.
 
-Exports written here (:mod:`stroke_seg.synth_dicom`): b-values only in a vendor's private tag (Siemens, GE, Philips),
+Exports written here (:mod:`stroke_seg.synthetic.dicom_export`): b-values only in a vendor's private tag (Siemens,
+GE, Philips),
 enhanced multi-frame MR, de-identified (type-2 patient/study attributes missing or empty, no PatientName), a DICOMDIR
 File-set and a deep folder tree. Each must give the same images as the NIfTI files it was written from, and a SEG
 that copies the patient/study attributes present and leaves the missing type-2 ones empty. A SEG that cannot be
@@ -20,10 +21,10 @@ import numpy as np
 import pytest
 
 from conftest import require
-from stroke_seg import synth
 from stroke_seg.cli import main as cli_main
 from stroke_seg.errors import InvalidImageError
-from stroke_seg.metrics import dice
+from stroke_seg.pipeline.metrics import dice
+from stroke_seg.synthetic import generator as synth
 
 TYPE2 = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 IDENTIFIED = {
@@ -55,7 +56,7 @@ def _require_dicom_tools():
         import highdicom  # noqa: F401
         import pydicom  # noqa: F401
 
-        from stroke_seg.dicom import dcm2niix_path
+        from stroke_seg.io.dicom import dcm2niix_path
 
         dcm2niix_path()
     except (ImportError, InvalidImageError) as err:
@@ -70,7 +71,7 @@ def _canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def small(tmp_path_factory):
     """A 3 mm raw head (int16) and every export variant of it: {variant: (folder, path given to load_dicom)}."""
     _require_dicom_tools()
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     root = tmp_path_factory.mktemp("exports")
     c = synth.make_case(
@@ -162,7 +163,7 @@ def test_each_export_gives_the_nifti_images_and_a_seg(small, variant, tmp_path):
     import highdicom as hd
     import pydicom
 
-    from stroke_seg.dicom import load_dicom, write_seg
+    from stroke_seg.io.dicom import load_dicom, write_seg
 
     c, b0, exports = small
     _, given = exports[variant]
@@ -193,7 +194,7 @@ def test_b_values_from_vendor_private_tags_in_any_encoding():
     _require_dicom_tools()
     from pydicom.dataset import Dataset
 
-    from stroke_seg.dicom import header_b_value
+    from stroke_seg.io.dicom import header_b_value
 
     def with_private(group, creator, offset, vr, value):
         ds = Dataset()
@@ -259,8 +260,8 @@ def test_job_engine_delivers_the_mask_when_the_seg_cannot_be_written(small, tmp_
     """The app's job engine: a DICOM job whose SEG fails still commits mask, report (with the reason) and montage."""
     import highdicom as hd
 
-    from stroke_seg.cache import ResultCache
-    from stroke_seg.jobs import DICOM, JobEngine
+    from stroke_seg.serving.cache import ResultCache
+    from stroke_seg.serving.jobs import DICOM, JobEngine
 
     monkeypatch.setattr(hd.seg, "Segmentation", _refuse)
     engine = JobEngine(ResultCache(tmp_path / "cache"), tick_s=0.2)
@@ -291,7 +292,7 @@ def oblique(tmp_path_factory):
     only; plus the NIfTI path's `unet` mask."""
     _require_dicom_tools()
     from stroke_seg.models.unet import WEIGHTS_PATH
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
     root = tmp_path_factory.mktemp("oblique")
@@ -379,7 +380,7 @@ def test_app_returns_the_mask_and_a_seg_for_the_zip(oblique, tmp_path):
 def test_several_directions_give_the_trace(tmp_path, isotropic):
     """A diffusion series of b0 + three b=1000 directions: the DWI is the geometric mean of the three (the trace a
     scanner computes), or the series' own isotropic volume when it holds one (zero gradient vector)."""
-    from stroke_seg.dicom import DicomSeries, _dwi_volume
+    from stroke_seg.io.dicom import DicomSeries, _dwi_volume
 
     rng = np.random.default_rng(0)
     volumes = rng.uniform(50, 500, (6, 5, 4, 5)).astype(np.float32)
@@ -444,8 +445,8 @@ def test_nifti_and_dicom_of_the_same_data_agree(geometry, tmp_path):
     gives the same mask from both (Dice >= 0.99, the issue's storage-variant target)."""
     _require_dicom_tools()
     from stroke_seg import segment
-    from stroke_seg.dicom import load_dicom
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.io.dicom import load_dicom
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     images = _stored(geometry)
     dtype = geometry[-1]

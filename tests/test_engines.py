@@ -14,10 +14,10 @@ import torch
 
 import stroke_seg
 from conftest import require
-from stroke_seg import engines
-from stroke_seg.batch import discover_cases
+from stroke_seg.models import engines
 from stroke_seg.models.unet import WEIGHTS_PATH
-from stroke_seg.train import REAL_CASES
+from stroke_seg.serving.batch import discover_cases
+from stroke_seg.synthetic.train import REAL_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -95,7 +95,7 @@ def _example() -> dict:
 def test_missing_openvino_falls_back_to_the_reference(weights, monkeypatch, caplog):
     reference = _mask(_example(), engine="torch")
     monkeypatch.setattr(engines, "openvino_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="stroke_seg.engines"):
+    with caplog.at_level(logging.WARNING, logger="stroke_seg.models.engines"):
         mask, ran = _mask_and_engines(_example(), engine="openvino")
     assert (mask == reference).all() and ran == {"torch"}
     assert "OpenVINO is not installed" in caplog.text

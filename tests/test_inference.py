@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stroke_seg import Cancelled
-from stroke_seg.inference import MIRROR_AXES, gaussian_weight, sliding_window, window_starts
+from stroke_seg.models.inference import MIRROR_AXES, gaussian_weight, sliding_window, window_starts
 
 
 def identity_logit(x: torch.Tensor) -> torch.Tensor:

@@ -254,7 +254,7 @@ def test_nifti_under_another_name_is_recognised_by_its_header(tmp_path):
 
 def test_a_registered_reader_plugs_in_without_touching_validation(tmp_path, monkeypatch):
     """A new format needs only a reader: load_case validates what it returns like a NIfTI."""
-    from stroke_seg import readers
+    from stroke_seg.io import readers
     from stroke_seg.types import Geometry
 
     dwi_data, adc_data, _ = phantom()
@@ -287,7 +287,7 @@ def test_a_registered_reader_plugs_in_without_touching_validation(tmp_path, monk
 
 
 def test_outputs_keep_the_inputs_geometry_codes(tmp_path):
-    from stroke_seg.io import save_image
+    from stroke_seg.io.case import save_image
 
     dwi_data, adc_data, _ = phantom()
     img = nib.Nifti1Image(dwi_data, np.diag([2.0, 2.0, 2.0, 1.0]))

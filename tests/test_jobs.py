@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stroke_seg.errors import InvalidImageError
-from stroke_seg.jobs import DICOM, after_upload, own_files
+from stroke_seg.serving.jobs import DICOM, after_upload, own_files
 
 EXAMPLE = {"dwi": "ex/dwi.nii.gz", "adc": "ex/adc.nii.gz", "flair": "ex/flair.nii.gz", "ground_truth": "ex/gt.nii.gz"}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stroke_seg.metrics import compare, lesion_table, measure, voxel_volume_ml
+from stroke_seg.pipeline.metrics import compare, lesion_table, measure, voxel_volume_ml
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])  # 8 mm³ voxels = 0.008 mL
 

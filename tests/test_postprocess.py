@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from stroke_seg import SegmentConfig
-from stroke_seg.postprocess import (
+from stroke_seg.pipeline.postprocess import (
     grow_to_dwi_edges,
     remove_small_components,
     remove_unrestricted_components,
@@ -107,7 +107,7 @@ def test_physics_guard_removes_every_voxel_without_a_measurement_and_nothing_els
     """Every voxel proposed (the whole volume): the guard leaves exactly the measurable brain voxels, i.e. none where
     the ADC is 0 (outside its map) or <= 50 (a fitting failure), none at the map's edge, none outside the brain, and
     all deep inside the map and the brain."""
-    from stroke_seg.postprocess import apply_physics_guard
+    from stroke_seg.pipeline.postprocess import apply_physics_guard
 
     shape, voxel = (24, 24, 16), (2.0, 2.0, 2.0)
     grid = np.indices(shape).transpose(1, 2, 3, 0)
@@ -136,8 +136,9 @@ def test_physics_guard_on_a_case_built_to_tempt_it(monkeypatch):
     import nibabel as nib
 
     from conftest import phantom
-    from stroke_seg import api, models, postprocess, segment
+    from stroke_seg import api, models, segment
     from stroke_seg.models.base import Backend
+    from stroke_seg.pipeline import postprocess
 
     dwi, adc, truth = phantom(shape=(48, 48, 40), lesion_center=(24, 24, 20), radius=4.0)
     edge_blob = _ball(dwi.shape, (24, 5, 20), 3) & (adc > 0)  # at the map's edge, restricted
@@ -199,7 +200,7 @@ def _rules_case():
 
 
 def test_lesion_rules_remove_exactly_the_lesions_that_break_them():
-    from stroke_seg.postprocess import LesionRules, enforce_lesion_rules, lesion_rule_violations
+    from stroke_seg.pipeline.postprocess import LesionRules, enforce_lesion_rules, lesion_rule_violations
 
     mask, dwi, adc, good = _rules_case()
     rules = LesionRules(min_lesion_ml=0.01, max_lesion_adc=1000.0, dwi_brain_median=100.0)
@@ -218,7 +219,7 @@ def test_lesion_rules_remove_exactly_the_lesions_that_break_them():
 
 def test_lesion_size_rule_is_exact_on_its_boundary():
     """A lesion of exactly min_lesion_ml is kept whatever float noise the voxel volume has; one voxel less is not."""
-    from stroke_seg.postprocess import LesionRules, lesion_rule_violations, min_voxels_for
+    from stroke_seg.pipeline.postprocess import LesionRules, lesion_rule_violations, min_voxels_for
 
     for voxel_ml in (0.001, 0.008, 0.001 * (1 + 1e-9), 0.001 * (1 - 1e-9), 0.0012 * 1.2 * 5 / 1.2):
         n = min_voxels_for(0.01, voxel_ml)
@@ -233,7 +234,7 @@ def test_lesion_size_rule_is_exact_on_its_boundary():
 
 
 def test_a_backend_that_keeps_its_own_mask_gets_a_warning_not_a_removal():
-    from stroke_seg.postprocess import LesionRules, describe_violations, lesion_rule_violations
+    from stroke_seg.pipeline.postprocess import LesionRules, describe_violations, lesion_rule_violations
 
     mask, dwi, adc, _ = _rules_case()
     rules = LesionRules(0.01, 1000.0, 100.0)
@@ -268,7 +269,7 @@ def test_edge_growth_reach_is_the_same_under_affine_float_noise():
 def test_rim_growth_reaches_the_same_mm_on_every_axis(voxel, reach_mm):
     """Along each axis the rim step reaches the voxels whose extent starts within RIM_MAX_MM (4 mm), whatever the voxel
     size of the other axes: one thick slice (it was crossed once per in-plane step: 15 mm on 1.2 x 1.2 x 5 mm)."""
-    from stroke_seg.postprocess import grow_into_rim
+    from stroke_seg.pipeline.postprocess import grow_into_rim
 
     prob = np.zeros((25, 25, 25), np.float32)
     prob[12, 12, 12] = 1.0

@@ -7,9 +7,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from conftest import ROOT, phantom, require
-from stroke_seg import load_case, synth
-from stroke_seg.metrics import dice
-from stroke_seg.preprocess import BRAIN_ML_MAX, brain_mask, from_canonical, preprocess, to_canonical
+from stroke_seg import load_case
+from stroke_seg.pipeline.metrics import dice
+from stroke_seg.pipeline.preprocess import BRAIN_ML_MAX, brain_mask, from_canonical, preprocess, to_canonical
+from stroke_seg.synthetic import generator as synth
 
 JHU = ROOT.parent / "shared" / "data" / "jhu-ads-subject01"
 
@@ -100,7 +101,7 @@ def test_normalisation_divides_by_the_brain_median():
 def test_affine_float_noise_cannot_move_voxel_sizes_or_the_brain_mask():
     """Voxel sizes 1e-8 mm apart (the float noise a converter leaves) round to one value, so every radius, step and
     working-grid size computed from them, and the brain mask, are the same."""
-    from stroke_seg.preprocess import voxel_sizes
+    from stroke_seg.pipeline.preprocess import voxel_sizes
 
     acq = synth.Acquisition(voxel_size=(2.0, 2.0, 3.0), skull_stripped=False, noise=0.04)
     c = synth.make_case(5001, "lacunar", acq)

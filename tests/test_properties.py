@@ -2,9 +2,9 @@
 noise, translation, one gain on DWI and b0, storage dtype, where the ADC comes from) and what must always hold (the
 lesion rules and the lesion table, checked on every result by the autouse fixture in conftest.py).
 
-The cases are small (2.5 x 2.5 x 4 mm) synthetic heads from :mod:`stroke_seg.synth`: raw heads with skull and a noise
-background (oblique thick slices; the scanner's ADC 0 in the air or outside the brain) and a skull-stripped one.
-Each transform is undone on the output mask, so the comparison is in world space, voxel by voxel.
+The cases are small (2.5 x 2.5 x 4 mm) synthetic heads from :mod:`stroke_seg.synthetic.generator`: raw heads with skull
+and a noise background (oblique thick slices; the scanner's ADC 0 in the air or outside the brain) and a skull-stripped
+one. Each transform is undone on the output mask, so the comparison is in world space, voxel by voxel.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import stroke_seg
 from conftest import check_result_rules
-from stroke_seg import synth
-from stroke_seg.metrics import dice
+from stroke_seg.pipeline.metrics import dice
+from stroke_seg.synthetic import generator as synth
 
 CASES = {
     "raw-oblique-thick": (

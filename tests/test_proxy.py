@@ -19,8 +19,8 @@ import pytest
 import stroke_seg
 from apphelpers import free_port, launched_app, wait_http
 from conftest import require
-from stroke_seg import synth
 from stroke_seg.models.unet import WEIGHTS_PATH
+from stroke_seg.synthetic import generator as synth
 
 pytestmark = [pytest.mark.proxy, pytest.mark.slow]
 

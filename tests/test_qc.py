@@ -9,7 +9,7 @@ import numpy as np
 
 import stroke_seg
 from conftest import phantom
-from stroke_seg import qc
+from stroke_seg.pipeline import qc
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import stroke_seg
-from stroke_seg import synth
+from stroke_seg.synthetic import generator as synth
 
 ACQ = {
     "lps": synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), orientation="LPS"),

@@ -29,12 +29,12 @@ import pytest
 import stroke_seg
 from apphelpers import ROOT, launched_app, log_text
 from conftest import require, require_module
-from stroke_seg import auth
-from stroke_seg.dicom import convert, dcm2niix_path
 from stroke_seg.errors import InputTooLargeError, InvalidImageError, JobTimeoutError, StrokeSegError
-from stroke_seg.jobs import JobEngine
-from stroke_seg.limits import Limits, copy_bounded
-from stroke_seg.readers import read_image
+from stroke_seg.io.dicom import convert, dcm2niix_path
+from stroke_seg.io.limits import Limits, copy_bounded
+from stroke_seg.io.readers import read_image
+from stroke_seg.serving import auth
+from stroke_seg.serving.jobs import JobEngine
 
 EXAMPLE = ROOT / "examples" / "embolic_multi"
 GiB = 1024**3
@@ -259,7 +259,7 @@ def test_dcm2niix_gets_a_bounded_time(tmp_path, monkeypatch):
         dcm2niix_path()
     except InvalidImageError as err:
         require(False, str(err))
-    from stroke_seg.synth_dicom import write_dicom_case, zip_folder
+    from stroke_seg.synthetic.dicom_export import write_dicom_case, zip_folder
 
     dwi = nib.load(str(EXAMPLE / "dwi.nii.gz"))
     b0 = nib.Nifti1Image(np.asarray(dwi.dataobj) * 2.0, dwi.affine)
@@ -372,7 +372,7 @@ class _SlowRunner:
 def test_a_job_past_its_time_limit_is_stopped_and_its_slot_freed(tmp_path):
     import asyncio
 
-    from stroke_seg.cache import ResultCache
+    from stroke_seg.serving.cache import ResultCache
 
     runner = _SlowRunner()
     engine = JobEngine(ResultCache(tmp_path / "cache"), 1, tick_s=0.1, runner=runner, timeout_s=1.0)
@@ -399,7 +399,7 @@ def test_a_users_result_folder_swept_while_idle_is_made_again(tmp_path):
     import asyncio
     import shutil
 
-    from stroke_seg.cache import ResultCache
+    from stroke_seg.serving.cache import ResultCache
 
     root = ResultCache(tmp_path / "cache", ttl_s=60, keep_s=60)
     mine = ResultCache(root.root / auth.user_folder("alice"), ttl_s=60, keep_s=60)
@@ -577,7 +577,7 @@ def _routes(session) -> list[tuple[str, str]]:
 @pytest.mark.app
 @pytest.mark.slow
 def test_with_a_users_file_every_route_refuses_an_unauthenticated_request(login_app):
-    from app_login import PUBLIC
+    from stroke_seg.serving.login import PUBLIC
 
     url, _, _ = login_app
     anonymous = _session(url, None)

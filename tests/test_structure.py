@@ -14,18 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stroke_seg"
 
 LAYERS = [
-    {"types", "errors", "version", "digest", "anatomy", "cache", "synth_dicom", "limits", "auth"},
-    {"readers", "synth"},
-    {"io", "dicom", "preprocess", "inference", "engines"},
-    {"postprocess"},
+    {"types", "errors", "version", "io.limits", "io.digest", "pipeline.anatomy", "synthetic.dicom_export"},
+    {"io.readers", "synthetic.generator", "serving.auth", "serving.cache"},
+    {"io", "io.case", "io.dicom", "pipeline", "pipeline.preprocess", "models.inference", "models.engines"},
+    {"pipeline.components", "pipeline.rim", "pipeline.postprocess"},
     {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"},
-    {"metrics", "qc", "render", "presentation"},
+    {"report", "report.render", "pipeline.metrics", "pipeline.qc", "presentation"},
     {"api"},
-    {"batch", "jobs", "train", "cluster"},
-    {"cli", "__main__", "__init__"},
+    {"serving", "serving.batch", "serving.jobs", "serving.cluster", "serving.login", "synthetic.train"},
+    {"synthetic", "synthetic.__main__", "cli", "__main__", "__init__"},
 ]
-"""Lowest first: types/errors -> readers -> io/preprocess/inference -> postprocess -> models -> metrics/QC ->
-api -> batch/jobs -> cli. A module may import from its own layer or below."""
+"""Lowest first: types/errors and the input limits -> readers -> io/preprocess/engines -> postprocess -> models ->
+metrics/QC/report -> api -> serving and training -> cli. A module may import from its own layer or below. The
+sub-packages (io, pipeline, models, report, serving, synthetic) are the folders of this order; the few modules that
+sit lower than their folder's place (anatomy, the input limits) are the shared facts everything reads."""
 
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

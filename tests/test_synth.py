@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stroke_seg import load_case, synth
+from stroke_seg import load_case
+from stroke_seg.synthetic import generator as synth
 
 ACQ = synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))
 

@@ -11,8 +11,9 @@ import pytest
 
 import stroke_seg
 from conftest import require
-from stroke_seg import Cancelled, ModelError, SegmentConfig, synth
+from stroke_seg import Cancelled, ModelError, SegmentConfig
 from stroke_seg.models import unet as unet_mod
+from stroke_seg.synthetic import generator as synth
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +127,7 @@ def test_missing_and_corrupt_weights_give_clear_errors(weights, tmp_path):
     with pytest.raises(ModelError, match="corrupt"):
         unet_mod.load_weights(bad)
     meta = json.loads((tmp_path / "unet.json").read_text())
-    assert meta["command"].startswith("python -m stroke_seg.train")
+    assert meta["command"].startswith("python -m stroke_seg.synthetic.train")
 
 
 @pytest.mark.xfail(

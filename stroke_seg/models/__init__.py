@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ModelError
-from .base import Backend
+from stroke_seg.errors import ModelError
+from stroke_seg.models.base import Backend
 
 __all__ = [
     "Backend",
@@ -129,16 +129,16 @@ def default_model(wanted: str | None = None) -> str:
     for name in (wanted, os.environ.get("STROKE_SEG_DEFAULT_MODEL")):
         if name in model_names():
             return name
-    from .unet import WEIGHTS_PATH
+    from stroke_seg.models.unet import WEIGHTS_PATH
 
     return "unet" if "unet" in model_names() and WEIGHTS_PATH.is_file() else "adc-threshold"
 
 
 def _register_builtins() -> None:
-    from . import deepisles
-    from .adc_threshold import AdcThreshold
-    from .ensemble import Ensemble
-    from .unet import UNetBackend
+    from stroke_seg.models import deepisles
+    from stroke_seg.models.adc_threshold import AdcThreshold
+    from stroke_seg.models.ensemble import Ensemble
+    from stroke_seg.models.unet import UNetBackend
 
     register(AdcThreshold.name, AdcThreshold)
     register(UNetBackend.name, UNetBackend)

@@ -7,7 +7,7 @@ Rule (a soft version, so that it returns a probability map):
     p    = max(core, rim)
 
 ADC is median-filtered (a voxel and its 6 face neighbours) first, so that single noisy voxels do not pass.
-The DWI criterion, the rim and ``trend(z)`` live in :mod:`stroke_seg.postprocess`, shared with the U-Net's rim
+The DWI criterion, the rim and ``trend(z)`` live in :mod:`stroke_seg.pipeline.postprocess`, shared with the U-Net's rim
 step. ``trend(z)`` is the median parenchyma DWI of each axial slice (smoothed over ~2 cm) relative to the
 whole-brain parenchyma median: real DWI is brighter toward the skull base (posterior fossa, temporal
 lobes), and without this correction the rule calls that brightening infarct.
@@ -24,7 +24,7 @@ lobes), and without this correction the rule calls that brightening infarct.
   without a core and tiny noisy cores do not grow.
 * CSF is excluded by the ADC criterion itself (CSF ADC ~3000) and zero-ADC voxels (background,
   holes) by ``ADC > 50``; voxels outside the brain mask are 0. The minimum lesion size is applied
-  in :mod:`stroke_seg.postprocess` (``SegmentConfig.min_lesion_ml``).
+  in :mod:`stroke_seg.pipeline.postprocess` (``SegmentConfig.min_lesion_ml``).
 
 It still misses DWI-bright lesions with no core of their own (small embolic lesions whose ADC is only
 mildly reduced), which is why it agrees poorly with DeepISLES on real small-vessel / embolic strokes.
@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import check_cancel
-from ..postprocess import (
+from stroke_seg.errors import check_cancel
+from stroke_seg.models.base import Backend
+from stroke_seg.pipeline.postprocess import (
     dwi_criterion,
     filtered_adc,
     grow_into_rim,
     rim_term,
     sigmoid,
 )
-from ..preprocess import Preprocessed
-from ..types import CancelCheck, ProgressCallback, SegmentConfig
-from .base import Backend
+from stroke_seg.pipeline.preprocess import Preprocessed
+from stroke_seg.types import CancelCheck, ProgressCallback, SegmentConfig
 
 __all__ = ["AdcThreshold", "ADC_CORE_THRESHOLD", "RIM_SEED_MIN_ML"]
 
@@ -58,7 +58,7 @@ class AdcThreshold(Backend):
         "Weight-free rule: ADC < 620e-6 mm²/s (RAPID core threshold) and DWI > 1.3x brain median (slice trend "
         "removed), plus a DWI-bright rim (ADC < 850) within 4 mm of the core."
     )
-    validated_on = "Synthetic cases of stroke_seg.synth (see README); not trained."
+    validated_on = "Synthetic cases of stroke_seg.synthetic.generator (see README); not trained."
     version = "1.2"
 
     def predict(

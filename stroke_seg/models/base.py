@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import check_cancel
-from ..preprocess import Preprocessed
-from ..types import CancelCheck, Case, ProgressCallback, SegmentConfig
+from stroke_seg.errors import check_cancel
+from stroke_seg.pipeline.preprocess import Preprocessed
+from stroke_seg.types import CancelCheck, Case, ProgressCallback, SegmentConfig
 
 __all__ = ["Backend", "CaseBackend", "CaseOutput", "check_cancel"]  # check_cancel re-exported for backends
 

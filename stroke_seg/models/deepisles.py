@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError, check_cancel
-from ..preprocess import RAW_HEAD_ML, Preprocessed, from_canonical
-from ..readers import to_nifti
-from ..types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig, voxel_sizes
-from .base import CaseBackend, CaseOutput
+from stroke_seg.errors import ModelError, check_cancel
+from stroke_seg.io.readers import to_nifti
+from stroke_seg.models.base import CaseBackend, CaseOutput
+from stroke_seg.pipeline.preprocess import RAW_HEAD_ML, Preprocessed, from_canonical
+from stroke_seg.types import CancelCheck, Case, Geometry, ProgressCallback, SegmentConfig, voxel_sizes
 
 __all__ = [
     "NAME",
@@ -270,7 +270,7 @@ class DeepIslesNvauto(CaseBackend):
         if device.type == "cuda" or engine == "torch":
             built = ("torch", _torch_runner(net, device))
         else:
-            from ..engines import build_engine
+            from stroke_seg.models.engines import build_engine
 
             built = build_engine(engine, net, window=ROI, key=f"deepisles-{weights.sha256[:16]}-{index}", channels=2)
             if built[0] == "torch":  # OpenVINO could not convert it (logged): the package's own way instead
@@ -285,7 +285,7 @@ class DeepIslesNvauto(CaseBackend):
         operations; BENCHMARKS.md, "DeepISLES"), which then runs in torch, and bf16 changes the masks."""
         if device.type == "cuda" or config.engine == "auto":
             return "torch"
-        from ..engines import resolve_engine
+        from stroke_seg.models.engines import resolve_engine
 
         return resolve_engine(config.engine, device, "fast")
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ModelError, check_cancel
-from ..preprocess import Preprocessed
-from ..types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
-from .base import Backend
+from stroke_seg.errors import ModelError, check_cancel
+from stroke_seg.models.base import Backend
+from stroke_seg.pipeline.preprocess import Preprocessed
+from stroke_seg.types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
 
 __all__ = ["Ensemble"]
 
@@ -29,7 +29,7 @@ class Ensemble(Backend):
     version = "1.0"
 
     def __init__(self, members: Sequence[str] | None = None, fusion: str | None = None) -> None:
-        from . import get_model
+        from stroke_seg.models import get_model
 
         env_members = os.environ.get("STROKE_SEG_ENSEMBLE_MEMBERS")
         self.members = tuple(members or (env_members.split(",") if env_members else ("unet", "adc-threshold")))

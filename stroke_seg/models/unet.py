@@ -26,14 +26,14 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from ..digest import file_sha256
-from ..engines import build_engine, resolve_engine
-from ..errors import Cancelled, ModelError, check_cancel
-from ..inference import MIRROR_AXES, sliding_window
-from ..postprocess import grow_into_rim_around
-from ..preprocess import Preprocessed, zoom_to_shape, zoom_to_spacing
-from ..types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
-from .base import Backend
+from stroke_seg.errors import Cancelled, ModelError, check_cancel
+from stroke_seg.io.digest import file_sha256
+from stroke_seg.models.base import Backend
+from stroke_seg.models.engines import build_engine, resolve_engine
+from stroke_seg.models.inference import MIRROR_AXES, sliding_window
+from stroke_seg.pipeline.postprocess import grow_into_rim_around
+from stroke_seg.pipeline.preprocess import Preprocessed, zoom_to_shape, zoom_to_spacing
+from stroke_seg.types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
 
 __all__ = ["UNet3D", "UNetBackend", "prepare_inputs", "WEIGHTS_PATH", "SPACING_MM", "WINDOW", "resolve_device"]
 
@@ -155,7 +155,7 @@ def load_weights(path: Path = WEIGHTS_PATH) -> tuple[UNet3D, dict]:
     if not path.is_file() or not meta_path.is_file():
         raise ModelError(
             f"unet weights: expected {path.name} and {meta_path.name} in {path.parent}, but they are missing; train "
-            f"them with `python -m stroke_seg.train --out {path}`"
+            f"them with `python -m stroke_seg.synthetic.train --out {path}`"
         )
     try:
         meta = json.loads(meta_path.read_text())

@@ -14,7 +14,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage as ndi
 
-from .types import Case, voxel_sizes
+from stroke_seg.types import Case, voxel_sizes
 
 __all__ = [
     "BRAIN_ML_MAX",
@@ -38,7 +38,7 @@ RAW_HEAD_ML = 100.0
 head (skull, scalp, background kept), not a skull-stripped input."""
 
 DISTANCE_TOL_MM = 1e-3
-"""Tolerance of distance and depth comparisons (mm), as in :mod:`stroke_seg.postprocess`."""
+"""Tolerance of distance and depth comparisons (mm), as in :mod:`stroke_seg.pipeline.postprocess`."""
 
 
 @dataclass(frozen=True, eq=False)

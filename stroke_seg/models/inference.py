@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import check_cancel
-from .types import CancelCheck, ProgressCallback
+from stroke_seg.errors import check_cancel
+from stroke_seg.types import CancelCheck, ProgressCallback
 
 __all__ = ["gaussian_weight", "window_starts", "sliding_window", "MIRROR_AXES"]
 

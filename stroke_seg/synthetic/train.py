@@ -1,8 +1,8 @@
 """Train the ``unet`` backend on synthetic cases generated on the fly (CPU-friendly).
 
-    python -m stroke_seg.train --out stroke_seg/models/weights/unet.pt --epochs 70 --seed 0
+    python -m stroke_seg.synthetic.train --out stroke_seg/models/weights/unet.pt --epochs 70 --seed 0
 
-A pool of cases is generated at start (``stroke_seg.synth``, random acquisitions: 1-5 mm voxels,
+A pool of cases is generated at start (``stroke_seg.synthetic.generator``, random acquisitions: 1-5 mm voxels,
 RAS/LPS, tilts, int16/float32, noise, bias, skull-stripped or not, every lesion pattern, controls
 and mimics) and two cases of the pool are replaced by fresh ones every epoch. Each case goes
 through the same preprocessing as inference (load_case -> preprocess -> 2 mm working grid).
@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from . import synth
-from .digest import file_sha256
-from .inference import sliding_window
-from .io import load_case
-from .metrics import dice
-from .models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device
-from .preprocess import preprocess, to_canonical, zoom_to_spacing
+from stroke_seg.io.case import load_case
+from stroke_seg.io.digest import file_sha256
+from stroke_seg.models.inference import sliding_window
+from stroke_seg.models.unet import WINDOW, UNet3D, prepare_inputs, resolve_device
+from stroke_seg.pipeline.metrics import dice
+from stroke_seg.pipeline.preprocess import preprocess, to_canonical, zoom_to_spacing
+from stroke_seg.synthetic import generator as synth
 
-log = logging.getLogger("stroke_seg.train")
+log = logging.getLogger("stroke_seg.synthetic.train")
 
 PATTERN_WEIGHTS = {
     "territorial": 0.15,
@@ -225,7 +225,7 @@ def validate(net: UNet3D, val: list[Example], device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stroke_seg.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stroke_seg.synthetic.train", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", required=True, help="weights file to write (.pt); a .json sidecar is written beside it"
     )
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-fraction", type=float, default=0.5, help="share of patches drawn from the real scans")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("stroke_seg.io").setLevel(logging.WARNING)
+    logging.getLogger("stroke_seg.io.case").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "spacing_mm": 2.0,
         "channels": ["dwi/brain-median", "adc (1e-3 mm2/s)", "flair/brain-median or zeros"],
         "generator_version": synth.GENERATOR_VERSION,
-        "command": "python -m stroke_seg.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m stroke_seg.synthetic.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
         "training_seeds": [base_seed, next_seed - 1],
         "real_cases": list(args.real),

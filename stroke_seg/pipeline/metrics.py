@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import component_centres_world
-from .postprocess import CONNECTIVITY_26
-from .types import Comparison, Lesion, LesionMetrics
+from stroke_seg.pipeline.anatomy import component_centres_world
+from stroke_seg.pipeline.postprocess import CONNECTIVITY_26
+from stroke_seg.types import Comparison, Lesion, LesionMetrics
 
 __all__ = ["voxel_volume_ml", "lesion_table", "compare", "measure", "dice"]
 

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import InputTooLargeError
+from stroke_seg.errors import InputTooLargeError
 
 __all__ = ["Limits", "check_declared", "check_archive", "copy_bounded", "RATIO_FLOOR_BYTES", "format_bytes"]
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .api import find_case_files, segment
-from .errors import InvalidImageError, StrokeSegError
-from .io import missing_input, save_image
-from .types import Result, SegmentConfig
+from stroke_seg.api import find_case_files, segment
+from stroke_seg.errors import InvalidImageError, StrokeSegError
+from stroke_seg.io.case import missing_input, save_image
+from stroke_seg.types import Result, SegmentConfig
 
 __all__ = ["discover_cases", "write_outputs", "run_case", "run_batch", "write_summary", "CSV_FIELDS", "CaseFiles"]
 

@@ -15,10 +15,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import IncompatibleImagesError, InvalidImageError
-from .limits import Limits
-from .readers import Image, ImageSource, read_image, to_nifti, write_image
-from .types import Case, Geometry
+from stroke_seg.errors import IncompatibleImagesError, InvalidImageError
+from stroke_seg.io.limits import Limits
+from stroke_seg.io.readers import Image, ImageSource, read_image, to_nifti, write_image
+from stroke_seg.types import Case, Geometry
 
 __all__ = [
     "ImageLike",
@@ -36,7 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ImageLike = ImageSource
-"""A path to a file a registered reader accepts (NIfTI), an :class:`~stroke_seg.readers.Image`, or an in-memory
+"""A path to a file a registered reader accepts (NIfTI), an :class:`~stroke_seg.io.readers.Image`, or an in-memory
 nibabel image."""
 
 MIN_AXIS = 16
@@ -255,7 +255,7 @@ def load_case(
         b0: optional b=0 image of the DWI's acquisition (same scale); used when no ADC map is given.
         b_value: the DWI's b-value in s/mm², for computing the ADC from the b0.
         max_voxels: largest accepted image size, in voxels (a 4D image: all volumes), checked from each header
-            before its voxels are read; None: ``STROKE_SEG_MAX_VOXELS`` (:class:`stroke_seg.limits.Limits`).
+            before its voxels are read; None: ``STROKE_SEG_MAX_VOXELS`` (:class:`stroke_seg.io.limits.Limits`).
 
     Returns:
         A validated :class:`Case`.
@@ -337,7 +337,7 @@ def load_case(
 
 
 def save_image(data: np.ndarray, case: Case, path: str | os.PathLike, dtype=np.uint8) -> Path:
-    """Write a volume of shape ``case.shape`` on the case's DWI grid (:func:`~stroke_seg.readers.write_image`)."""
+    """Write a volume of shape ``case.shape`` on the case's DWI grid (:func:`~stroke_seg.io.readers.write_image`)."""
     _check_on_grid(data, case)
     return write_image(data, case.geometry, path, dtype)
 

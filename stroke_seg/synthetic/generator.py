@@ -28,7 +28,7 @@ supersampling of the analytic lesion shapes).
 
 Command line::
 
-    python -m stroke_seg.synth OUTDIR --n 20 --seed 0 [--voxel-size 2]
+    python -m stroke_seg.synthetic.generator OUTDIR --n 20 --seed 0 [--voxel-size 2]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import SUSCEPTIBILITY_SITES_MNI
+from stroke_seg.pipeline.anatomy import SUSCEPTIBILITY_SITES_MNI
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -680,7 +680,7 @@ def generate(outdir: str | Path, n: int = 20, seed: int = 0, voxel_size: float |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stroke_seg.synth",
+        prog="python -m stroke_seg.synthetic.generator",
         description="Generate synthetic acute-stroke cases (DWI, ADC, ground truth) on the MNI152 template.",
     )
     parser.add_argument("outdir")

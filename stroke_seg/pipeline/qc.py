@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import MniMap
-from .io import ADC_UNITS
-from .preprocess import DISTANCE_TOL_MM, RAW_HEAD_ML
-from .types import Case, voxel_sizes
+from stroke_seg.io.case import ADC_UNITS
+from stroke_seg.pipeline.anatomy import MniMap
+from stroke_seg.pipeline.preprocess import DISTANCE_TOL_MM, RAW_HEAD_ML
+from stroke_seg.types import Case, voxel_sizes
 
 __all__ = [
     "quality_warnings",
@@ -153,7 +153,8 @@ def quality_warnings(
         mask: lesion mask on the case grid, bool, shape (X, Y, Z).
         brain: brain mask on the case grid, bool, same shape.
         volume_ml, count: the mask's lesion volume (mL) and number of lesions.
-        outside_ml: head signal outside the brain mask, mL (:attr:`stroke_seg.preprocess.Preprocessed.outside_ml`).
+        outside_ml: head signal outside the brain mask, mL
+            (:attr:`stroke_seg.pipeline.preprocess.Preprocessed.outside_ml`).
     """
     voxel_ml = float(abs(np.linalg.det(case.affine[:3, :3]))) / 1000.0
     found = (

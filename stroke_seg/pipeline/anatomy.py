@@ -56,7 +56,7 @@ SUSCEPTIBILITY_RADIUS_MM = 20.0
 MNI_BRAIN_MEAN_MM = np.array([0.0, -21.68, 9.63])
 MNI_BRAIN_STD_MM = np.array([33.86, 41.06, 32.05])
 """Centroid and per-axis standard deviation (mm) of the MNI152 2009a intracranial mask that
-``stroke_seg.synth`` builds from the nilearn template (``tests/test_anatomy.py`` recomputes them)."""
+``stroke_seg.synthetic.generator`` builds from the nilearn template (``tests/test_anatomy.py`` recomputes them)."""
 
 
 @dataclass(frozen=True)

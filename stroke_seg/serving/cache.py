@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .digest import update_with_file
+from stroke_seg.io.digest import update_with_file
 
 __all__ = ["ResultCache", "default_cache_dir", "DELIVERY_S"]
 

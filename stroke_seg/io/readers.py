@@ -2,14 +2,14 @@
 
 A reader turns a file into an :class:`Image`: voxel data, a :class:`~stroke_seg.types.Geometry` and the name the
 user knows the file by. :func:`read_image` asks each registered reader in turn (:data:`READERS`; NIfTI today) and
-:func:`register_reader` adds one, so a new format plugs in without touching validation (:mod:`stroke_seg.io`),
+:func:`register_reader` adds one, so a new format plugs in without touching validation (:mod:`stroke_seg.io.case`),
 which works on arrays and geometries only. DICOM exports are whole cases, not single images:
-:mod:`stroke_seg.dicom` converts them and hands :class:`Image` records to :func:`stroke_seg.io.load_case`.
+:mod:`stroke_seg.io.dicom` converts them and hands :class:`Image` records to :func:`stroke_seg.io.case.load_case`.
 
 Every output volume (mask, probability, staged inputs) is written by :func:`write_image`.
 
 Nothing is read past a limit: a reader checks the shape and data type its header declares
-(:func:`stroke_seg.limits.check_declared`) before it reads a voxel, and :func:`read_image` checks what any reader
+(:func:`stroke_seg.io.limits.check_declared`) before it reads a voxel, and :func:`read_image` checks what any reader
 returns as well.
 """
 
@@ -27,9 +27,9 @@ from typing import Protocol, runtime_checkable
 import nibabel as nib
 import numpy as np
 
-from .errors import InvalidImageError
-from .limits import Limits, check_declared
-from .types import Geometry
+from stroke_seg.errors import InvalidImageError
+from stroke_seg.io.limits import Limits, check_declared
+from stroke_seg.types import Geometry
 
 __all__ = [
     "Image",
@@ -81,7 +81,7 @@ class ImageReader(Protocol):
         """Read ``path``; raise :class:`~stroke_seg.errors.InvalidImageError` naming ``role`` and the file.
 
         A reader whose ``read`` also takes a keyword ``max_voxels`` gets the limit, and should check the declared
-        shape with :func:`stroke_seg.limits.check_declared` before reading voxels.
+        shape with :func:`stroke_seg.io.limits.check_declared` before reading voxels.
         """
         ...
 
@@ -198,7 +198,7 @@ def read_image(source: ImageSource, role: str, *, max_voxels: int | None = None)
         source: a path, an :class:`Image` (returned as it is) or an in-memory nibabel image.
         role: what the image is ("DWI", "ADC", ...), used in messages.
         max_voxels: largest accepted image, in voxels, all volumes of a 4D image together; None: the
-            ``STROKE_SEG_MAX_VOXELS`` limit (:class:`stroke_seg.limits.Limits`). Checked from the header before any
+            ``STROKE_SEG_MAX_VOXELS`` limit (:class:`stroke_seg.io.limits.Limits`). Checked from the header before any
             voxel is read, and again on what a reader returns.
 
     Raises:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .types import ENGINE_NAMES
+from stroke_seg.types import ENGINE_NAMES
 
 __all__ = [
     "AUTO_CPU",

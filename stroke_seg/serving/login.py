@@ -1,11 +1,11 @@
 """The app's optional login (``STROKE_SEG_USERS_FILE``): Gradio's login form, a gate on every route, per-user results.
 
 Off by default. With a users file (``python -m stroke_seg add-user NAME --users-file PATH``),
-:meth:`Login.launch_kwargs` turns on Gradio's login with :meth:`stroke_seg.auth.UsersFile.check` and wraps the server in
-:class:`stroke_seg.auth.AccessGate`: a request without a logged-in user gets 401 on every route but the login page
-and its assets; a result is written under the user's own folder of the cache (:meth:`Login.job_owner`) and a file
-under the cache or Gradio's upload folder is served only to the user it belongs to. Gradio's MCP server has no login
-of its own, so it is not started while logins are on.
+:meth:`Login.launch_kwargs` turns on Gradio's login with :meth:`stroke_seg.serving.auth.UsersFile.check` and wraps the
+server in :class:`stroke_seg.serving.auth.AccessGate`: a request without a logged-in user gets 401 on every route but
+the login page and its assets; a result is written under the user's own folder of the cache (:meth:`Login.job_owner`)
+and a file under the cache or Gradio's upload folder is served only to the user it belongs to. Gradio's MCP server has
+no login of its own, so it is not started while logins are on.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.requests import cookie_parser
 
-from stroke_seg.auth import AccessGate, LogRedactor, Uploads, UsersFile, user_folder
-from stroke_seg.cache import ResultCache
-from stroke_seg.digest import file_sha256
 from stroke_seg.errors import StrokeSegError
+from stroke_seg.io.digest import file_sha256
+from stroke_seg.serving.auth import AccessGate, LogRedactor, Uploads, UsersFile, user_folder
+from stroke_seg.serving.cache import ResultCache
 
 log = logging.getLogger("stroke_seg.app")
 

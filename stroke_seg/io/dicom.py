@@ -34,10 +34,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import InputTooLargeError, InvalidImageError, StrokeSegError
-from .limits import Limits, check_archive, copy_bounded, format_bytes
-from .readers import Image, read_image, without_paths
-from .types import Result
+from stroke_seg.errors import InputTooLargeError, InvalidImageError, StrokeSegError
+from stroke_seg.io.limits import Limits, check_archive, copy_bounded, format_bytes
+from stroke_seg.io.readers import Image, read_image, without_paths
+from stroke_seg.types import Result
 
 __all__ = [
     "DicomSeries",
@@ -82,7 +82,7 @@ class DicomSeries:
 
 @dataclass(frozen=True, eq=False)
 class DicomCase:
-    """The images chosen from a DICOM export, ready for :func:`stroke_seg.io.load_case`."""
+    """The images chosen from a DICOM export, ready for :func:`stroke_seg.io.case.load_case`."""
 
     dwi: Image
     adc: Image | None
@@ -134,7 +134,7 @@ DIRECTORY_BYTES_PER_FILE = 1024
 
 def _unpack(source: Path, workdir: Path, name: str) -> Path:
     """A DICOM folder as it is, or a .zip unpacked into ``workdir/dicom`` within the limits
-    (:class:`~stroke_seg.limits.Limits`): refused from its directory when it lists too many members, declares too
+    (:class:`~stroke_seg.io.limits.Limits`): refused from its directory when it lists too many members, declares too
     many bytes or a bomb's ratio, and stopped when the bytes really written pass the limit."""
     if source.is_dir():
         return source

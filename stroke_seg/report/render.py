@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from .preprocess import to_canonical
-from .types import Case, voxel_sizes
+from stroke_seg.pipeline.preprocess import to_canonical
+from stroke_seg.types import Case, voxel_sizes
 
 __all__ = ["input_montage", "result_montage", "pick_slices"]
 

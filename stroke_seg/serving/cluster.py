@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .api import segment
-from .batch import CaseFiles, run_case, write_summary
-from .errors import Cancelled, StrokeSegError
-from .types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
+from stroke_seg.api import segment
+from stroke_seg.errors import Cancelled, StrokeSegError
+from stroke_seg.serving.batch import CaseFiles, run_case, write_summary
+from stroke_seg.types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
 __all__ = [
     "ClusterError",
@@ -243,7 +243,7 @@ class ClusterRunner:
         """Load ``model`` and build its engines on every worker now."""
 
         def load(name: str, cfg: SegmentConfig) -> None:
-            from .models import get_model
+            from stroke_seg.models import get_model
 
             _use_thread_budget()
             get_model(name).warm_up(cfg)

@@ -1,6 +1,6 @@
 """The job engine behind the web app: a bounded pool of inference threads, cancel, and result commit.
 
-A job validates its inputs, looks the result up in the :class:`~stroke_seg.cache.ResultCache`, runs
+A job validates its inputs, looks the result up in the :class:`~stroke_seg.serving.cache.ResultCache`, runs
 :func:`stroke_seg.segment` on one of ``concurrency`` long-lived inference threads (the device is the one resource
 every session shares), streams what it is doing, writes the outputs into a staging folder and commits it to the
 cache. Nothing here imports a UI toolkit: the app maps the events to its widgets, and another executor (a cluster)
@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from . import render
-from .api import segment
-from .cache import ResultCache
-from .dicom import load_dicom, with_seg
-from .digest import file_sha256
-from .errors import Cancelled, InvalidImageError, JobTimeoutError, LaneBusyError, StrokeSegError
-from .io import load_case, missing_input, save_image
-from .models import check_model_name, get_model, model_class
-from .types import Case, Result, SegmentConfig
-from .version import __version__
+from stroke_seg.api import segment
+from stroke_seg.errors import Cancelled, InvalidImageError, JobTimeoutError, LaneBusyError, StrokeSegError
+from stroke_seg.io.case import load_case, missing_input, save_image
+from stroke_seg.io.dicom import DicomCase, load_dicom, with_seg
+from stroke_seg.io.digest import file_sha256
+from stroke_seg.models import check_model_name, get_model, model_class
+from stroke_seg.report import render
+from stroke_seg.serving.cache import ResultCache
+from stroke_seg.types import Case, Result, SegmentConfig
+from stroke_seg.version import __version__
 
 __all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "DICOM", "B0", "entry_file", "after_upload", "own_files"]
 
@@ -52,8 +52,8 @@ JobEvent = tuple[str, Any]
 
 Runner = Callable[..., Result]
 """Where a job's :func:`stroke_seg.segment` runs: ``segment`` itself (in this process) or a
-:class:`stroke_seg.cluster.ClusterRunner` (on a Dask worker); called as ``runner(case, model=, config=, progress=,
-should_cancel=)``."""
+:class:`stroke_seg.serving.cluster.ClusterRunner` (on a Dask worker); called as
+``runner(case, model=, config=, progress=, should_cancel=)``."""
 
 Progress = Callable[..., Any]
 """``progress(fraction, desc=...)``; ``gr.Progress`` fits."""
@@ -204,6 +204,36 @@ class _Lane:
         return f"; the running one reports: {stages[0]}" if stages else ""
 
 
+def _check_request(files: dict[str, str | None], model: str) -> None:
+    """Refuse a request whose inputs cannot make a case (before it queues), or that names an unknown model."""
+    dicom, b0 = files.get(DICOM) or None, files.get(B0) or None
+    if dicom and (files.get("dwi") or files.get("adc") or b0):
+        raise InvalidImageError(
+            "input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given"
+        )
+    missing = None if dicom else missing_input(files)
+    if missing:
+        raise InvalidImageError(
+            "input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but "
+            f"{missing} is missing"
+        )
+    check_model_name(model)
+
+
+async def _load_inputs(
+    job: _Job, ordered: list[str | None], dicom: str | None, b0: str | None, workdir: Path
+) -> tuple[Case, DicomCase | None]:
+    """The job's validated case (a DICOM export converted in ``workdir`` first) and the DICOM case it came from."""
+    if not dicom:
+        return await asyncio.to_thread(lambda: load_case(*ordered, b0=b0)), None
+    job.report(0.0, "converting the DICOM export (dcm2niix)")
+    chosen = await asyncio.to_thread(load_dicom, dicom, workdir)
+    case = await asyncio.to_thread(
+        lambda: load_case(chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value)
+    )
+    return case, chosen
+
+
 class JobEngine:
     """Runs segmentation jobs on ``concurrency`` inference threads and commits their results to ``cache``.
 
@@ -214,7 +244,7 @@ class JobEngine:
         engine: the network engine of every job (:attr:`SegmentConfig.engine`).
         runner: where jobs run (:data:`Runner`); ``concurrency`` jobs at once are handed to it.
         timeout_s: wall-clock seconds a job may run on its inference thread (waiting in the queue or for the thread
-            does not count; reading and checking the inputs is bounded by :mod:`stroke_seg.limits`); then it is
+            does not count; reading and checking the inputs is bounded by :mod:`stroke_seg.io.limits`); then it is
             stopped at its next step and fails with :class:`~stroke_seg.errors.JobTimeoutError`. None: no limit.
         slow_concurrency: jobs of slow models (``Backend.slow``, e.g. DeepISLES on a CPU) at once, in a lane of
             their own beside the ``concurrency`` fast ones; 0 runs them in the fast lane.
@@ -299,17 +329,7 @@ class JobEngine:
                 :class:`JobTimeoutError` after :attr:`timeout_s`.
         """
         dicom, b0 = files.get(DICOM) or None, files.get(B0) or None
-        if dicom and (files.get("dwi") or files.get("adc") or b0):
-            raise InvalidImageError(
-                "input: expected either a DICOM export or NIfTI DWI + ADC (or b0) files, but both were given"
-            )
-        missing = None if dicom else missing_input(files)
-        if missing:
-            raise InvalidImageError(
-                "input: expected a DWI and an ADC (or b0) file (.nii or .nii.gz) or a DICOM export (.zip), but "
-                f"{missing} is missing"
-            )
-        check_model_name(model)
+        _check_request(files, model)
         ordered = [files.get(n) or None for n in INPUT_NAMES]
         cache = cache or self.cache
         await asyncio.to_thread(self.cache.sweep)
@@ -346,17 +366,7 @@ class JobEngine:
         workdir = Path(tempfile.mkdtemp(prefix="stroke-seg-job-"))  # uploads converted here, deleted with the job
         staging: Path | None = None
         try:
-            chosen = None
-            if dicom:
-                job.report(0.0, "converting the DICOM export (dcm2niix)")
-                chosen = await asyncio.to_thread(load_dicom, dicom, workdir)
-                case = await asyncio.to_thread(
-                    lambda: load_case(
-                        chosen.dwi, chosen.adc, ordered[2], ordered[3], b0=chosen.b0, b_value=chosen.b_value
-                    )
-                )
-            else:
-                case = await asyncio.to_thread(lambda: load_case(*ordered, b0=b0))
+            case, chosen = await _load_inputs(job, ordered, dicom, b0, workdir)
             staging = cache.staging()
             # Inference starts now on an inference thread (the context carries the caller's progress tracking);
             # the input montage is drawn while it runs, and the wrapped future wakes this generator at once.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from .errors import StrokeSegError
+from stroke_seg.errors import StrokeSegError
 
 __all__ = [
     "UsersFile",

@@ -1,0 +1,8 @@
+"""What runs segmentations for many users and many cases on top of :func:`stroke_seg.segment`.
+
+Lives here: ``jobs`` (the app's job engine: inputs, the slow-model lane, time-outs, streaming status), ``cache``
+(results keyed by input checksums, model, weights and settings), ``auth`` and ``login`` (the optional users file,
+the access gate, the audit log), ``batch`` (a folder of cases from the command line) and ``cluster`` (the same on
+Dask workers). May import everything below it (``api``, ``models``, ``pipeline``, ``io``, ``report``); never
+``stroke_seg.cli`` or ``app.py``. ``login`` may import Starlette, nothing here imports gradio.
+"""

@@ -163,7 +163,8 @@ def test_each_export_gives_the_nifti_images_and_a_seg(small, variant, tmp_path):
     import highdicom as hd
     import pydicom
 
-    from stroke_seg.io.dicom import load_dicom, write_seg
+    from stroke_seg.io.dicom import load_dicom
+    from stroke_seg.io.dicom_seg import write_seg
 
     c, b0, exports = small
     _, given = exports[variant]

@@ -15,11 +15,25 @@ PACKAGE = ROOT / "stroke_seg"
 
 LAYERS = [
     {"types", "errors", "version", "io.limits", "io.digest", "pipeline.anatomy", "synthetic.dicom_export"},
-    {"io.readers", "synthetic.generator", "serving.auth", "serving.cache"},
-    {"io", "io.case", "io.dicom", "pipeline", "pipeline.preprocess", "models.inference", "models.engines"},
+    {"io.readers", "serving.auth", "serving.cache"}
+    | {"synthetic.head", "synthetic.lesions", "synthetic.artefacts", "synthetic.signal", "synthetic.storage"}
+    | {"synthetic.generator"},
+    {
+        "io",
+        "io.case",
+        "io.dicom_headers",
+        "io.dicom",
+        "io.dicom_seg",
+        "pipeline",
+        "pipeline.preprocess",
+        "models.inference",
+        "models.engines",
+    },
     {"pipeline.components", "pipeline.rim", "pipeline.postprocess"},
-    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"},
-    {"report", "report.render", "pipeline.metrics", "pipeline.qc", "presentation"},
+    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"}
+    | {"models.nnunet", "models.nnunet_folder"},
+    {"report", "report.render", "report.describe", "report.page", "report.registration", "report.territories"}
+    | {"pipeline.metrics", "pipeline.qc", "presentation"},
     {"api"},
     {"serving", "serving.batch", "serving.jobs", "serving.cluster", "serving.login", "synthetic.train"},
     {"synthetic", "synthetic.__main__", "cli", "__main__", "__init__"},

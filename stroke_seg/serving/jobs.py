@@ -27,7 +27,8 @@ import numpy as np
 from stroke_seg.api import segment
 from stroke_seg.errors import Cancelled, InvalidImageError, JobTimeoutError, LaneBusyError, StrokeSegError
 from stroke_seg.io.case import load_case, missing_input, save_image
-from stroke_seg.io.dicom import DicomCase, load_dicom, with_seg
+from stroke_seg.io.dicom import DicomCase, load_dicom
+from stroke_seg.io.dicom_seg import with_seg
 from stroke_seg.io.digest import file_sha256
 from stroke_seg.models import check_model_name, get_model, model_class
 from stroke_seg.report import render

@@ -224,7 +224,7 @@ def validate(net: UNet3D, val: list[Example], device: torch.device) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stroke_seg.synthetic.train", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", required=True, help="weights file to write (.pt); a .json sidecar is written beside it"
@@ -247,7 +247,53 @@ def main(argv: list[str] | None = None) -> int:
         "--real", nargs="*", default=[], choices=sorted(REAL_CASES), help="real scans to train on (background, lesions)"
     )
     parser.add_argument("--real-fraction", type=float, default=0.5, help="share of patches drawn from the real scans")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _train_epoch(net, opt, sched, pool, real, rng: np.random.Generator, args, device) -> list[float]:
+    """One epoch of ``args.steps_per_epoch`` optimiser steps on patches drawn from the pool and the real scans."""
+    losses = []
+    for _ in range(args.steps_per_epoch):
+        batch = [
+            sample_patch(
+                real[rng.integers(len(real))]
+                if real and rng.random() < args.real_fraction
+                else pool[rng.integers(len(pool))],
+                rng,
+            )
+            for _ in range(args.batch)
+        ]
+        x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
+        y = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device)
+        w = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None].to(device)
+        loss = loss_fn(net(x), y, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _save(net, out: Path, meta: dict) -> None:
+    """Write the weights and their .json sidecar (``meta`` plus the checksum, architecture and size)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    torch.save(state, out)
+    digest = file_sha256(out)
+    meta = {
+        "sha256": digest,
+        "architecture": net.config,
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+    } | meta
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    log.info(
+        "wrote %s (%d bytes, sha256 %s) after %.1f min", out, out.stat().st_size, digest[:12], meta["wall_minutes"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("stroke_seg.io.case").setLevel(logging.WARNING)
     if args.threads:
@@ -280,26 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - s / total) ** 0.9)
     history = []
     for epoch in range(args.epochs):
-        losses = []
-        for _ in range(args.steps_per_epoch):
-            batch = [
-                sample_patch(
-                    real[rng.integers(len(real))]
-                    if real and rng.random() < args.real_fraction
-                    else pool[rng.integers(len(pool))],
-                    rng,
-                )
-                for _ in range(args.batch)
-            ]
-            x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
-            y = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device)
-            w = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None].to(device)
-            loss = loss_fn(net(x), y, w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+        losses = _train_epoch(net, opt, sched, pool, real, rng, args, device)
         for _ in range(2):  # refresh the pool with never-seen cases
             pool[rng.integers(len(pool))] = make_example(next_seed)
             next_seed += 1
@@ -312,33 +339,25 @@ def main(argv: list[str] | None = None) -> int:
             entry["val_dice"] = round(validate(net, val, device), 4)
         history.append(entry)
         log.info("epoch %s", entry)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    torch.save(state, out)
-    digest = file_sha256(out)
-    meta = {
-        "sha256": digest,
-        "architecture": net.config,
-        "parameters": int(sum(p.numel() for p in net.parameters())),
-        "spacing_mm": 2.0,
-        "channels": ["dwi/brain-median", "adc (1e-3 mm2/s)", "flair/brain-median or zeros"],
-        "generator_version": synth.GENERATOR_VERSION,
-        "command": "python -m stroke_seg.synthetic.train " + " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed,
-        "training_seeds": [base_seed, next_seed - 1],
-        "real_cases": list(args.real),
-        "init": Path(args.init).name if args.init else None,
-        "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + 7],
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "wall_minutes": round((time.time() - t0) / 60, 1),
-        "history": history,
-    }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    log.info(
-        "wrote %s (%d bytes, sha256 %s) after %.1f min", out, out.stat().st_size, digest[:12], meta["wall_minutes"]
+    _save(
+        net,
+        Path(args.out),
+        {
+            "spacing_mm": 2.0,
+            "channels": ["dwi/brain-median", "adc (1e-3 mm2/s)", "flair/brain-median or zeros"],
+            "generator_version": synth.GENERATOR_VERSION,
+            "command": "python -m stroke_seg.synthetic.train " + " ".join(sys.argv[1:] if argv is None else argv),
+            "seed": args.seed,
+            "training_seeds": [base_seed, next_seed - 1],
+            "real_cases": list(args.real),
+            "init": Path(args.init).name if args.init else None,
+            "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + 7],
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "wall_minutes": round((time.time() - t0) / 60, 1),
+            "history": history,
+        },
     )
     return 0
 

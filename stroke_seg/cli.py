@@ -102,7 +102,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             files = chosen.as_inputs() | {"flair": args.flair, "ground_truth": args.ground_truth}
             result = api.segment(files, model=args.model, config=_config(args), progress=_progress_lines())
             if args.seg:  # a SEG that cannot be written becomes a warning; the mask and report are still written
-                from stroke_seg.io.dicom import with_seg
+                from stroke_seg.io.dicom_seg import with_seg
 
                 result = with_seg(result, chosen, args.seg)
     else:

@@ -169,7 +169,7 @@ def evaluate_real(root: Path, models: list[str], config, loco: dict[str, Path]) 
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=35)
     p.add_argument("--seed", type=int, default=7)
@@ -211,22 +211,11 @@ def main() -> None:
         help="also write the summary figures as JSON (stroke_seg/models/validation.json is what `python -m stroke_seg "
         "models` shows)",
     )
-    a = p.parse_args()
-    config = stroke_seg.SegmentConfig(
-        mode=a.mode,
-        max_lesion_adc=a.max_lesion_adc or None,
-        artefact_zone_adc=a.artefact_zone_adc or None,
-        edge_level=a.edge_level or None,
-    )
-    record: dict = {
-        "command": "python bench/evaluate.py " + " ".join(sys.argv[1:]),
-        "generator_version": synth.GENERATOR_VERSION,
-        "mode": a.mode,
-        "max_lesion_adc": config.max_lesion_adc,
-        "artefact_zone_adc": config.artefact_zone_adc,
-        "edge_level": config.edge_level,
-        "models": {},
-    }
+    return p
+
+
+def _synthetic_rows(a, config) -> list[dict]:
+    """Every model on the held-out synthetic set (``a.n`` cases), a table row per case printed as it goes."""
     rows = []
     print("| case | pattern | acquisition | GT mL | " + " | ".join(f"{m} Dice / F1 / mL" for m in a.models) + " |")
     print("|---|---|---|---|" + "---|" * len(a.models))
@@ -257,24 +246,17 @@ def main() -> None:
             f"| {i} | {pattern} | {ACQ_NAMES[acq_i]} | {c.lesion_volume_ml:.2f} | " + " | ".join(cells) + " |",
             flush=True,
         )
+    return rows
 
-    if not rows:
-        record["real"] = (
-            evaluate_real(
-                Path(a.real_root), a.models, config, {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)}
-            )
-            if a.real_root
-            else {}
-        )
-        if a.record:
-            Path(a.record).write_text(json.dumps(record, indent=2) + "\n")
-        return
+
+def _summary(rows: list[dict], models: list[str], record: dict) -> None:
+    """Per pattern and overall figures of the synthetic rows, printed and recorded in ``record["models"]``."""
     print("\nPer pattern (lesion patterns: mean Dice / mean lesion-wise F1; controls and mimics: max predicted mL):\n")
-    print("| pattern | n | " + " | ".join(a.models) + " |")
-    print("|---|---|" + "---|" * len(a.models))
+    print("| pattern | n | " + " | ".join(models) + " |")
+    print("|---|---|" + "---|" * len(models))
     for pattern in synth.PATTERNS:
         cells = []
-        for m in a.models:
+        for m in models:
             sel = [r for r in rows if r["model"] == m and r["pattern"] == pattern]
             if pattern in synth.LESION_PATTERNS:
                 cells.append(
@@ -282,10 +264,10 @@ def main() -> None:
                 )
             else:
                 cells.append(f"max {max(r['pred_ml'] for r in sel):.2f} mL")
-        n = len([r for r in rows if r["model"] == a.models[0] and r["pattern"] == pattern])
+        n = len([r for r in rows if r["model"] == models[0] and r["pattern"] == pattern])
         print(f"| {pattern} | {n} | " + " | ".join(cells) + " |")
     cells = []
-    for m in a.models:
+    for m in models:
         les = [r for r in rows if r["model"] == m and r["pattern"] in synth.LESION_PATTERNS]
         neg = [r for r in rows if r["model"] == m and r["pattern"] not in synth.LESION_PATTERNS]
         record["models"][m] = {
@@ -299,7 +281,40 @@ def main() -> None:
             f"negatives max {max(r['pred_ml'] for r in neg):.2f} mL; median "
             f"{statistics.median(r['s'] for r in les + neg):.1f} s/case"
         )
-    print("| **all** | " + str(len(rows) // len(a.models)) + " | " + " | ".join(cells) + " |")
+    print("| **all** | " + str(len(rows) // len(models)) + " | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    a = _parser().parse_args()
+    config = stroke_seg.SegmentConfig(
+        mode=a.mode,
+        max_lesion_adc=a.max_lesion_adc or None,
+        artefact_zone_adc=a.artefact_zone_adc or None,
+        edge_level=a.edge_level or None,
+    )
+    record: dict = {
+        "command": "python bench/evaluate.py " + " ".join(sys.argv[1:]),
+        "generator_version": synth.GENERATOR_VERSION,
+        "mode": a.mode,
+        "max_lesion_adc": config.max_lesion_adc,
+        "artefact_zone_adc": config.artefact_zone_adc,
+        "edge_level": config.edge_level,
+        "models": {},
+    }
+    rows = _synthetic_rows(a, config)
+
+    if not rows:
+        record["real"] = (
+            evaluate_real(
+                Path(a.real_root), a.models, config, {k: Path(v) for k, v in (x.split("=", 1) for x in a.loco)}
+            )
+            if a.real_root
+            else {}
+        )
+        if a.record:
+            Path(a.record).write_text(json.dumps(record, indent=2) + "\n")
+        return
+    _summary(rows, a.models, record)
 
     if a.real_root:
         record["real"] = evaluate_real(

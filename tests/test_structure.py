@@ -52,14 +52,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, text: str | None = None) -> set[str]:
     """The stroke_seg modules ``path`` imports (relative or absolute), as dotted names under the package."""
     here = _module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     if path.name == "__init__.py" and here == ["__init__"]:
         package = []
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
@@ -108,3 +108,63 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
     }
     failed = {n: p.communicate(timeout=300)[1][-500:] for n, p in procs.items() if p.wait(timeout=300) != 0}
     assert not failed, failed
+
+
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 500
+MAX_TOP_MODULES = 12
+
+
+def _code_lines(node: ast.AST, lines: list[str]) -> int:
+    """Lines of code of a function: its body without the docstring, blank lines and comment lines."""
+    body = node.body
+    first = body[0]
+    docstring = (
+        isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    )
+    start = (body[1].lineno if len(body) > 1 else node.end_lineno + 1) if docstring else first.lineno
+    return sum(1 for line in lines[start - 1 : node.end_lineno] if line.strip() and not line.strip().startswith("#"))
+
+
+SOURCES = sorted(
+    [*PACKAGE.rglob("*.py"), ROOT / "app.py", *(ROOT / "tests").glob("*.py"), *(ROOT / "bench").glob("*.py")]
+)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_small_units(path):
+    """No file over 500 lines, no function over 80 lines of code: split by what the code does."""
+    text = path.read_text()
+    lines = text.splitlines()
+    assert len(lines) <= MAX_FILE_LINES, f"{path.name}: {len(lines)} lines (at most {MAX_FILE_LINES})"
+    long = {
+        f"{n.name} (line {n.lineno}): {c}"
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and (c := _code_lines(n, lines)) > MAX_FUNCTION_LINES
+    }
+    assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines of code: {sorted(long)}"
+
+
+def test_the_tree_shows_the_layers():
+    """At most 12 modules at the top of the package, the rest in its sub-packages; nothing but app.py at the top of
+    the repository; every sub-package says in its docstring what lives there."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, top
+    assert sorted(p.name for p in ROOT.glob("*.py")) == ["app.py"]
+    for folder in ("io", "pipeline", "models", "report", "serving", "synthetic"):
+        doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
+        assert doc and len(doc) > 200, f"stroke_seg/{folder}/__init__.py needs a docstring saying what lives there"
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    """The import walk sees a lower module importing a higher one (the check can fail)."""
+    probe = PACKAGE / "io" / "_probe_upward.py"
+    fake = tmp_path / "probe.py"
+    fake.write_text("from stroke_seg.serving.jobs import JobEngine\nfrom ..api import segment\n")
+    LEVEL["io._probe_upward"] = LEVEL["io.case"]
+    try:
+        found = _imports(probe, fake.read_text())
+        assert {"serving.jobs", "api"} <= found
+        assert any(LEVEL.get(m, -1) > LEVEL["io._probe_upward"] for m in found)
+    finally:
+        del LEVEL["io._probe_upward"]

@@ -466,3 +466,36 @@ def test_nifti_and_dicom_of_the_same_data_agree(geometry, tmp_path):
     b = np.asarray(nib.as_closest_canonical(from_nifti.mask).dataobj) > 0
     print(f"NIfTI vs DICOM: Dice {dice(a, b):.4f}, {a.sum()} vs {b.sum()} voxels")
     assert b.sum() > 50 and dice(a, b) >= 0.99
+
+
+def test_an_export_with_directions_and_trace_gives_the_trace(small, tmp_path):
+    """An export holding the directional b=1000 series and the scanner's TRACEW series: the TRACEW one is the DWI
+    (named in the notes), not an error; its voxels are the trace the NIfTI holds."""
+    from stroke_seg.io.dicom import load_dicom
+    from stroke_seg.synthetic.dicom_export import write_dicom_case
+
+    c, b0, _ = small
+    folder = write_dicom_case(tmp_path / "both", c.dwi, b0, c.adc, b0_in_dwi_series=False, directional=True)
+    chosen = load_dicom(folder, tmp_path / "work")
+    assert chosen.dwi_series is not None and chosen.dwi_series.is_trace and chosen.dwi_series.number == 4
+    assert any("TRACEW" in n and "series 6" in n for n in chosen.notes), chosen.notes
+    got = _canonical(chosen.dwi.data, chosen.dwi.geometry.affine)
+    assert np.array_equal(got, _canonical(np.round(np.asanyarray(c.dwi.dataobj, np.float32)), c.dwi.affine))
+
+
+def test_a_4d_series_is_read_one_volume_at_a_time(tmp_path, monkeypatch):
+    """The voxel limit applies to the volume read, checked from the header before reading: a series of many
+    volumes whose one volume fits is read (only that volume), one whose volume does not fit is refused by name."""
+    from stroke_seg.errors import InputTooLargeError
+    from stroke_seg.io.dicom import DicomSeries, _volume
+
+    volumes = np.random.default_rng(1).uniform(0, 100, (8, 7, 6, 12)).astype(np.float32)
+    path = tmp_path / "7_dti.nii.gz"
+    nib.save(nib.Nifti1Image(volumes, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    series = DicomSeries(path, "dti", 7, ("ORIGINAL", "PRIMARY", "DIFFUSION"), (1000.0,) * 12)
+    monkeypatch.setenv("STROKE_SEG_MAX_VOXELS", str(8 * 7 * 6 * 2))  # two volumes' worth: the whole series is not
+    image = _volume(series, 5, "export.zip series 7")
+    np.testing.assert_array_equal(image.data, volumes[..., 5])
+    monkeypatch.setenv("STROKE_SEG_MAX_VOXELS", str(8 * 7 * 6 - 1))
+    with pytest.raises(InputTooLargeError, match="export.zip series 7"):
+        _volume(series, 5, "export.zip series 7")

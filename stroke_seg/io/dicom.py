@@ -35,7 +35,7 @@ import numpy as np
 
 from stroke_seg.errors import InputTooLargeError, InvalidImageError, StrokeSegError
 from stroke_seg.io.dicom_headers import _read_frames, _series_frames, _volume_b_values, header_b_value
-from stroke_seg.io.limits import Limits, check_archive, copy_bounded, format_bytes
+from stroke_seg.io.limits import Limits, check_archive, check_declared, copy_bounded, format_bytes
 from stroke_seg.io.readers import Image, read_image, without_paths
 
 __all__ = [
@@ -68,6 +68,12 @@ class DicomSeries:
     def name(self) -> str:
         label = self.description or self.nifti.name[: -len(".nii.gz")]
         return f"series {self.number} '{label}'" if self.number is not None else f"'{label}'"
+
+    @property
+    def is_trace(self) -> bool:
+        """A scanner-computed trace-weighted series: image type TRACEW (Siemens) or a description saying trace."""
+        text = (" ".join(self.image_type) + " " + self.description).upper()
+        return not self.is_adc and ("TRACEW" in self.image_type or bool(re.search(r"(?<![A-Z])TRACE", text)))
 
     @property
     def is_adc(self) -> bool:
@@ -293,8 +299,34 @@ def _with_header_b_values(
 
 
 def _volume(series: DicomSeries, index: int | None, label: str) -> Image:
-    """One 3D volume of a converted series (read by the NIfTI reader), named as the user knows it (``label``)."""
-    image = read_image(series.nifti, label)
+    """One 3D volume of a converted series, named as the user knows it (``label``). Only that volume is read: its
+    declared size is checked against the voxel limit first, so a long 4D series never comes into memory whole."""
+    path = series.nifti
+    try:
+        img = nib.load(str(path))
+        shape = img.header.get_data_shape()
+    except Exception as err:  # nibabel raises several types for a damaged converted file
+        raise InvalidImageError(
+            f"DICOM input {label}: expected a readable converted series, but it is damaged "
+            f"({type(err).__name__}: {without_paths(err, path, label)})"
+        ) from err
+    if len(shape) == 4 and shape[3] > 1:
+        check_declared(shape[:3], img.header.get_data_dtype(), "DICOM series", label, Limits.from_env().max_voxels)
+        try:
+            data = np.asarray(img.dataobj[..., index or 0], dtype=np.float32)
+        except (EOFError, OSError, ValueError) as err:
+            raise InvalidImageError(
+                f"DICOM input {label}: expected volume {(index or 0) + 1} of the series, but the converted data is "
+                f"corrupt or truncated ({type(err).__name__}: {without_paths(err, path, label)})"
+            ) from err
+        header = img.header.copy()
+        header.set_data_dtype(np.float32)
+        header.set_slope_inter(1.0, 0.0)
+        one = nib.Nifti1Image(data, img.affine, header)
+        one.set_sform(*img.get_sform(coded=True))  # the converter's own sform and qform, unchanged
+        one.set_qform(*img.get_qform(coded=True))
+        img = one
+    image = read_image(img if len(shape) == 4 and shape[3] > 1 else path, label)
     data = image.data[..., index or 0] if image.data.ndim == 4 else image.data
     return Image(np.ascontiguousarray(data), image.geometry, label)
 
@@ -317,13 +349,15 @@ def _dwi_volume(series: DicomSeries, b_value: float, label: str) -> tuple[Image,
     if isotropic:
         k = isotropic[0]
         return _volume(series, k, label), k, f"volume {k + 1} of {total} (isotropic)"
-    image = read_image(series.nifti, label)
-    logs = np.zeros(image.data.shape[:3], np.float32)
-    for i in same_b:
-        logs += np.log(np.maximum(image.data[..., i], 1e-3))
+    logs, geometry = None, None
+    for i in same_b:  # one volume in memory at a time
+        image = _volume(series, i, label)
+        logs = np.zeros(image.data.shape, np.float32) if logs is None else logs
+        logs += np.log(np.maximum(image.data, 1e-3))
+        geometry = image.geometry
     data = np.exp(logs / len(same_b)).astype(np.float32)
     used = ",".join(str(i + 1) for i in same_b)
-    return Image(data, image.geometry, label), same_b[0], f"trace of volumes {used} of {total} (geometric mean)"
+    return Image(data, geometry, label), same_b[0], f"trace of volumes {used} of {total} (geometric mean)"
 
 
 def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value: float = 1000.0) -> DicomCase:
@@ -341,8 +375,9 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
         A :class:`DicomCase`; its ``adc`` or ``b0`` may be None, not both.
 
     Raises:
-        InvalidImageError: no series with b close to ``b_value``, two candidate DWI series, or neither an ADC
-            series nor a b0 volume; messages name the series found.
+        InvalidImageError: no series with b close to ``b_value``, two candidate DWI series (unless exactly one is
+            the scanner's trace, TRACEW, which is then chosen and named in the notes), or neither an ADC series nor
+            a b0 volume; messages name the series found.
     """
     name = Path(source).name
     series, folder = convert(source, workdir)
@@ -358,6 +393,13 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
             f"DICOM input {name}: expected a diffusion series with b={b_value:g}, but there is no series with "
             f"b={b_value:g} (found: {found})"
         )
+    traces = [s for s in dwis if s.is_trace]
+    if len(dwis) > 1 and len(traces) == 1:  # the scanner's trace beside the directional series it was made from
+        header_notes = header_notes + [
+            f"DWI: the trace series {traces[0].name} (TRACEW) chosen over the directional "
+            f"{', '.join(s.name for s in dwis if s is not traces[0])}"
+        ]
+        dwis = traces
     if len(dwis) > 1:
         raise InvalidImageError(
             f"DICOM input {name}: expected one DWI series with b={b_value:g}, but there are two or more: "

@@ -231,6 +231,7 @@ def write_dicom_case(
     deidentified: str | None = None,
     pixel_dtype: str = "int16",
     layout: str = "series",
+    directional: bool = False,
 ) -> Path:
     """Write DWI (+ b0, + ADC) volumes as DICOM series into ``folder`` (created).
 
@@ -240,6 +241,8 @@ def write_dicom_case(
         b_value: the DWI's b-value, s/mm².
         b0_in_dwi_series: one series holding b0 and b1000 (as most scanners export), else two series.
         vendor, multiframe, deidentified, pixel_dtype, layout: the export variant (see the module docstring).
+        directional: also write the three directional b-value volumes the trace is made from (series 6, b0 + three
+            directions whose geometric mean is the DWI), as scanners that export both do.
 
     Returns:
         ``folder``.
@@ -265,6 +268,9 @@ def write_dicom_case(
         plan.append(
             ("trace", [(arr(dwi), b_value)], 4, "ep2d_diff_TRACEW", ["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"])
         )
+    if directional:  # three directions whose geometric mean is the DWI: x 1.2, x 1/1.2, x 1
+        dirs = [(arr(dwi) * f, b_value) for f in (1.2, 1 / 1.2, 1.0)]
+        plan.append(("dirs", [(arr(b0), 0.0), *dirs], 6, "ep2d_diff_3scan", diff_type))
     if adc is not None:
         plan.append(("adc", [(arr(adc), None)], 5, "ep2d_diff_ADC", ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]))
     write = _enhanced_series if multiframe else _classic_series

@@ -375,9 +375,9 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
         A :class:`DicomCase`; its ``adc`` or ``b0`` may be None, not both.
 
     Raises:
-        InvalidImageError: no series with b close to ``b_value``, two candidate DWI series (unless exactly one is
-            the scanner's trace, TRACEW, which is then chosen and named in the notes), or neither an ADC series nor
-            a b0 volume; messages name the series found.
+        InvalidImageError: no series with b close to ``b_value``, two candidate DWI series (unless one is the
+            scanner's trace, TRACEW, and the others hold several directions: the trace is chosen, named in the
+            notes), or neither an ADC series nor a b0 volume; messages name the series found.
     """
     name = Path(source).name
     series, folder = convert(source, workdir)
@@ -394,7 +394,9 @@ def load_dicom(source: str | os.PathLike, workdir: str | os.PathLike, *, b_value
             f"b={b_value:g} (found: {found})"
         )
     traces = [s for s in dwis if s.is_trace]
-    if len(dwis) > 1 and len(traces) == 1:  # the scanner's trace beside the directional series it was made from
+    directional = [s for s in dwis if sum(abs(b - b_value) <= B_TOLERANCE * b_value for b in s.bvals) > 1]
+    if len(traces) == 1 and len(dwis) == 1 + len(directional) and traces[0] not in directional:
+        # the scanner's trace beside the directional series it was made from
         header_notes = header_notes + [
             f"DWI: the trace series {traces[0].name} (TRACEW) chosen over the directional "
             f"{', '.join(s.name for s in dwis if s is not traces[0])}"

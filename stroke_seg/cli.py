@@ -59,6 +59,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"backend name (see `models`); default {default_model()} (stroke_seg.models.default_model())",
     )
+    p.add_argument(
+        "--model-folder",
+        default=None,
+        metavar="DIR",
+        help="a nnU-Net v2 trained-model folder (dataset.json, plans.json, fold_<k>/checkpoint_final.pth) for "
+        "--model nnunet, which it implies (needs the nnU-Net extra: requirements-nnunet.txt)",
+    )
     defaults, docs = SegmentConfig(), _field_docs()
     for f in dataclasses.fields(SegmentConfig):
         if f.name not in _CONFIG_FLAGS:
@@ -86,7 +93,7 @@ def _config(args: argparse.Namespace) -> SegmentConfig:
         if f.name in _CONFIG_FLAGS:
             v = getattr(args, f.name)
             values[f.name] = (v or None) if ("None" in str(f.type) and isinstance(v, float)) else v
-    return SegmentConfig(**values)
+    return SegmentConfig(**values, model_folder=getattr(args, "model_folder", None))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if hasattr(args, "model"):
-            args.model = args.model or default_model()
+            args.model = args.model or ("nnunet" if getattr(args, "model_folder", None) else default_model())
             check_model_name(args.model)
         return args.func(args)
     except StrokeSegError as err:

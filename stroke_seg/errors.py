@@ -14,6 +14,7 @@ __all__ = [
     "InvalidImageError",
     "IncompatibleImagesError",
     "InputTooLargeError",
+    "MissingChannelError",
     "ModelError",
     "JobTimeoutError",
     "LaneBusyError",
@@ -37,6 +38,11 @@ class IncompatibleImagesError(StrokeSegError, ValueError):
 class InputTooLargeError(InvalidImageError):
     """An input would expand past a limit (voxels its header declares, an archive's size, members or ratio); refused
     before it is expanded (:mod:`stroke_seg.io.limits`)."""
+
+
+class MissingChannelError(InvalidImageError):
+    """The model needs an input the case lacks (e.g. a nnU-Net folder trained on DWI + ADC + FLAIR, and no FLAIR);
+    the message names the channel."""
 
 
 class ModelError(StrokeSegError):

@@ -146,6 +146,8 @@ class SegmentConfig:
         max_voxels: largest accepted image, in voxels, all volumes of a 4D image together, checked from each header
             before voxels are read (guards memory on shared servers); defaults to ``STROKE_SEG_MAX_VOXELS``
             (48,000,000).
+        model_folder: the trained-model folder of a backend that runs one (``model="nnunet"``: a nnU-Net v2
+            folder holding dataset.json, plans.json and fold_<k>/checkpoint_final.pth); other backends ignore it.
     """
 
     mode: Mode = "fast"
@@ -157,6 +159,7 @@ class SegmentConfig:
     device: str | None = None
     engine: str = "auto"
     max_voxels: int = field(default_factory=lambda: Limits.from_env().max_voxels)
+    model_folder: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "accurate"):
@@ -175,6 +178,10 @@ class SegmentConfig:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, but it is {self.engine!r}")
         if self.max_voxels < 16**3:
             raise ValueError(f"max_voxels must be >= {16**3}, but it is {self.max_voxels}")
+        if self.model_folder is not None:
+            if not str(self.model_folder).strip():
+                raise ValueError("model_folder must name a folder or be None, but it is empty")
+            object.__setattr__(self, "model_folder", str(self.model_folder))
 
     def replace(self, **changes: Any) -> SegmentConfig:
         """Return a copy with some fields changed (validated again)."""
@@ -197,6 +204,9 @@ class Case:
         adc_median_input: the brain median of the ADC as given, in its own unit, from which the unit was
             detected (None when the ADC was computed).
         notes: human-readable notes about conversions made while loading.
+        adc_input: the ADC as given (its own unit, negative values kept) on the DWI grid, float32, when that differs
+            from ``adc``; None when ``adc`` is it, or was computed. For a model that must see the values its own
+            pipeline reads from the file (a nnU-Net folder).
     """
 
     dwi: np.ndarray
@@ -208,6 +218,7 @@ class Case:
     adc_unit: str = "1e-6 mm2/s"
     adc_median_input: float | None = None
     notes: tuple[str, ...] = ()
+    adc_input: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

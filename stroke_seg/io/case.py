@@ -286,10 +286,11 @@ def load_case(
             _check_values(image.data, role, image.name)
         return image
 
+    adc_given = None
     if adc is not None:
         image = load_other(adc, "ADC", "adc")
-        adc_data = _to_dwi_grid(image, geometry, dwi_data.shape, "ADC", notes)
-        adc_data, unit, adc_median = _adc_to_micro(adc_data, dwi_data, image.name, notes)
+        adc_given = _to_dwi_grid(image, geometry, dwi_data.shape, "ADC", notes)
+        adc_data, unit, adc_median = _adc_to_micro(adc_given, dwi_data, image.name, notes)
         if b0 is not None or b0_data is not None:
             notes.append("an ADC map was given: it is used as it is, and the b0 is not")
     else:
@@ -333,6 +334,7 @@ def load_case(
         adc_unit=unit,
         adc_median_input=adc_median,
         notes=tuple(notes),
+        adc_input=None if adc_data is adc_given else adc_given,
     )
 
 

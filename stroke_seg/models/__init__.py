@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stroke_seg.errors import ModelError
 from stroke_seg.models.base import Backend
+from stroke_seg.types import SegmentConfig
 
 __all__ = [
     "Backend",
@@ -25,6 +26,8 @@ __all__ = [
     "default_model",
     "unavailable_models",
     "model_class",
+    "register_nnunet_folders",
+    "weights_sha256",
 ]
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
@@ -147,6 +150,35 @@ def _register_builtins() -> None:
         register(deepisles.NAME, deepisles.DeepIslesNvauto)
     else:
         _UNAVAILABLE[deepisles.NAME] = deepisles.INSTALL_HINT
+    register_nnunet_folders()
+
+
+def register_nnunet_folders() -> list[str]:
+    """Register ``nnunet`` (any folder, ``SegmentConfig.model_folder``) and one ``nnunet:<name>`` per trained-model
+    folder under ``$STROKE_SEG_NNUNET_MODELS`` (read again on each call), where the nnU-Net extra is installed;
+    returns the named models registered."""
+    from . import nnunet
+
+    if not nnunet.available():
+        _UNAVAILABLE[nnunet.NAME] = nnunet.INSTALL_HINT
+        return []
+    register(nnunet.NAME, nnunet.NnUNetBackend)
+    named = nnunet.folder_models()
+    with _LOCK:
+        for name in [n for n in _FACTORIES if n.startswith(nnunet.NAME + ":") and n not in named]:
+            del _FACTORIES[name]
+            _INSTANCES.pop(name, None)
+        for name, folder in named.items():
+            if getattr(_FACTORIES.get(name), "folder", None) != folder:
+                register(name, nnunet.folder_backend(name, folder))
+                _INSTANCES.pop(name, None)
+    return list(named)
+
+
+def weights_sha256(name: str, config: SegmentConfig) -> str:
+    """The SHA-256 of the weights model ``name`` runs with ``config`` ("" for weights that ship with the code): part
+    of the result cache key, so that other weights never serve a cached answer."""
+    return get_model(name).weights_sha256(config) or ""
 
 
 _register_builtins()

@@ -57,6 +57,15 @@ class Backend(ABC):
     def warm_up(self, config: SegmentConfig) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Do now what the first ``predict`` would otherwise pay for (engine conversion, compilation)."""
 
+    def weights_sha256(self, config: SegmentConfig) -> str | None:
+        """SHA-256 of the weights this backend runs with ``config``, for the result cache key (other weights, other
+        answer); None when they ship with the code and :attr:`version` covers them. Cheap after the first call.
+
+        Raises:
+            ModelError: the weights are missing or unreadable.
+        """
+        return None
+
     def info(self) -> dict[str, str]:
         return {
             "name": self.name,

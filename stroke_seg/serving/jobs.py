@@ -30,7 +30,7 @@ from stroke_seg.io.case import load_case, missing_input, save_image
 from stroke_seg.io.dicom import DicomCase, load_dicom
 from stroke_seg.io.dicom_seg import with_seg
 from stroke_seg.io.digest import file_sha256
-from stroke_seg.models import check_model_name, get_model, model_class
+from stroke_seg.models import check_model_name, get_model, model_class, weights_sha256
 from stroke_seg.report import render
 from stroke_seg.serving.cache import ResultCache
 from stroke_seg.types import Case, Result, SegmentConfig
@@ -337,7 +337,11 @@ class JobEngine:
         if cache is not self.cache:
             await asyncio.to_thread(cache.sweep)
             cache.root.mkdir(parents=True, exist_ok=True)  # the engine's sweep removes a folder idle for its lifetime
-        key = await asyncio.to_thread(cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__)
+        # the weights' checksum too (DeepISLES' folder, a nnU-Net folder): other weights, other answer
+        weights = await asyncio.to_thread(weights_sha256, model, self.config.replace(mode=mode))
+        key = await asyncio.to_thread(
+            cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__, weights
+        )
         # who ran which model on which bytes: digests only, never a file name (it may hold a patient's name)
         named = dict(zip(INPUT_NAMES, ordered)) | {DICOM: dicom, B0: b0}
         digests = await asyncio.to_thread(lambda: {n: file_sha256(f) for n, f in named.items() if f})

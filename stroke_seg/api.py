@@ -34,6 +34,7 @@ from stroke_seg.pipeline.postprocess import (
 )
 from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, voxel_sizes
 from stroke_seg.pipeline.qc import quality_warnings
+from stroke_seg.report import ClinicalReport, ReportConfig, describe
 from stroke_seg.types import CancelCheck, Case, LesionMetrics, ProgressCallback, Result, SegmentConfig, scaled_progress
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
@@ -52,7 +53,8 @@ _STAGES = {
     "preprocess": (0.08, 0.15),
     "inference": (0.15, 0.92),
     "postprocess": (0.92, 0.96),
-    "metrics": (0.96, 1.0),
+    "metrics": (0.96, 0.98),
+    "report": (0.98, 1.0),
 }
 
 
@@ -250,6 +252,26 @@ def _measure(loaded: Case, volumes: Preprocessed, out: _Inferred, report) -> tup
     return lesion_metrics, warnings
 
 
+def _clinical(
+    loaded: Case, out: _Inferred, backend, config: SegmentConfig, warnings: tuple[str, ...], report
+) -> ClinicalReport | None:
+    """The clinical report of the mask (core, side, territory, DWI-FLAIR mismatch), None when turned off."""
+    if not config.clinical_report:
+        return None
+    report(0.0, "clinical report: core, side, vascular territory")
+    clinical = describe(
+        loaded,
+        out.mask,
+        config=ReportConfig(core_adc=config.core_adc),
+        brain=out.brain,
+        model=backend.name,
+        model_version=backend.version,
+        warnings=warnings,
+    )
+    report(1.0, "clinical report ready")
+    return clinical
+
+
 def segment(
     case: CaseInput,
     *,
@@ -304,6 +326,10 @@ def segment(
 
     lesion_metrics, warnings = _measure(loaded, volumes, out, bar.stage("metrics"))
     clock.lap("metrics")
+    clinical = _clinical(loaded, out, backend, config, warnings, bar.stage("report"))
+    if clinical is not None:
+        clock.lap("report")
+        warnings += tuple(w for w in clinical.warnings if w not in warnings)
     timings = clock.total()
     log.info(
         "segment: model=%s volume=%.2f mL count=%d total=%.2fs",
@@ -325,4 +351,5 @@ def segment(
         brain_ml=float(brain.sum()) * voxel_ml,
         notes=tuple(out.notes),
         model_details=out.details,
+        report=clinical,
     )

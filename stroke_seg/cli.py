@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_seg {segment,batch,models,add-user}``.
+"""Command line: ``python -m stroke_seg {segment,batch,report,models,add-user}``.
 
 Bad input exits with code 2 and one line on stderr (no traceback).
 """
@@ -48,6 +48,7 @@ _CONFIG_FLAGS = (
     "edge_level",
     "device",
     "engine",
+    "core_adc",
 )
 _CHOICES = {"mode": ("fast", "accurate"), "engine": ENGINE_NAMES}
 
@@ -148,6 +149,34 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The clinical report of a lesion mask from anywhere (an expert's drawing, another tool's output)."""
+    import json
+
+    from stroke_seg.io.case import load_case
+    from stroke_seg.report import ReportConfig, describe, write_pdf
+
+    if args.adc is None and args.b0 is None:
+        raise StrokeSegError(
+            "report: expected --adc ADC_MAP or --b0 B0_IMAGE (the ADC is then computed), but got neither"
+        )
+    case = load_case(args.dwi, args.adc, args.flair, args.mask, b0=args.b0, b_value=args.b_value)
+    mask, case = case.ground_truth, dataclasses.replace(case, ground_truth=None)
+    report = describe(case, mask, config=ReportConfig(core_adc=args.core_adc))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    if args.pdf:
+        write_pdf(report, case, mask, args.pdf)
+    sides = ", ".join(f"{les.hemisphere} {les.territory or '-'}" for les in report.lesions[:3])
+    print(
+        f"report: {report.lesion_volume_ml:.2f} mL in {report.lesion_count} lesion(s), core {report.core_ml:.2f} mL"
+        + (f"; largest: {sides}" if sides else "")
+    )
+    for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
@@ -274,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     p.set_defaults(func=cmd_batch)
+    p = sub.add_parser(
+        "report",
+        help="the clinical report of any lesion mask: core, side, vascular territory, DWI-FLAIR mismatch (JSON, PDF)",
+    )
+    p.add_argument("--dwi", required=True, help="DWI (b=1000) NIfTI")
+    p.add_argument("--adc", help="ADC map (mm2/s, 1e-3 or 1e-6 mm2/s; detected); optional with --b0")
+    p.add_argument("--b0", help="b=0 image: the ADC is computed from it when --adc is not given")
+    p.add_argument("--b-value", type=float, default=1000.0, help="the DWI's b-value in s/mm2, for --b0 (default 1000)")
+    p.add_argument("--flair", help="FLAIR NIfTI: adds the FLAIR signal ratio and the DWI-FLAIR mismatch estimate")
+    p.add_argument("--mask", required=True, help="binary lesion mask NIfTI on the DWI grid")
+    p.add_argument("--json", help="JSON report to write")
+    p.add_argument("--pdf", help="one-page PDF report to write")
+    p.add_argument(
+        "--core-adc", type=float, default=620.0, help="core: ADC below this, 1e-6 mm2/s (default 620, the RAPID rule)"
+    )
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("models", help="list the model backends")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser(

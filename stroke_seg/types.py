@@ -148,6 +148,10 @@ class SegmentConfig:
             (48,000,000).
         model_folder: the trained-model folder of a backend that runs one (``model="nnunet"``: a nnU-Net v2
             folder holding dataset.json, plans.json and fold_<k>/checkpoint_final.pth); other backends ignore it.
+        core_adc: the clinical report's core threshold, 1e-6 mm²/s: lesion voxels with ADC below it are ischemic core
+            (620, the RAPID rule).
+        clinical_report: describe the mask (core, side, vascular territory, DWI-FLAIR mismatch;
+            :func:`stroke_seg.report.describe`) as :attr:`Result.report`; False skips it (and its registration).
     """
 
     mode: Mode = "fast"
@@ -160,6 +164,8 @@ class SegmentConfig:
     engine: str = "auto"
     max_voxels: int = field(default_factory=lambda: Limits.from_env().max_voxels)
     model_folder: str | None = None
+    core_adc: float = 620.0
+    clinical_report: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "accurate"):
@@ -176,6 +182,8 @@ class SegmentConfig:
             raise ValueError(f"edge_level must be in (0, 1) or None, but it is {self.edge_level}")
         if self.engine not in ENGINE_NAMES:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, but it is {self.engine!r}")
+        if not self.core_adc > 0:
+            raise ValueError(f"core_adc must be > 0 (1e-6 mm²/s), but it is {self.core_adc}")
         if self.max_voxels < 16**3:
             raise ValueError(f"max_voxels must be >= {16**3}, but it is {self.max_voxels}")
         if self.model_folder is not None:
@@ -328,6 +336,8 @@ class Result:
         brain_ml: volume of the brain mask, mL.
         notes: what the model did to the input that a reader of the result must know (e.g. skull stripping).
         model_details: JSON-able facts about the model run (weights checksum, checkpoints, windows, engine).
+        report: the clinical report of the mask (:class:`stroke_seg.report.ClinicalReport`: core, side, territory,
+            DWI-FLAIR mismatch); None when ``config.clinical_report`` is False.
     """
 
     mask: nib.Nifti1Image
@@ -342,6 +352,7 @@ class Result:
     brain_ml: float | None = None
     notes: tuple[str, ...] = ()
     model_details: dict[str, Any] = field(default_factory=dict)
+    report: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able report: model, volume, count, lesions, timings and comparison metrics."""
@@ -375,6 +386,11 @@ class Result:
             "input": self.case.summary(),
             "disclaimer": "Research use only; not for diagnosis.",
         }
+        if self.report is not None:  # the clinical report, whole, and its core and per-lesion side and territory
+            clinical = self.report.to_dict()
+            report.update(core_ml=clinical["core_ml"], core_adc=clinical["settings"]["core_adc"], report=clinical)
+            for row, les in zip(report["lesions"], clinical["lesions"]):
+                row.update(core_ml=les["core_ml"], hemisphere=les["hemisphere"], territory=les["territory"])
         if m.comparison is not None:
             c = m.comparison
             report.update(

@@ -142,7 +142,8 @@ async def segment_api(
         flair: optional FLAIR NIfTI file.
         ground_truth: optional binary lesion mask on the DWI grid (adds Dice and lesion F1 to the report).
         model: "unet", "adc-threshold", "ensemble" or, where its extra is installed, "deepisles-nvauto" (DeepISLES;
-            minutes on a CPU); default: stroke_seg.models.default_model().
+            minutes on a CPU) or "nnunet:<name>" (a nnU-Net v2 folder under $STROKE_SEG_NNUNET_MODELS); default:
+            stroke_seg.models.default_model().
         mode: "fast" or "accurate" (8x mirror test-time augmentation).
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
@@ -209,7 +210,9 @@ with gr.Blocks(
                 gt_in = _nifti_input("Ground-truth mask (optional, binary, DWI grid)", "gt-in")
             with gr.Accordion("Or: a DICOM export (.zip) instead of the DWI and ADC", open=False):
                 dicom_in = gr.File(label=DICOM_LABEL, file_types=[".zip"], elem_id="dicom-in")
-            choices = [(f"{i['name']} — {i['description']}", i["name"]) for i in stroke_seg.model_infos()]
+            # plain "nnunet" needs a folder (CLI/library); the app lists the named ones of $STROKE_SEG_NNUNET_MODELS
+            infos = [i for i in stroke_seg.model_infos() if i["name"] != "nnunet"]
+            choices = [(f"{i['name']} — {i['description']}", i["name"]) for i in infos]
             model_in = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
             model_info = gr.Markdown(presentation.model_markdown(DEFAULT_MODEL))
             gr.Markdown(EXTRA_MODELS, visible=bool(EXTRA_MODELS))

@@ -121,14 +121,14 @@ def _roles(path: Path, dataset: dict[str, Any]) -> tuple[tuple[str, ...], tuple[
     return tuple(ordered), tuple(roles)
 
 
-def _digest(files: list[Path]) -> str:
+def _digest(root: Path, files: list[Path]) -> str:
     digest = hashlib.sha256()
     for p in files:
         h = hashlib.sha256()
         with p.open("rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
-        digest.update(f"{p.parent.name}/{p.name}:{h.hexdigest()}\n".encode())
+        digest.update(f"{p.relative_to(root).as_posix()}:{h.hexdigest()}\n".encode())
     return digest.hexdigest()
 
 
@@ -168,7 +168,7 @@ def inspect_folder(folder: str | Path) -> NnUNetFolder:
         known = _CHECKED.get(path)
         if known is not None and known[0] == signature:
             return known[1]
-    checked = NnUNetFolder(path, dataset, plans, folds, roles, _digest(files), names)
+    checked = NnUNetFolder(path, dataset, plans, folds, roles, _digest(path, files), names)
     with _CHECKED_LOCK:
         _CHECKED[path] = (signature, checked)
     return checked

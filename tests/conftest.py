@@ -137,8 +137,8 @@ def _every_result_obeys_the_lesion_rules(monkeypatch):
     seen = threading.local()
     real_preprocess, real_result = api.preprocess, api.Result
 
-    def preprocess(case):
-        volumes = real_preprocess(case)
+    def preprocess(case, **kwargs):
+        volumes = real_preprocess(case, **kwargs)
         seen.median = volumes.dwi_median
         return volumes
 
@@ -149,3 +149,27 @@ def _every_result_obeys_the_lesion_rules(monkeypatch):
 
     monkeypatch.setattr(api, "preprocess", preprocess)
     monkeypatch.setattr(api, "Result", result)
+
+
+# --- CPU seconds per test (this process and the children it waited for), for trimming the suite on a loaded machine
+_CPU_LOG = os.environ.get("STROKE_SEG_TEST_CPU_LOG")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    import time
+
+    cpu, wall = _cpu_seconds(), time.monotonic()
+    yield
+    with open(_CPU_LOG, "a") as log:
+        log.write(f"{_cpu_seconds() - cpu:.2f}\t{time.monotonic() - wall:.2f}\t{item.nodeid}\n")

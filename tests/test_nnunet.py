@@ -70,6 +70,8 @@ def test_library_mask_equals_nnunets_own(standin, reference):
     mask = np.asarray(result.mask.dataobj)
     assert mask.shape == reference.shape
     assert np.array_equal(mask, reference > 0), f"{int((mask != (reference > 0)).sum())} voxels differ"
+    probability = np.asarray(result.probability.dataobj)  # nnU-Net's softmax, brought to the same voxel order
+    assert np.array_equal(probability > 0.5, mask > 0)
     details = result.model_details
     assert details["weights_sha256"] == nnunet.inspect_folder(standin).sha256
     assert details["folds"] == ["0"] and details["mirror_axes"] == [] and details["windows_per_fold"] > 0

@@ -193,6 +193,43 @@ def test_weights_checksum_follows_the_folder(standin, tmp_path):
     assert models.weights_sha256("nnunet", config) != before
 
 
+@pytest.mark.slow
+def test_job_cache_key_holds_the_weights_checksum(standin, phantom_files, tmp_path, monkeypatch):
+    """The app's job engine: the same files and model name serve the cached result while the folder's weights are
+    the same, and run again once a fold is rewritten with other weights."""
+    import asyncio
+
+    from stroke_seg.serving.cache import ResultCache
+    from stroke_seg.serving.jobs import JobEngine
+
+    root = tmp_path / "models"
+    shutil.copytree(standin, root / "mine")
+    monkeypatch.setenv(nnunet.MODELS_ENV, str(root))
+    models.register_nnunet_folders()
+    engine = JobEngine(ResultCache(tmp_path / "cache"), tick_s=0.1)
+    engine.config = engine.config.replace(**QUICK)
+    files = {"dwi": str(phantom_files["dwi"]), "adc": str(phantom_files["adc"]), "flair": None, "ground_truth": None}
+
+    def last_kind() -> str:
+        async def run():
+            return [e async for e in engine.run(files, "nnunet:mine", "fast", lambda *a, **k: None)][-1][0]
+
+        return asyncio.run(run())
+
+    try:
+        assert last_kind() == "done"
+        assert last_kind() == "cached"
+        ckpt = root / "mine" / "fold_0" / "checkpoint_final.pth"
+        plans, dataset = make_nnunet_standin.plans_json(), make_nnunet_standin.dataset_json()
+        torch.save(make_nnunet_standin.checkpoint(0, 7, plans, dataset), ckpt)
+        os.utime(ckpt, ns=(2, 2))
+        assert last_kind() == "done"
+    finally:
+        engine.stop()
+        monkeypatch.delenv(nnunet.MODELS_ENV)
+        models.register_nnunet_folders()
+
+
 def test_folder_of_models_becomes_named_slow_models(standin, monkeypatch):
     monkeypatch.setenv(nnunet.MODELS_ENV, str(standin.parent))
     try:

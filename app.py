@@ -53,7 +53,7 @@ ENGINE = JobEngine(
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
-DOWNLOADS = ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json")
+DOWNLOADS = ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json", "report.pdf")
 EXTRA_MODELS = presentation.unavailable_markdown()  # optional models not installed here, and how to add them
 DEFAULT_MODEL = stroke_seg.models.default_model()  # the library's, CLI's and API's default too
 DEFAULT_MODE = stroke_seg.SegmentConfig().mode
@@ -124,6 +124,9 @@ async def run_segmentation(
                 summary_table: summary_rows,
                 lesion_table: lesion_rows,
                 downloads: [str(folder / n) for n in DOWNLOADS if (folder / n).is_file()],
+                clinical_table: presentation.clinical_rows(report),
+                clinical_notes: presentation.clinical_markdown(report),
+                report_pdf: str(folder / "report.pdf") if (folder / "report.pdf").is_file() else None,
             }
 
 
@@ -134,7 +137,8 @@ async def segment_api(
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
     Yields (None, {"status": "running", "input": ...}, input montage), then
-    (mask NIfTI, JSON report, result montage PNG).
+    (mask NIfTI, JSON report, result montage PNG); the JSON report's "report" holds the clinical report (ischemic core
+    by ADC < 620 x 10^-6 mm²/s, side, vascular territory and lobe per lesion, DWI-FLAIR mismatch estimate).
 
     Args:
         dwi: DWI (b=1000) NIfTI file (.nii/.nii.gz); None when a DICOM export is given.
@@ -181,7 +185,8 @@ def _nifti_input(label: str, elem_id: str) -> gr.File:
 
 RO = {"interactive": False}
 MONTAGE_LABEL = "Lesion overlay montage (red: prediction, green outline: ground truth; radiological view)"
-DOWNLOADS_LABEL = "Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report"
+DOWNLOADS_LABEL = "Downloads: mask (DWI grid), DICOM SEG (for DICOM input), probability map, JSON report, PDF page"
+CLINICAL_LABEL = "Clinical report: core (ADC < 620 x 10^-6 mm²/s), side, vascular territory (JHU arterial atlas)"
 DICOM_LABEL = "DICOM .zip (DWI series b0 + b1000 or trace, and/or an ADC series); the result adds a DICOM SEG"
 
 
@@ -237,6 +242,11 @@ with gr.Blocks(
             warnings_box.render()
             viewer = NiiVueViewer(elem_id="viewer")
             gr.Markdown(NiiVueViewer.MISSING, visible=not NiiVueViewer.available())
+            clinical_table = gr.Dataframe(
+                headers=presentation.CLINICAL_COLUMNS, label=CLINICAL_LABEL, elem_id="clinical-table", **RO
+            )
+            clinical_notes = gr.Markdown("", elem_id="clinical-notes")
+            report_pdf = gr.File(label="One-page report (PDF, research use only)", elem_id="report-pdf", **RO)
             with gr.Row():
                 summary_table = gr.Dataframe(
                     headers=["Measure", "Value"], label="Results", elem_id="results-table", **RO
@@ -262,7 +272,8 @@ with gr.Blocks(
     run_event = run_btn.click(lambda: "", None, notice, **UI_ONLY).then(
         run_segmentation,
         inputs=[dwi_in, adc_in, flair_in, gt_in, dicom_in, b0_in, model_in, mode_in, from_example],
-        outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads],
+        outputs=[status, warnings_box, inputs_img, viewer, montage_img, summary_table, lesion_table, downloads]
+        + [clinical_table, clinical_notes, report_pdf],
         api_visibility="private",
         **INFERENCE,
     )

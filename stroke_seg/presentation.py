@@ -78,6 +78,8 @@ def result_rows(report: dict[str, Any]) -> tuple[list[list], list[list]]:
         ["Lesion volume (mL)", f"{report['lesion_volume_ml']:.2f}"],
         ["Lesion count", str(report["lesion_count"])],
     ]
+    if "core_ml" in report:
+        summary.append([f"Ischemic core (mL, ADC < {report['core_adc']:g})", f"{report['core_ml']:.2f}"])
     for key, label in _COMPARISON_ROWS:
         if key in report:
             summary.append([label, f"{report[key]:.3f}" if isinstance(report[key], float) else str(report[key])])
@@ -89,6 +91,57 @@ def result_rows(report: dict[str, Any]) -> tuple[list[list], list[list]]:
         for les in report["lesions"]
     ]
     return summary, lesions
+
+
+CLINICAL_COLUMNS = [
+    "Lesion",
+    "Volume (mL)",
+    "Core (mL)",
+    "Side",
+    "Territory (mL)",
+    "Lobe / deep structure",
+    "FLAIR ratio",
+]
+"""Column names of :func:`clinical_rows`."""
+
+
+def clinical_rows(report: dict[str, Any]) -> list[list]:
+    """One row per lesion of a result's clinical report (``report["report"]``): volume, core, side, territory, region,
+    FLAIR ratio; empty without one."""
+    clinical = report.get("report") or {}
+    rows = []
+    for les in clinical.get("lesions", []):
+        territory = les["territory"]
+        rows.append(
+            [
+                les["label"],
+                round(les["volume_ml"], 3),
+                round(les["core_ml"], 3),
+                les["hemisphere"],
+                "-" if territory is None else f"{territory} {les['territories_ml'][territory]:.2f}",
+                les["regions"][0]["region"] if les["regions"] else "outside the atlas",
+                les["flair_ratio"],
+            ]
+        )
+    return rows
+
+
+def clinical_markdown(report: dict[str, Any]) -> str:
+    """The clinical report's totals, DWI-FLAIR statement and registration check, in a few lines; empty without one."""
+    clinical = report.get("report")
+    if not clinical:
+        return ""
+    reg = clinical["registration"]
+    dice = "" if reg["brain_dice"] is None else f", brain-mask Dice {reg['brain_dice']:.2f}"
+    territories = ", ".join(f"{k} {v:.1f}" for k, v in clinical["territories_ml"].items() if v > 0) or "none"
+    return "\n".join(
+        [
+            f"**Ischemic core {clinical['core_ml']:.1f} mL** (ADC < {clinical['settings']['core_adc']:g} × 10⁻⁶ mm²/s)"
+            f" of {clinical['lesion_volume_ml']:.1f} mL; territories (mL): {territories}.",
+            f"{clinical['mismatch_statement']}",
+            f"*Placed in MNI152 space by {reg['method']}{dice}. {clinical['disclaimer']}*",
+        ]
+    )
 
 
 def warnings_markdown(report: dict[str, Any]) -> str:

@@ -145,6 +145,23 @@ def test_a_lesion_across_the_midline_is_both():
     assert describe(case, mask).lesions[0].hemisphere == "both"
 
 
+@pytest.mark.parametrize("first, slices", [(None, None), (30, 40)], ids=["whole-head", "80mm-slab"])
+def test_registration_recovers_the_mni_position(first, slices):
+    """World = MNI mm on these heads: the registration's map is near the identity, also on a slab that cuts the brain
+    (whose head-foot position the brain-mask moments cannot give)."""
+    from stroke_seg.report.registration import is_slab, register_to_mni
+
+    c = synth.make_case(81, "territorial", _acq(voxel_size=(2.0, 2.0, 2.0), tilt_deg=(10.0, -6.0, 5.0)))
+    cut = (slice(None), slice(None), slice(first, None if first is None else first + slices))
+    case = load_case(c.dwi.slicer[cut], c.adc.slicer[cut])
+    brain = np.asarray(c.brain.slicer[cut].dataobj) > 0
+    assert is_slab(brain, case.affine) == (first is not None)
+    reg = register_to_mni(case.dwi, brain, case.affine)
+    world = np.argwhere(brain)[::20] @ case.affine[:3, :3].T + case.affine[:3, 3]
+    error = np.linalg.norm(reg.to_mni(world) - world, axis=1)
+    assert np.median(error) < 6.0 and reg.brain_dice > 0.85 and reg.warning is None
+
+
 # --- territory at known MNI positions ---------------------------------------------------------------------------------
 
 
@@ -262,6 +279,67 @@ def test_segment_result_carries_the_same_report(tmp_path):
     assert "report" in result.timings
     off = segment({"dwi": c.dwi, "adc": c.adc}, model="adc-threshold", config=SegmentConfig(clinical_report=False))
     assert off.report is None and "report" not in off.to_dict()
+
+
+def test_result_entry_holds_the_pdf_and_the_app_rows(tmp_path):
+    """What the app shows: the entry folder's report.pdf (the download under the viewer) and the clinical table."""
+    from stroke_seg import segment
+    from stroke_seg.presentation import CLINICAL_COLUMNS, clinical_markdown, clinical_rows
+    from stroke_seg.serving.jobs import write_entry
+
+    c = synth.make_case(3, "territorial", _acq())
+    result = segment({"dwi": c.dwi, "adc": c.adc}, model="adc-threshold")
+    write_entry(result, result.case, {}, tmp_path)
+    assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+    saved = json.loads((tmp_path / "report.json").read_text())
+    rows = clinical_rows(saved)
+    assert len(rows) == result.report.lesion_count and all(len(r) == len(CLINICAL_COLUMNS) for r in rows)
+    assert rows[0][3] == result.report.lesions[0].hemisphere
+    assert f"Ischemic core {result.report.core_ml:.1f} mL" in clinical_markdown(saved)
+
+
+# --- DICOM as the scanner sent it: b0 + b1000, no ADC series ----------------------------------------------------------
+
+
+def _dicom_vs_nifti(tmp_path, model: str, seed: int, pattern: str, acq: synth.Acquisition) -> tuple[float, int, int]:
+    """Dice of the mask from a DICOM export holding only the scanner's b0 and b1000 (raw noisy signals, one scanner
+    gain, rounded to uint16, noise in the background) against the NIfTI path's mask (DWI + the scanner's ADC map)."""
+    from stroke_seg import SegmentConfig, segment
+    from stroke_seg.io.dicom import load_dicom
+    from stroke_seg.pipeline.metrics import dice
+    from stroke_seg.synthetic.dicom_export import write_dicom_case
+
+    require_module("pydicom")
+    c = synth.make_case(seed, pattern, acq)
+    b0, b1000 = c.scanner_b0("uint16", peak=16000.0)
+    folder = write_dicom_case(tmp_path / "export", b1000, b0, pixel_dtype="uint16", deidentified="missing")
+    chosen = load_dicom(folder, tmp_path / "work")
+    assert chosen.adc is None and chosen.b0 is not None
+    config = SegmentConfig(clinical_report=False)
+    nifti = segment({"dwi": c.dwi, "adc": c.adc}, model=model, config=config)
+    dicom = segment(chosen.as_inputs(), model=model, config=config)
+
+    def canonical(img) -> np.ndarray:
+        return np.asarray(nib.as_closest_canonical(img).dataobj) > 0
+
+    a, b = canonical(nifti.mask), canonical(dicom.mask)
+    return dice(a, b), int(a.sum()), int(b.sum())
+
+
+def test_dicom_b0_b1000_without_adc_gives_the_nifti_mask(tmp_path):
+    acq = _acq(orientation="LPS", tilt_deg=(8.0, -5.0, 4.0), dtype="int16", skull_stripped=False)
+    score, n_nifti, n_dicom = _dicom_vs_nifti(tmp_path, "adc-threshold", 31, "territorial", acq)
+    assert n_nifti > 50 and score >= 0.95, f"Dice {score:.3f} ({n_dicom} vs {n_nifti} voxels)"
+
+
+@pytest.mark.slow
+def test_dicom_b0_b1000_without_adc_gives_the_nifti_mask_unet(tmp_path):
+    from stroke_seg.models.unet import WEIGHTS_PATH
+
+    require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
+    acq = _acq(voxel_size=(2.0, 2.0, 2.0), orientation="LPS", tilt_deg=(10.0, -6.0, 5.0), dtype="int16")
+    score, n_nifti, n_dicom = _dicom_vs_nifti(tmp_path, "unet", 81, "territorial", acq)
+    assert n_nifti > 100 and score >= 0.95, f"Dice {score:.3f} ({n_dicom} vs {n_nifti} voxels)"
 
 
 # --- real scans -------------------------------------------------------------------------------------------------------

@@ -80,13 +80,26 @@ class MniRegistration:
 
 
 def moments_registration(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """World -> MNI 4x4 from the brain mask's centroid and per-axis spread (:class:`MniMap`)."""
+    """World -> MNI 4x4 from the brain mask's centroid and per-axis spread (:class:`MniMap`). When the brain is cut by
+    the grid's top or bottom slice (a slab), its head-foot spread says nothing: that axis takes the mean scale of the
+    other two."""
     m = MniMap.from_brain(brain, affine)
     scale = MniMap(np.zeros(3), np.ones(3))(np.eye(3)) - MniMap(np.zeros(3), np.ones(3))(np.zeros(3))
+    diag = np.diag(scale) / m.spread
+    if is_slab(brain, affine):
+        diag[2] = (diag[0] + diag[1]) / 2
     out = np.eye(4)
-    out[:3, :3] = np.diag(np.diag(scale) / m.spread)
-    out[:3, 3] = m(np.zeros(3))
+    out[:3, :3] = np.diag(diag)
+    out[:3, 3] = m(m.centre) - diag * m.centre  # the brain's centroid goes to the template's
     return out
+
+
+def is_slab(brain: np.ndarray, affine: np.ndarray) -> bool:
+    """Whether the brain mask reaches the first or last slice of the voxel axis closest to the head-foot one."""
+    axis = int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
+    first = np.take(brain, 0, axis=axis).any()
+    last = np.take(brain, brain.shape[axis] - 1, axis=axis).any()
+    return bool(first or last)
 
 
 TEMPLATE_SPACING_MM = 3
@@ -196,6 +209,45 @@ def _coarse(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return d.mean(axis=(1, 3, 5)).astype(np.float32), out
 
 
+def _method(iterations: int, seed: int):
+    """The SimpleITK registration: Mattes MI on a random sample, gradient descent, 6 then 3 mm."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(SAMPLING, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsGradientDescent(
+        learningRate=1.0, numberOfIterations=iterations, convergenceMinimumValue=1e-6, convergenceWindowSize=10
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
+SLAB_SHIFTS_MM = tuple(float(v) for v in np.arange(-48, 49, 8))
+"""Head-foot shifts (MNI mm) tried as starts for a slab that does not cover the whole brain."""
+
+
+def _best_start(reg, tx, fixed, moving):
+    """The start among ``tx`` shifted head-foot by :data:`SLAB_SHIFTS_MM` with the best metric (lowest)."""
+    import SimpleITK as sitk
+
+    best, best_value = tx, np.inf
+    for shift in SLAB_SHIFTS_MM:
+        candidate = sitk.AffineTransform(tx)
+        t = np.array(candidate.GetTranslation()) + np.array(candidate.GetMatrix()).reshape(3, 3) @ [0, 0, shift]
+        candidate.SetTranslation([float(v) for v in t])
+        reg.SetInitialTransform(candidate)
+        value = reg.MetricEvaluate(fixed, moving)
+        if value < best_value:
+            best, best_value = candidate, value
+    return best
+
+
 def register_to_mni(
     dwi: np.ndarray, brain: np.ndarray, affine: np.ndarray, *, iterations: int = 60, seed: int = 0
 ) -> MniRegistration:
@@ -222,18 +274,9 @@ def register_to_mni(
         tx = sitk.AffineTransform(3)
         tx.SetMatrix([float(v) for v in start[:3, :3].ravel()])
         tx.SetTranslation([float(v) for v in start[:3, 3]])
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(SAMPLING, seed)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsGradientDescent(
-            learningRate=1.0, numberOfIterations=iterations, convergenceMinimumValue=1e-6, convergenceWindowSize=10
-        )
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([2, 1])
-        reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
-        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+        reg = _method(iterations, seed)
+        if is_slab(brain, affine):  # where along the head the slab lies is unknown: the best of several starts
+            tx = _best_start(reg, tx, fixed, moving)
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(fixed, moving)
         mni_to_world_lps = _affine_of(tx)

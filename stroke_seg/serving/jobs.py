@@ -31,7 +31,7 @@ from stroke_seg.io.dicom import DicomCase, load_dicom
 from stroke_seg.io.dicom_seg import with_seg
 from stroke_seg.io.digest import file_sha256
 from stroke_seg.models import check_model_name, get_model, model_class, weights_sha256
-from stroke_seg.report import render
+from stroke_seg.report import render, write_pdf
 from stroke_seg.serving.cache import ResultCache
 from stroke_seg.types import Case, Result, SegmentConfig
 from stroke_seg.version import __version__
@@ -454,6 +454,8 @@ def write_entry(result: Result, case: Case, files: dict[str, str | None], folder
         ),
         lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
     ]
+    if result.report is not None:  # the one-page clinical report
+        tasks.append(lambda: write_pdf(result.report, case, mask, folder / "report.pdf"))
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:
         for future in [pool.submit(t) for t in tasks]:
             future.result()

@@ -254,6 +254,9 @@ class DeepIslesNvauto(CaseBackend):
             self._weights_from = given
             return self._weights
 
+    def weights_sha256(self, config: SegmentConfig) -> str | None:
+        return self._weight_set(lambda f, d: None).sha256
+
     def _runner(self, weights: WeightSet, index: int, engine: str, device: torch.device):
         key = (weights.sha256, f"{engine}@{device}", index)
         with self._lock:

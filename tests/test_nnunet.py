@@ -253,3 +253,18 @@ def test_the_extra_keeps_the_cpu_torch_pin():
     extra = (ROOT / "requirements-nnunet.txt").read_text()
     pins = [ln.split("==")[0].strip().lower() for ln in extra.splitlines() if ln.strip() and not ln.startswith("#")]
     assert "nnunetv2" in pins and not {"torch", "torchvision", "timm"} & set(pins)
+
+
+def test_deepisles_weights_checksum_follows_its_folder(tmp_path, monkeypatch):
+    """The result cache key's weights part for DeepISLES (issue 29): the checked set's SHA-256, other for other
+    weights."""
+    require_module("stroke_segmentor")
+    from deepisles_standins import write_standins
+
+    from stroke_seg.models import deepisles
+
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(write_standins(tmp_path / "a", seed=0)))
+    first = models.weights_sha256(deepisles.NAME, SegmentConfig())
+    assert first == deepisles.check_weights(tmp_path / "a").sha256
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(write_standins(tmp_path / "b", seed=1)))
+    assert models.weights_sha256(deepisles.NAME, SegmentConfig()) not in ("", first)

@@ -53,7 +53,7 @@ ENGINE = JobEngine(
 
 gr.set_static_paths([str(CACHE.root)] + ([str(NIIVUE_JS.parent)] if NIIVUE_JS.is_file() else []))
 
-DOWNLOADS = ("mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json", "report.pdf")
+DOWNLOADS = ("mask.nii.gz", "brain_mask.nii.gz", "mask_seg.dcm", "probability.nii.gz", "report.json", "report.pdf")
 EXTRA_MODELS = presentation.unavailable_markdown()  # optional models not installed here, and how to add them
 DEFAULT_MODEL = stroke_seg.models.default_model()  # the library's, CLI's and API's default too
 DEFAULT_MODE = stroke_seg.SegmentConfig().mode
@@ -93,6 +93,12 @@ def _files(dwi, adc, flair, ground_truth, dicom=None, b0=None) -> dict[str, str 
     return dict(zip(INPUT_NAMES, (dwi, adc, flair, ground_truth))) | {DICOM: dicom, B0: b0}
 
 
+def _brain_file(folder: Path) -> str | None:
+    """The entry's brain mask (what the model used), None for an entry written before it was kept."""
+    path = folder / "brain_mask.nii.gz"
+    return str(path) if path.is_file() else None
+
+
 def _warnings(report: dict):
     text = presentation.warnings_markdown(report)
     return gr.update(value=text, visible=bool(text))
@@ -119,7 +125,9 @@ async def run_segmentation(
                 status: presentation.done_markdown(report, cached=kind == "cached"),
                 warnings_box: _warnings(report),
                 inputs_img: str(folder / "inputs.png"),
-                viewer: viewer_value(*(entry_file(folder, n) for n in ("dwi", "adc", "mask")), folder.name),
+                viewer: viewer_value(
+                    *(entry_file(folder, n) for n in ("dwi", "adc", "mask")), folder.name, brain=_brain_file(folder)
+                ),
                 montage_img: str(folder / "montage.png"),
                 summary_table: summary_rows,
                 lesion_table: lesion_rows,
@@ -137,7 +145,8 @@ async def segment_api(
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
     Yields (None, {"status": "running", "input": ...}, input montage), then
-    (mask NIfTI, JSON report, result montage PNG); the JSON report's "report" holds the clinical report (ischemic core
+    (mask NIfTI, JSON report, result montage PNG, brain mask NIfTI: the brain the model and the rules used; the
+    fourth item is None before the result); the JSON report's "report" holds the clinical report (ischemic core
     by ADC < 620 x 10^-6 mm²/s, side, vascular territory and lobe per lesion, DWI-FLAIR mismatch estimate).
 
     Args:
@@ -156,10 +165,10 @@ async def segment_api(
     async for kind, payload in _guard(lambda: _job(files, model, mode, progress, request), files):
         if kind == "summary":
             case, png = payload
-            yield None, {"status": "running", "input": case.summary()}, str(png)
+            yield None, {"status": "running", "input": case.summary()}, str(png), None
         elif kind in ("done", "cached"):
             report = json.loads((payload / "report.json").read_text())
-            yield str(payload / "mask.nii.gz"), report, str(payload / "montage.png")
+            yield str(payload / "mask.nii.gz"), report, str(payload / "montage.png"), _brain_file(payload)
 
 
 def example_loaded(dwi, adc, flair, ground_truth):
@@ -261,6 +270,7 @@ with gr.Blocks(
         api_mask = gr.File(label="mask", visible=False)
         api_report = gr.JSON(label="report", visible=False)
         api_montage = gr.Image(label="montage", type="filepath", visible=False)
+        api_brain = gr.File(label="brain mask", visible=False)
 
     UI_ONLY = {"api_visibility": "private", "queue": False}  # instant page updates, not API endpoints
     # one queue for all inference; the engine holds its lanes (fast, and slow models beside them)
@@ -280,7 +290,8 @@ with gr.Blocks(
     # the notice has its own box, which a run never writes to after it started: no late status tick can hide it
     cancel_btn.click(lambda: presentation.CANCELLED, None, notice, cancels=[run_event], **UI_ONLY)
     api_inputs = [dwi_in, adc_in, flair_in, gt_in, model_in, mode_in, dicom_in, b0_in]
-    api_trigger.click(segment_api, api_inputs, [api_mask, api_report, api_montage], api_name="segment", **INFERENCE)
+    api_outputs = [api_mask, api_report, api_montage, api_brain]
+    api_trigger.click(segment_api, api_inputs, api_outputs, api_name="segment", **INFERENCE)
 
 demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=ENGINE.slots)
 LOGIN = Login.from_env(CACHE, demo.GRADIO_CACHE, EXAMPLES)  # STROKE_SEG_USERS_FILE; off by default

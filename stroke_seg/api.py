@@ -21,6 +21,7 @@ from stroke_seg.io.case import ImageLike, load_case, make_image
 from stroke_seg.models import default_model, get_model
 from stroke_seg.models.base import CaseBackend
 from stroke_seg.models.engines import record_engines
+from stroke_seg.models.hdbet import extract_brain
 from stroke_seg.pipeline import metrics as metrics_mod
 from stroke_seg.pipeline.anatomy import MniMap
 from stroke_seg.pipeline.postprocess import (
@@ -32,7 +33,7 @@ from stroke_seg.pipeline.postprocess import (
     lesion_rules,
     threshold_and_filter,
 )
-from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, voxel_sizes
+from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, to_canonical, voxel_sizes
 from stroke_seg.pipeline.qc import quality_warnings
 from stroke_seg.report import ClinicalReport, ReportConfig, describe
 from stroke_seg.types import CancelCheck, Case, LesionMetrics, ProgressCallback, Result, SegmentConfig, scaled_progress
@@ -50,8 +51,8 @@ CASE_KEYS = ("dwi", "adc", "b0", "flair", "ground_truth", "b_value")
 # Share of the progress bar each stage gets: (start, end).
 _STAGES = {
     "load": (0.0, 0.08),
-    "preprocess": (0.08, 0.15),
-    "inference": (0.15, 0.92),
+    "preprocess": (0.08, 0.30),  # brain extraction: a network on a raw head (HD-BET, one or five folds)
+    "inference": (0.30, 0.92),
     "postprocess": (0.92, 0.96),
     "metrics": (0.96, 0.98),
     "report": (0.98, 1.0),
@@ -166,6 +167,17 @@ def _postprocess(
     mask, _ = enforce_lesion_rules(mask, loaded.dwi, loaded.adc, voxel_ml, lesion_rules(config, volumes.dwi_median))
     report(1.0, "mask ready")
     return prob, mask, brain, voxel_ml
+
+
+def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tuple[np.ndarray | None, dict]:
+    """The canonical brain mask from the configured extractor (None: :func:`preprocess` makes it by morphology, as
+    for DeepISLES and nnU-Net folders, which run their own pipeline), and how it was made."""
+    if config.brain_extractor == "morphology" or isinstance(backend, CaseBackend):
+        own = config.brain_extractor == "morphology"
+        return None, {"method": "morphology" if own else "morphology (the model runs its own pipeline)"}
+    dwi_c, affine_c, _ = to_canonical(loaded.dwi, loaded.affine)
+    extracted = extract_brain(dwi_c, voxel_sizes(affine_c), config=config, progress=report, should_cancel=cancel)
+    return extracted.brain, extracted.details
 
 
 def _duration(seconds: float) -> str:
@@ -315,7 +327,8 @@ def segment(
     report = bar.stage("preprocess")
     report(0.0, "canonical orientation, brain mask")
     backend = get_model(model or default_model())
-    volumes = preprocess(loaded)
+    brain_c, brain_details = _brain(loaded, backend, config, scaled_progress(report, 0.0, 0.95), cancel)
+    volumes = preprocess(loaded, brain=brain_c)
     report(1.0, f"brain mask {int(volumes.brain.sum())} voxels")
     check_cancel(cancel, "preprocessing")
     clock.lap("preprocess")
@@ -349,7 +362,8 @@ def segment(
         case=loaded,
         warnings=warnings,
         brain_ml=float(brain.sum()) * voxel_ml,
+        brain_mask=make_image(brain.astype(np.uint8), loaded, np.uint8),
         notes=tuple(out.notes),
-        model_details=out.details,
+        model_details={**out.details, "brain_extraction": brain_details},
         report=clinical,
     )

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from stroke_seg import api
 from stroke_seg.errors import StrokeSegError
+from stroke_seg.io.case import save_image
 from stroke_seg.models import check_model_name, default_model, model_infos, unavailable_models
 from stroke_seg.serving import batch
-from stroke_seg.types import ENGINE_NAMES, SegmentConfig
+from stroke_seg.types import BRAIN_EXTRACTORS, ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -49,8 +50,9 @@ _CONFIG_FLAGS = (
     "device",
     "engine",
     "core_adc",
+    "brain_extractor",
 )
-_CHOICES = {"mode": ("fast", "accurate"), "engine": ENGINE_NAMES}
+_CHOICES = {"mode": ("fast", "accurate"), "engine": ENGINE_NAMES, "brain_extractor": BRAIN_EXTRACTORS}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -141,6 +143,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         Path(args.json) if args.json else None,
         Path(args.probability) if args.probability else None,
     )
+    if args.brain_mask_out:
+        save_image(result.brain_mask.get_fdata(dtype="float32"), result.case, Path(args.brain_mask_out))
     m = result.metrics
     line = f"{result.model}: {m.volume_ml:.2f} mL in {m.count} lesion(s), {result.timings['total']:.1f} s"
     if m.comparison is not None:
@@ -284,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="mask NIfTI to write (on the DWI grid)")
     p.add_argument("--json", help="JSON report to write")
     p.add_argument("--probability", help="probability map NIfTI to write")
+    p.add_argument(
+        "--brain-mask-out",
+        metavar="FILE",
+        help="brain mask NIfTI to write (uint8 0/1 on the DWI grid): the brain the model and the rules used",
+    )
     p.add_argument(
         "--seg", help="with --dicom: also write the mask as a DICOM Segmentation (.dcm) referencing the DWI series"
     )

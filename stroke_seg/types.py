@@ -44,6 +44,8 @@ CancelCheck = Callable[[], bool]
 Mode = Literal["fast", "accurate"]
 
 ENGINE_NAMES = ("auto", "torch", "openvino", "openvino-bf16")
+BRAIN_EXTRACTORS = ("hd-bet", "morphology")
+"""Values of :attr:`SegmentConfig.brain_extractor`."""
 """Values of :attr:`SegmentConfig.engine` (:mod:`stroke_seg.models.engines` implements them)."""
 
 
@@ -143,6 +145,12 @@ class SegmentConfig:
             accurate mode where the CPU has native bf16), ``"torch"`` (the float32 reference), ``"openvino"``
             (float32) or ``"openvino-bf16"``. An engine that is missing or fails falls back to torch (logged);
             :mod:`stroke_seg.models.engines` has the details.
+        brain_extractor: how a raw head's brain is found for the models that use this project's brain mask (all but
+            DeepISLES and nnU-Net folders, which run their own pipeline): ``"hd-bet"`` (HD-BET, a trained network,
+            :mod:`stroke_seg.models.hdbet`; fold 0 in fast mode, five folds fused in accurate mode; the engine as
+            ``engine`` says, in float32) or ``"morphology"`` (:func:`stroke_seg.pipeline.preprocess.brain_mask`,
+            thresholds and erosion: keeps scalp and neck on many heads). A skull-stripped input keeps its own support
+            either way. A missing extractor is an error, never a silent fallback.
         max_voxels: largest accepted image, in voxels, all volumes of a 4D image together, checked from each header
             before voxels are read (guards memory on shared servers); defaults to ``STROKE_SEG_MAX_VOXELS``
             (48,000,000).
@@ -162,6 +170,7 @@ class SegmentConfig:
     edge_level: float | None = 0.5
     device: str | None = None
     engine: str = "auto"
+    brain_extractor: str = "hd-bet"
     max_voxels: int = field(default_factory=lambda: Limits.from_env().max_voxels)
     model_folder: str | None = None
     core_adc: float = 620.0
@@ -182,6 +191,10 @@ class SegmentConfig:
             raise ValueError(f"edge_level must be in (0, 1) or None, but it is {self.edge_level}")
         if self.engine not in ENGINE_NAMES:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, but it is {self.engine!r}")
+        if self.brain_extractor not in BRAIN_EXTRACTORS:
+            raise ValueError(
+                f"brain_extractor must be one of {', '.join(BRAIN_EXTRACTORS)}, but it is {self.brain_extractor!r}"
+            )
         if not self.core_adc > 0:
             raise ValueError(f"core_adc must be > 0 (1e-6 mm²/s), but it is {self.core_adc}")
         if self.max_voxels < 16**3:
@@ -334,6 +347,8 @@ class Result:
         warnings: plausibility warnings a user must see (:func:`stroke_seg.pipeline.qc.quality_warnings`); empty when
             none.
         brain_ml: volume of the brain mask, mL.
+        brain_mask: the brain mask the models and rules used (uint8 0/1) on the grid of the input DWI; None only for a
+            Result built elsewhere.
         notes: what the model did to the input that a reader of the result must know (e.g. skull stripping).
         model_details: JSON-able facts about the model run (weights checksum, checkpoints, windows, engine).
         report: the clinical report of the mask (:class:`stroke_seg.report.ClinicalReport`: core, side, territory,
@@ -350,6 +365,7 @@ class Result:
     case: Case
     warnings: tuple[str, ...] = ()
     brain_ml: float | None = None
+    brain_mask: nib.Nifti1Image | None = None
     notes: tuple[str, ...] = ()
     model_details: dict[str, Any] = field(default_factory=dict)
     report: Any = None

@@ -57,7 +57,8 @@ def require_module(name: str) -> ModuleType:
 
 
 def phantom(shape=(40, 44, 36), lesion_center=(24, 22, 18), radius=4.0, seed=0):
-    """A small head phantom: ellipsoid brain (DWI ~100, ADC ~800 x1e-6) with one acute lesion.
+    """A small skull-stripped head phantom: ellipsoid brain (DWI ~100, ADC ~800 x1e-6) with one acute lesion, zeros
+    outside the brain (as ISLES'22 releases; a raw head with skull comes from :mod:`stroke_seg.synthetic`).
 
     Returns (dwi, adc, truth) arrays of ``shape`` (float32, float32, bool).
     """
@@ -67,7 +68,7 @@ def phantom(shape=(40, 44, 36), lesion_center=(24, 22, 18), radius=4.0, seed=0):
     brain = (((grid - c) / (np.asarray(shape) * 0.42)) ** 2).sum(-1) <= 1
     truth = ((grid - np.asarray(lesion_center)) ** 2).sum(-1) <= radius**2
     dwi = np.where(brain, 100.0, 0.0) + rng.normal(0, 2, shape)
-    dwi = np.where(truth, 200.0, dwi)
+    dwi = np.where(truth, 200.0, np.where(brain, dwi, 0.0))
     adc = np.where(brain, 800.0, 0.0) + np.where(brain, rng.normal(0, 20, shape), 0)
     adc = np.where(truth, 420.0, adc)
     return dwi.astype(np.float32), adc.astype(np.float32), truth & brain

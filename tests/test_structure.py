@@ -17,7 +17,7 @@ LAYERS = [
     {"types", "errors", "version", "io.limits", "io.digest", "pipeline.anatomy", "synthetic.dicom_export"},
     {"io.readers", "serving.auth", "serving.cache"}
     | {"synthetic.head", "synthetic.lesions", "synthetic.artefacts", "synthetic.signal", "synthetic.storage"}
-    | {"synthetic.generator"},
+    | {"synthetic.generator", "synthetic.raw_head"},
     {
         "io",
         "io.case",
@@ -26,11 +26,13 @@ LAYERS = [
         "io.dicom_seg",
         "pipeline",
         "pipeline.preprocess",
+        "pipeline.brain_extraction",
         "models.inference",
         "models.engines",
     },
     {"pipeline.components", "pipeline.rim", "pipeline.postprocess"},
-    {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"}
+    {"models.hdbet"}
+    | {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"}
     | {"models.nnunet", "models.nnunet_folder"},
     {"report", "report.render", "report.describe", "report.page", "report.registration", "report.territories"}
     | {"pipeline.metrics", "pipeline.qc", "presentation"},

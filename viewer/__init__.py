@@ -1,7 +1,8 @@
 """The NiiVue viewer widget: a ``gr.HTML`` subclass whose HTML, CSS and JS live in files beside it.
 
 NiiVue itself (npm ``@niivue/niivue``, installed by ``npm ci``) is served by the app from ``node_modules``; no CDN.
-The value is a JSON string ``{"dwi": url, "adc": url, "mask": url, "key": entry}`` with page-relative URLs, so the
+The value is a JSON string ``{"dwi": url, "adc": url, "mask": url, "brain": url or null, "key": entry}`` with
+page-relative URLs, so the
 volumes load behind a reverse proxy and HTTPS termination alike. ``window.strokeSegViewer`` exposes the NiiVue
 instance and a load counter to tests.
 """
@@ -24,14 +25,15 @@ def file_url(path: Path) -> str:
     return f"gradio_api/file={path}"
 
 
-def viewer_value(dwi: Path, adc: Path, mask: Path, key: str) -> str:
-    """The viewer's value for one result."""
-    return json.dumps({"dwi": file_url(dwi), "adc": file_url(adc), "mask": file_url(mask), "key": key})
+def viewer_value(dwi: Path, adc: Path, mask: Path, key: str, *, brain: Path | str | None = None) -> str:
+    """The viewer's value for one result; ``brain``: the brain mask the model used (its overlay toggle)."""
+    value = {"dwi": file_url(dwi), "adc": file_url(adc), "mask": file_url(mask), "key": key}
+    return json.dumps(value | {"brain": file_url(Path(brain)) if brain else None})
 
 
 class NiiVueViewer(gr.HTML):
     """DWI or ADC with the lesion mask in red, opened on a lesion voxel (light-blue crosshair); opacity slider;
-    multiplanar, axial or 3D render."""
+    multiplanar, axial or 3D render; a toggle that shows the brain mask the model used (blue)."""
 
     MISSING = (
         "*3D viewer unavailable: NiiVue is not installed. Run `npm ci` in the app folder (see README). "

@@ -50,7 +50,10 @@ async function show() {
     await nv.loadVolumes([
       { url: spec[base], name: spec[base].split('/').pop(), colormap: 'gray' },
       { url: spec.mask, name: 'mask.nii.gz', colormap: 'red', opacity: opacity, cal_min: 0.5, cal_max: 1 },
-    ]);
+    ].concat(spec.brain ? [
+      // the brain mask the model used, third (the lesion stays volume 1); shown by the toggle
+      { url: spec.brain, name: 'brain_mask.nii.gz', colormap: 'blue', opacity: brainOpacity(), cal_min: 0.5, cal_max: 1 },
+    ] : []));
     centreOnLesion(nv);
     state.spec = spec; state.loads += 1; state.error = null;
     note('DWI/ADC with the lesion in red. Drag to move the crosshair; scroll to change slices.');
@@ -60,6 +63,10 @@ element.querySelector('.ss-opacity').addEventListener('input', (ev) => {
   if (state.nv && state.nv.volumes.length > 1) { state.nv.setOpacity(1, parseFloat(ev.target.value)); }
 });
 element.querySelector('.ss-base').addEventListener('change', () => show());
+function brainOpacity() { return element.querySelector('.ss-brain').checked ? 0.3 : 0; }
+element.querySelector('.ss-brain').addEventListener('change', () => {
+  if (state.nv && state.nv.volumes.length > 2) { state.nv.setOpacity(2, brainOpacity()); state.nv.drawScene(); }
+});
 element.querySelector('.ss-view').addEventListener('change', (ev) => {
   if (!state.nv) return;
   const t = { mpr: state.nv.sliceTypeMultiplanar, render: state.nv.sliceTypeRender, axial: state.nv.sliceTypeAxial }[ev.target.value];

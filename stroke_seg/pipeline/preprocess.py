@@ -14,6 +14,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage as ndi
 
+from stroke_seg.pipeline.brain_extraction import BRAIN_ML_MAX, skull_stripped_support
 from stroke_seg.types import Case, voxel_sizes
 
 __all__ = [
@@ -87,16 +88,15 @@ def from_canonical(data_c: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nio.apply_orientation(data_c, nio.ornt_transform(_RAS, ornt)))
 
 
-BRAIN_ML_MAX = 2100.0
-"""Largest plausible intracranial volume (mL); a larger candidate mask still holds scalp or eyes."""
 _CORE_DEPTHS_MM = (5.0, 7.0, 9.0, 12.0)
 
 
 def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
-    """Brain (intracranial) mask from DWI + ADC, for skull-stripped and raw clinical scans alike.
+    """Brain (intracranial) mask from DWI + ADC by morphology, for skull-stripped and raw clinical scans alike (the
+    ``morphology`` brain extractor; the default, HD-BET, is :mod:`stroke_seg.models.hdbet`).
 
-    A skull-stripped input (exact zeros on at least a tenth of the grid, around a support no larger than
-    :data:`BRAIN_ML_MAX`) keeps its own support, holes filled. Otherwise:
+    A skull-stripped input (:func:`~stroke_seg.pipeline.brain_extraction.skull_stripped_support`) keeps its own
+    support, holes filled. Otherwise:
 
     1. Foreground: DWI above Otsu's threshold of the log-intensity (or half of it where the ADC is valid),
        with a valid ADC.
@@ -122,12 +122,12 @@ def brain_mask(dwi: np.ndarray, adc: np.ndarray, voxel_size: tuple[float, float,
     positive = dwi[dwi > 0]
     if positive.size == 0:
         return np.zeros(dwi.shape, bool)
+    support = skull_stripped_support(dwi, voxel_size)
+    if support is not None:
+        return support  # skull-stripped: zeros outside the brain; its support is the brain
     step = np.maximum(1, np.floor(2.0 / np.asarray(voxel_size) + 1e-6)).astype(int)
     coarse = tuple(slice(None, None, int(k)) for k in step)  # the ~2 mm working grid of this function
     vs = np.asarray(voxel_size, float) * step
-    support = _filled(dwi[coarse] != 0)  # decided on the working grid: a 0.5 mm scan costs little more than 1 mm
-    if support.mean() < 0.9 and support.sum() * float(np.prod(vs)) / 1000.0 <= BRAIN_ML_MAX:
-        return _filled(dwi != 0)  # skull-stripped: zeros outside the brain; its support is the brain
     thr = _log_otsu(positive)
     # Foreground: bright DWI, or DWI with some signal where the ADC has a value. The ADC's support is not used
     # beyond that: a computed ADC has values wherever the DWI has (noise included), a scanner's is 0 in the air or
@@ -229,13 +229,22 @@ def zoom_to_shape(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> n
     )
 
 
-def preprocess(case: Case) -> Preprocessed:
-    """Canonical orientation, brain mask and DWI/FLAIR normalisation of a validated case."""
+def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
+    """Canonical orientation, brain mask and DWI/FLAIR normalisation of a validated case.
+
+    Args:
+        case: the validated case.
+        brain: its brain mask, canonical (X, Y, Z) bool (a trained extractor's:
+            :func:`stroke_seg.models.hdbet.extract_brain`); None makes one by morphology (:func:`brain_mask`).
+    """
     dwi_c, affine_c, ornt = to_canonical(case.dwi, case.affine)
     adc_c = to_canonical(case.adc, case.affine)[0]
     flair_c = to_canonical(case.flair, case.affine)[0] if case.flair is not None else None
     vs = voxel_sizes(affine_c)
-    brain = brain_mask(dwi_c, adc_c, vs)
+    if brain is None:
+        brain = brain_mask(dwi_c, adc_c, vs)
+    elif brain.shape != dwi_c.shape:
+        raise ValueError(f"brain mask must have the canonical shape {dwi_c.shape}, but it has {brain.shape}")
     adc_c = np.where(diffusion_support(dwi_c, brain), adc_c, np.float32(0.0))
     if brain.sum() < 100:
         log.warning("brain mask has only %d voxels; normalising over all positive voxels", int(brain.sum()))

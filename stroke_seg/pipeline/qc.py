@@ -124,7 +124,9 @@ def check_skull_removed(outside_ml: float) -> str | None:
     if outside_ml > SKULL_ML:
         return (
             "The input was not skull-stripped: skull, scalp and background were removed by the automatic brain mask; "
-            "check that it cut no brain and kept no scalp."
+            "check that it cut no brain and kept no scalp: the viewer's 'Brain mask' toggle, the brain_mask.nii.gz "
+            "download or `segment --brain-mask-out FILE` show it (how it was made: the report's "
+            "model_details.brain_extraction)."
         )
     return None
 

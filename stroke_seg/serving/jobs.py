@@ -454,6 +454,8 @@ def write_entry(result: Result, case: Case, files: dict[str, str | None], folder
         ),
         lambda: render.save_png(render.result_montage(case, mask), folder / "montage.png"),
     ]
+    if result.brain_mask is not None:  # the brain the model and the rules used: a download and the viewer's toggle
+        tasks.append(lambda: save_image(np.asarray(result.brain_mask.dataobj), case, folder / "brain_mask.nii.gz"))
     if result.report is not None:  # the one-page clinical report
         tasks.append(lambda: write_pdf(result.report, case, mask, folder / "report.pdf"))
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stroke-seg-write") as pool:

@@ -14,7 +14,7 @@ def test_segment_returns_result_with_everything(phantom_files):
     r = stroke_seg.segment(phantom_files, model="adc-threshold")  # the phantom is the rule's stand-in case
     assert isinstance(r, Result)
     assert r.model == "adc-threshold" and r.model_version
-    assert set(r.timings) == {"load", "preprocess", "inference", "postprocess", "metrics", "total"}
+    assert set(r.timings) == {"load", "preprocess", "inference", "postprocess", "metrics", "report", "total"}
     assert r.metrics.comparison is not None and r.metrics.comparison.dice > 0.9
     assert r.metrics.count == 1
     assert r.probability.get_data_dtype() == np.float32
@@ -28,7 +28,7 @@ def test_progress_rises_to_one_and_names_every_stage(phantom_files):
     fractions = [f for f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     stages = {d.split(":")[0] for _, d in calls}
-    assert stages == {"load", "preprocess", "inference", "postprocess", "metrics"}
+    assert stages == {"load", "preprocess", "inference", "postprocess", "metrics", "report"}
 
 
 def test_cancel_raises_cancelled(phantom_files):

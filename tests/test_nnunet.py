@@ -108,7 +108,7 @@ def test_app_named_model_mask_equals_nnunets_own(standin, reference, tmp_path):
             handle_file(str(FILES["dwi"])), handle_file(str(FILES["adc"])), None, None, "nnunet:standin", "fast",
             None, None, api_name="/segment",
         )  # fmt: skip
-        mask_path, report, _ = job.result(timeout=600)
+        mask_path, report = job.result(timeout=600)[:2]  # then the probability map, the report page, ...
     assert report["model"] == "nnunet:standin"
     assert report["model_details"]["weights_sha256"] == nnunet.inspect_folder(standin).sha256
     assert np.array_equal(np.asarray(nib.load(mask_path).dataobj) > 0, reference > 0)

@@ -160,7 +160,7 @@ def test_checkpoints_load_weights_only(standin, tmp_path):
 
 
 @pytest.mark.slow
-def test_progress_per_window_and_cancel_between_windows(standin):
+def test_progress_per_window_and_cancel_between_windows(standin, reference):
     """Progress names fold and window; a cancel asked during the first window stops before the second, and the
     loaded folder still gives whole answers afterwards (the windows left are drained, not run)."""
     require(SHARED_CASE.is_dir(), f"the shared real case is missing: {SHARED_CASE}")
@@ -177,6 +177,8 @@ def test_progress_per_window_and_cancel_between_windows(standin):
         stroke_seg.segment(FILES, model="nnunet", config=config, progress=progress, should_cancel=cancel)
     windows = [s for s in seen if "nnU-Net fold 1/1, window" in s]
     assert len(windows) == 1 and "window 1/" in windows[0], windows
+    again = stroke_seg.segment(FILES, model="nnunet", config=config)
+    assert np.array_equal(np.asarray(again.mask.dataobj), reference > 0)
 
 
 def test_weights_checksum_follows_the_folder(standin, tmp_path):

@@ -133,13 +133,50 @@ def test_example_run_progress_viewer_and_table(browser_app):
     assert any("window" in s for s in seen), seen
     page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
     n_volumes = page.evaluate("() => window.strokeSegViewer.nv.volumes.length")
-    assert n_volumes == 2
+    assert n_volumes == 3  # base image, lesion mask, brain mask (hidden until its toggle is on)
     urls = page.evaluate("() => window.strokeSegViewer.nv.volumes.map(v => v.url || v.name)")
     assert any("mask" in u for u in urls), urls
     table = page.locator("#results-table").inner_text()
     assert "Lesion volume (mL)" in table
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-result.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def _blueness(page):
+    """Blue minus the larger of red and green, per pixel of the NiiVue canvas (int array, H x W)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer canvas").screenshot())).convert("RGB")).astype(int)
+    return shot[..., 2] - np.maximum(shot[..., 0], shot[..., 1])
+
+
+def test_brain_mask_overlay_toggle_and_download(browser_app):
+    """The brain mask the model used: hidden at first, drawn in blue by its toggle, hidden again; and downloadable."""
+    browser, url, _ = browser_app
+    page, errors = _open(browser, url, "territorial mca")
+    page.locator("#run-btn").click()
+    seen = _wait_done(page)
+    assert "Done in" in page.locator("#status").inner_text(), seen[-5:]
+    page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
+    assert page.evaluate("() => window.strokeSegViewer.nv.volumes[2].name") == "brain_mask.nii.gz"
+    opacity = "() => window.strokeSegViewer.nv.volumes[2].opacity"
+    assert page.evaluate(opacity) == 0
+    page.wait_for_timeout(500)
+    hidden = _blueness(page)
+    page.locator("#viewer .ss-brain").check()
+    page.wait_for_timeout(800)
+    assert page.evaluate(opacity) == pytest.approx(0.3)
+    shown = int((_blueness(page) - hidden > 40).sum())
+    assert shown >= 500, f"{shown} pixels turn blue with the brain mask shown: the overlay is not drawn"
+    page.locator("#viewer .ss-brain").uncheck()
+    page.wait_for_timeout(500)
+    assert page.evaluate(opacity) == 0
+    assert "brain_mask.nii" in page.locator("#downloads").inner_text()
     assert not errors, errors
     page.close()
 
@@ -201,7 +238,7 @@ def test_new_user_uploads_own_scan(browser_app, own_case, tmp_path):
     shown = float(re.search(r"Lesion volume \(mL\)\s+([0-9.]+)", table).group(1))
     assert shown == pytest.approx(_cli_volume(tmp_path, "--dwi", str(dwi), "--adc", str(adc)), abs=0.006)
     page.wait_for_function("() => window.strokeSegViewer && window.strokeSegViewer.loads >= 1", timeout=60_000)
-    assert page.evaluate("() => window.strokeSegViewer.nv.volumes.length") == 2
+    assert page.evaluate("() => window.strokeSegViewer.nv.volumes.length") == 3
     assert page.evaluate("() => window.strokeSegViewer.nv.volumes[1].name") == "mask.nii.gz"
     # the overlay is drawn: the viewer opens on a lesion voxel, and the pixels that turn red when the mask is shown
     # are the lesion's (the red crosshair is in both renders, with and without the mask)

@@ -107,8 +107,10 @@ def _warnings(report: dict):
 async def run_segmentation(
     dwi, adc, flair, ground_truth, dicom, b0, model, mode, from_example, request: gr.Request, progress=gr.Progress()
 ):
-    """UI handler: streams an input summary, status ticks, then the full result."""
+    """UI handler: streams an input summary, status ticks, provisional answers (DeepISLES: after each checkpoint,
+    labelled; they stay shown, labelled, when the job is cancelled), then the full result."""
     files = _files(dwi, adc, flair, ground_truth, dicom, b0)
+    early = ""  # the latest provisional answer's status line, kept under every tick
     async for kind, payload in _guard(
         lambda: _job(own_files(files, from_example), model, mode, progress, request), files
     ):
@@ -116,7 +118,15 @@ async def run_segmentation(
             case, png = payload
             yield {status: presentation.case_markdown(case), warnings_box: _warnings({}), inputs_img: str(png)}
         elif kind == "tick":
-            yield {status: gr.update(value=payload)}
+            yield {status: gr.update(value=payload + early)}
+        elif kind == "provisional":
+            early = "\n\n" + presentation.provisional_markdown(payload)
+            paths = [payload[n] for n in ("dwi", "adc", "mask")]
+            yield {
+                status: presentation.provisional_markdown(payload),
+                viewer: viewer_value(*paths, f"{payload['mask'].parent.name}-{payload['done']}"),
+                montage_img: str(payload["montage"]),
+            }
         else:
             folder = payload
             report = json.loads((folder / "report.json").read_text())
@@ -144,7 +154,9 @@ async def segment_api(
 ):  # fmt: skip
     """Segment the acute ischemic stroke lesion of one brain MRI (research use only, not for diagnosis).
 
-    Yields (None, {"status": "running", "input": ...}, input montage), then
+    Yields (None, {"status": "running", "input": ...}, input montage); for a model that averages several networks
+    (DeepISLES) after each one (provisional mask NIfTI, {"status": "provisional", "label": "provisional, 3/15
+    checkpoints", "lesion_volume_ml": ..., "remaining_s": ...}, its montage PNG); then
     (mask NIfTI, JSON report, result montage PNG, brain mask NIfTI: the brain the model and the rules used; the
     fourth item is None before the result); the JSON report's "report" holds the clinical report (ischemic core
     by ADC < 620 x 10^-6 mm²/s, side, vascular territory and lobe per lesion, DWI-FLAIR mismatch estimate).
@@ -166,6 +178,9 @@ async def segment_api(
         if kind == "summary":
             case, png = payload
             yield None, {"status": "running", "input": case.summary()}, str(png), None
+        elif kind == "provisional":
+            described = {k: v for k, v in payload.items() if k not in ("mask", "montage", "dwi", "adc")}
+            yield str(payload["mask"]), described, str(payload["montage"]), None
         elif kind in ("done", "cached"):
             report = json.loads((payload / "report.json").read_text())
             yield str(payload / "mask.nii.gz"), report, str(payload / "montage.png"), _brain_file(payload)

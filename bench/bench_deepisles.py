@@ -1,31 +1,35 @@
-"""DeepISLES NVAUTO: the package's own CPU path against this project's ``deepisles-nvauto`` backend, in one run,
-with random-weight stand-ins of the architecture (the real checkpoints cannot be downloaded on the build machines).
+"""DeepISLES NVAUTO: the package's own CPU path against this project's ``deepisles-nvauto`` backend, side by side in
+one run, with stand-ins of the architecture (the real checkpoints cannot be downloaded on the build machines).
 
-    python bench/bench_deepisles.py [--checkpoints 2] [--case FOLDER] [--repeats 2] [--peak-gflops 300]
+    python bench/bench_deepisles.py [--checkpoints 2] [--repeats 1] [--windows 2] [--bf16] [--full-run]
 
-Stand-ins: MONAI ``SegResNetDS`` with Auto3DSeg's defaults (init_filters 32, blocks_down 1,2,2,4,4, instance norm,
-2 channels in and out), random weights, TorchScript, saved as ``model{i}.ts``. NVAUTO is an Auto3DSeg SegResNet; its
-exact configuration lives only inside the real checkpoints, so these give the scale, not the exact figure.
+Stand-ins (``tests/deepisles_standins.py``, ``segresnet_standin``): MONAI ``SegResNetDS`` at Auto3DSeg's default size
+(init_filters 32, blocks_down 1,2,2,4,4, instance norm, 2 channels in and out; 87 M parameters), scripted and saved
+as ``model{i}.ts``; their weights carry a DWI/ADC lesion rule through the network plus small random weights in every
+layer, so that the masks have a lesion with soft borders to compare. NVAUTO is an Auto3DSeg SegResNet; its exact
+configuration lives only in the real checkpoints, so these give the scale, not the exact figure.
 
-Both paths run the same K checkpoints (default 2, not 15: the package's path takes ~20 s per window here) on one
-case: without --case, a synthetic skull-stripped 1 mm case (one 192x192x128 window per checkpoint).
+Case: a synthetic skull-stripped 1 mm head (150x180x120 voxels: one 192x192x128 window per checkpoint). The two paths
+alternate, round after round, in this one process, so that the load of a shared machine falls on both:
 
-* package: ``stroke_segmentor.Inferer().infer`` as published (torch float32, checkpoint loaded per case, two windows
-  per batch, probabilities resampled back per checkpoint), its checkpoint list cut to K.
-* ours: ``stroke_seg.segment(model="deepisles-nvauto")`` with the default engine (torch float32 on a CPU, each
-  checkpoint loaded once per process; the averaged probabilities resampled back once): the first case pays the
-  loading, later cases reuse it.
+* package: ``stroke_segmentor.Inferer().infer`` as published (TorchScript, torch float32, each checkpoint loaded per
+  case, two windows per batch, probabilities resampled back per checkpoint), its checkpoint list cut to K.
+* this backend: ``stroke_seg.segment(model="deepisles-nvauto")``, default engine (on a CPU: each checkpoint rebuilt
+  as its eager MONAI network, checked equal, converted to OpenVINO once (disk cache), compiled per case, float32).
+  The first case pays the conversion; the later ones read it from the disk cache.
 
-Reported: seconds per case (median of --repeats after the first), seconds per window, the ratio, the masks' Dice
-between the two paths, the FLOP count per window (counted with torch's FlopCounterMode on a 1/8-size window and
-scaled: convolutions scale with voxels) and the floor = FLOP per case / --peak-gflops (an estimate of the CPU's
-float32 peak), the duration estimate the app shows before a job, and a full 15-checkpoint case extrapolated.
+Also, per window (--windows rounds, alternating): the TorchScript checkpoint in torch, its eager rebuild in torch,
+OpenVINO float32 and bfloat16, with their largest logit difference from TorchScript. ``--bf16``: one case with
+``engine="openvino-bf16"`` and its mask against the package's. ``--full-run``: one case with all 15 checkpoints
+(the K stand-ins repeated) through ``segment(on_provisional=...)``: when the first provisional mask came, and the end.
+Reported: seconds, ratios package / this backend, masks (voxels differing, Dice), load averages during the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -36,66 +40,35 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+WINDOW = (192, 192, 128)
+LOADS: list[float] = []
 
 
-def standin_net() -> torch.nn.Module:
-    from monai.networks.nets import SegResNetDS
-
-    return SegResNetDS(
-        init_filters=32, blocks_down=(1, 2, 2, 4, 4), norm="instance", in_channels=2, out_channels=2, dsdepth=1
-    ).eval()
+def note_load() -> None:
+    LOADS.append(os.getloadavg()[0])
 
 
-def write_standins(folder: Path, k: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(k):
-        torch.manual_seed(i)
-        net = standin_net()
-        scripted = torch.jit.script(net)
-        paths.append(folder / f"model{i}.ts")
-        torch.jit.save(scripted, str(paths[-1]))
-    params = sum(p.numel() for p in standin_net().parameters())
-    print(f"stand-ins: {k} x SegResNetDS, {params / 1e6:.1f} M parameters each", flush=True)
-    return paths
+def write_standins(folder: Path, k: int) -> None:
+    from deepisles_standins import write_segresnet_standins
 
-
-def flops_per_window() -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    net = standin_net()
-    x = torch.zeros(1, 2, 96, 96, 64)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return counter.get_total_flops() * 8.0  # 192x192x128 has 8x the voxels
-
-
-def openvino_converts(path: Path) -> str:
-    """Whether OpenVINO converts the scripted stand-in (the error's first line when not)."""
-    import openvino as ov
-
-    try:
-        ov.convert_model(torch.jit.load(str(path)).eval(), example_input=torch.zeros(1, 2, 192, 192, 128))
-    except Exception as err:  # noqa: BLE001 - the bench reports it
-        lines = [ln for ln in str(err).splitlines() if "Conversion is failed" in ln or "No conversion rule" in ln]
-        return f"no: {type(err).__name__}: {'; '.join(lines) or str(err).splitlines()[0]}"
-    return "yes"
+    write_segresnet_standins(folder, n=k, init_filters=32, blocks_down=(1, 2, 2, 4, 4))
+    for i in range(k, 15):  # the backend's full set, for --full-run (the K stand-ins repeated)
+        (folder / f"model{i}.ts").write_bytes((folder / f"model{i % k}.ts").read_bytes())
 
 
 def synthetic_case(folder: Path) -> dict[str, Path]:
-    sys.path.insert(0, str(ROOT / "tests"))
     from conftest import phantom, save
 
-    shape = (150, 180, 120)
-    dwi, adc, _ = phantom(shape=shape, lesion_center=(90, 80, 60), radius=10)
+    dwi, adc, _ = phantom(shape=(150, 180, 120), lesion_center=(90, 80, 60), radius=10)
     dwi = np.where(adc > 0, dwi, 0)
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
     folder.mkdir(parents=True, exist_ok=True)
+    affine = np.eye(4)
     return {"dwi": save(folder / "dwi.nii.gz", dwi, affine), "adc": save(folder / "adc.nii.gz", adc, affine)}
 
 
-def package_path(weights: Path, k: int, files: dict[str, Path], out: Path) -> tuple[float, np.ndarray]:
+def package_case(weights: Path, k: int, files: dict[str, Path], out: Path) -> tuple[float, np.ndarray]:
     import nibabel as nib
     import stroke_segmentor.model_handler as handler
     from stroke_segmentor import Inferer
@@ -103,93 +76,161 @@ def package_path(weights: Path, k: int, files: dict[str, Path], out: Path) -> tu
     handler.fetch_weights = lambda: weights  # the published loop, the stand-in folder
     inferer = Inferer(force_cpu=True)
     inferer.model_handler.checkpoints = inferer.model_handler.checkpoints[:k]
+    note_load()
     t0 = time.perf_counter()
     inferer.infer(adc_path=files["adc"], dwi_path=files["dwi"], segmentation_path=out)
     return time.perf_counter() - t0, np.asarray(nib.load(str(out)).dataobj)
 
 
-def our_path(weights: Path, k: int, files: dict[str, Path]) -> tuple[float, np.ndarray, dict, list[str]]:
+def first_k(k: int) -> None:
+    """The backend insists on 15 checkpoints; the side-by-side cases run the first K."""
+    from stroke_seg.models import deepisles, deepisles_weights
+
+    def check(folder: Path) -> deepisles_weights.WeightSet:
+        files = tuple(folder / f"model{i}.ts" for i in range(k))
+        each = tuple(deepisles_weights._file_sha256(p) for p in files)
+        return deepisles_weights.WeightSet(folder, files, f"bench-{k}-{each[0][:8]}", each)
+
+    deepisles.check_weights = check
+    deepisles_stale()
+
+
+def deepisles_stale() -> None:
+    import stroke_seg.models as models
+
+    models._INSTANCES.pop("deepisles-nvauto", None)  # a new backend: the weight set is checked again
+
+
+def our_case(files: dict[str, Path], engine: str = "auto", on_provisional=None) -> tuple[float, np.ndarray, dict]:
     import stroke_seg
-    from stroke_seg.models import deepisles
+    from stroke_seg.types import SegmentConfig
 
-    original = deepisles.check_weights
-
-    def first_k(folder: Path) -> deepisles.WeightSet:  # the backend insists on 15 files; the bench runs K
-        full = original(folder) if all((folder / n).is_file() for n in deepisles.CHECKPOINTS) else None
-        files_k = tuple(folder / f"model{i}.ts" for i in range(k))
-        return full or deepisles.WeightSet(folder, files_k, f"bench-{k}")
-
-    deepisles.check_weights = first_k
-    events: list[str] = []
+    note_load()
     t0 = time.perf_counter()
-    result = stroke_seg.segment(files, model=deepisles.NAME, progress=lambda f, d: events.append(d))
-    seconds = time.perf_counter() - t0
-    return seconds, np.asarray(result.mask.dataobj), result.model_details, events
+    result = stroke_seg.segment(
+        files, model="deepisles-nvauto", config=SegmentConfig(engine=engine), on_provisional=on_provisional
+    )
+    return time.perf_counter() - t0, np.asarray(result.mask.dataobj), result.model_details
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> dict:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return {
+        "voxels_differing": int((a != b).sum()),
+        "dice": round(float(2 * (a & b).sum() / total), 5) if total else 1.0,
+    }
+
+
+def per_window(weights: Path, rounds: int) -> dict:
+    """Seconds per window of one checkpoint by each way to run it, alternating, and the largest logit difference
+    from the TorchScript checkpoint."""
+    import openvino as ov
+
+    from stroke_seg.models import segresnet
+
+    scripted = torch.jit.load(str(weights / "model0.ts")).eval()
+    eager = segresnet.rebuild(scripted)
+    model = ov.convert_model(eager, example_input=torch.zeros(1, 2, 64, 64, 32))
+    model.reshape([1, 2, *WINDOW])
+    core = ov.Core()
+
+    def compiled(precision: str):
+        request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision}).create_infer_request()
+        return lambda x: torch.from_numpy(np.array(request.infer({0: x.numpy()})[0], copy=True))
+
+    ways = {"torchscript": scripted, "eager": eager, "openvino-f32": compiled("f32"), "openvino-bf16": compiled("bf16")}
+    x = torch.randn(1, 2, *WINDOW, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    outs = {}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, run in ways.items():
+                note_load()
+                t0 = time.perf_counter()
+                outs[name] = run(x)
+                times[name].append(time.perf_counter() - t0)
+                print(f"window {name}: {times[name][-1]:.1f} s (load {LOADS[-1]:.1f})", flush=True)
+    ref = outs["torchscript"]
+    return {
+        name: {
+            "s_per_window": [round(t, 1) for t in times[name]],
+            "median_s": round(statistics.median(times[name]), 1),
+            "ratio_torchscript_over_this": round(statistics.median(times["torchscript"]) / statistics.median(v), 2),
+            "max_abs_logit_diff": float((outs[name] - ref).abs().max()),
+            "argmax_voxels_differing": int((outs[name].argmax(1) != ref.argmax(1)).sum()),
+        }
+        for name, v in times.items()
+    }
+
+
+def full_run(files: dict[str, Path]) -> dict:
+    """One case with the 15 checkpoints: when the first provisional mask came, and when the final one."""
+    deepisles_stale()
+    from stroke_seg.models import deepisles, deepisles_weights
+
+    deepisles.check_weights = deepisles_weights.check_weights
+    stamps: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    seconds, _, details = our_case(files, on_provisional=lambda p: stamps.append((p.done, time.perf_counter() - t0)))
+    return {
+        "checkpoints": 15,
+        "engine": details["engine"],
+        "first_provisional_s": round(stamps[0][1], 1),
+        "full_s": round(seconds, 1),
+        "first_over_full": round(stamps[0][1] / seconds, 3),
+        "provisional_s": [round(s, 1) for _, s in stamps],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", type=int, default=2)
-    ap.add_argument("--case", type=Path, help="case folder with dwi.nii.gz and adc.nii.gz (skull-stripped)")
-    ap.add_argument("--repeats", type=int, default=2, help="cases per path after the first (median)")
-    ap.add_argument("--peak-gflops", type=float, default=300.0, help="the CPU's float32 peak, GFLOP/s (estimate)")
+    ap.add_argument("--repeats", type=int, default=1, help="cases per path after the first (median)")
+    ap.add_argument("--windows", type=int, default=2, help="rounds of the per-window comparison (0: none)")
+    ap.add_argument("--bf16", action="store_true", help="also one case with engine=openvino-bf16")
+    ap.add_argument("--full-run", action="store_true", help="also one 15-checkpoint case with provisional answers")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    import os
-
-    from stroke_seg.models import deepisles
-
+    out: dict = {"checkpoints": args.checkpoints, "cpu_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="bench-deepisles-") as tmp:
         tmp = Path(tmp)
         write_standins(tmp / "w", args.checkpoints)
-        os.environ[deepisles.WEIGHTS_ENV] = str(tmp / "w")
+        os.environ.update(STROKE_SEG_DEEPISLES_WEIGHTS=str(tmp / "w"), STROKE_SEG_ENGINE_CACHE=str(tmp / "engines"))
         os.environ["STROKE_SEGMENTOR_CITATION_REMINDER"] = "false"
-        files = {"dwi": args.case / "dwi.nii.gz", "adc": args.case / "adc.nii.gz"} if args.case else synthetic_case(tmp)
-        flops = flops_per_window()
-        print(f"FLOP per 192x192x128 window: {flops / 1e12:.2f} T", flush=True)
-        converts = openvino_converts(tmp / "w" / "model0.ts")
-        print(f"OpenVINO converts the scripted stand-in: {converts}", flush=True)
-
-        pkg_times, pkg_mask = [], None
-        for r in range(1 + args.repeats):
-            seconds, pkg_mask = package_path(tmp / "w", args.checkpoints, files, tmp / f"pkg{r}.nii.gz")
-            pkg_times.append(seconds)
+        files = synthetic_case(tmp / "case")
+        if args.windows:
+            out["per_window"] = per_window(tmp / "w", args.windows)
+        first_k(args.checkpoints)
+        pkg, ours = [], []
+        for r in range(1 + args.repeats):  # alternating, so that the machine's load falls on both paths
+            seconds, pkg_mask = package_case(tmp / "w", args.checkpoints, files, tmp / f"pkg{r}.nii.gz")
+            pkg.append(seconds)
             print(f"package case {r}: {seconds:.1f} s", flush=True)
-        ours_times, details, events, mask = [], {}, [], None
-        for r in range(1 + args.repeats):
-            seconds, mask, details, events = our_path(tmp / "w", args.checkpoints, files)
-            ours_times.append(seconds)
-            print(f"ours case {r}: {seconds:.1f} s ({details.get('engine')})", flush=True)
-
-    windows = details["windows_per_checkpoint"] * args.checkpoints
-    pkg = statistics.median(pkg_times[1:]) if args.repeats else pkg_times[0]
-    ours = statistics.median(ours_times[1:]) if args.repeats else ours_times[0]
-    inter = (pkg_mask.astype(bool) & mask.astype(bool)).sum()
-    total = pkg_mask.astype(bool).sum() + mask.astype(bool).sum()
-    estimate = next((e for e in events if "expected" in e), "")
-    full_windows = details["windows_per_checkpoint"] * 15
-    out = {
-        "checkpoints": args.checkpoints,
-        "windows_per_checkpoint": details["windows_per_checkpoint"],
-        "engine": details["engine"],
-        "package_s_per_case_first": round(pkg_times[0], 1),
-        "package_s_per_case": round(pkg, 1),
-        "ours_s_per_case_first": round(ours_times[0], 1),
-        "ours_s_per_case": round(ours, 1),
-        "package_s_per_window": round(pkg / windows, 2),
-        "ours_s_per_window": round(ours / windows, 2),
-        "ratio": round(pkg / ours, 2),
-        "mask_dice_package_vs_ours": round(float(2 * inter / total), 4) if total else 1.0,
-        "mask_voxels_differing": int((pkg_mask.astype(bool) != mask.astype(bool)).sum()),
-        "tflop_per_window": round(flops / 1e12, 2),
-        "floor_s_per_window": round(flops / (args.peak_gflops * 1e9), 1),
-        "full_case_15_checkpoints_package_min": round(full_windows * pkg / windows / 60, 1),
-        "full_case_15_checkpoints_ours_min": round(full_windows * ours / windows / 60, 1),
-        "full_case_floor_min": round(full_windows * flops / (args.peak_gflops * 1e9) / 60, 1),
-        "estimate_shown": estimate,
-        "openvino_converts_scripted_standin": converts,
-    }
+            seconds, mask, details = our_case(files)
+            ours.append(seconds)
+            print(f"this backend case {r}: {seconds:.1f} s ({details['engine']})", flush=True)
+        later = slice(1, None) if args.repeats else slice(0, None)
+        out["case"] = {
+            "windows_per_checkpoint": details["windows_per_checkpoint"],
+            "engine": details["engine"],
+            "package_s": [round(s, 1) for s in pkg],
+            "this_backend_s": [round(s, 1) for s in ours],
+            "ratio_package_over_this_later_cases": round(
+                statistics.median(pkg[later]) / statistics.median(ours[later]), 2
+            ),
+            "ratio_per_round": [round(p / o, 2) for p, o in zip(pkg, ours)],
+            "mask_vs_package": compare(mask, pkg_mask),
+            "mask_voxels": int(pkg_mask.astype(bool).sum()),
+        }
+        if args.bf16:
+            seconds, bf16_mask, details = our_case(files, engine="openvino-bf16")
+            out["bf16_case"] = {"s": round(seconds, 1), "engine": details["engine"]} | compare(bf16_mask, pkg_mask)
+        if args.full_run:
+            out["full_run"] = full_run(files)
+    out["load_average_1min"] = {"min": round(min(LOADS), 1), "median": round(statistics.median(LOADS), 1),
+                                "max": round(max(LOADS), 1)}  # fmt: skip
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

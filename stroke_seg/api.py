@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stroke_seg.errors import InvalidImageError, check_cancel
+from stroke_seg.errors import Cancelled, InvalidImageError, check_cancel
 from stroke_seg.io.case import ImageLike, load_case, make_image
 from stroke_seg.models import default_model, get_model
-from stroke_seg.models.base import CaseBackend
+from stroke_seg.models.base import CaseBackend, CaseOutput, PartialOutput
 from stroke_seg.models.engines import record_engines
 from stroke_seg.models.hdbet import extract_brain
 from stroke_seg.pipeline import metrics as metrics_mod
@@ -36,7 +36,17 @@ from stroke_seg.pipeline.postprocess import (
 from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, to_canonical, voxel_sizes
 from stroke_seg.pipeline.qc import quality_warnings
 from stroke_seg.report import ClinicalReport, ReportConfig, describe
-from stroke_seg.types import CancelCheck, Case, LesionMetrics, ProgressCallback, Result, SegmentConfig, scaled_progress
+from stroke_seg.types import (
+    CancelCheck,
+    Case,
+    LesionMetrics,
+    ProgressCallback,
+    Provisional,
+    ProvisionalCallback,
+    Result,
+    SegmentConfig,
+    scaled_progress,
+)
 
 __all__ = ["segment", "CaseInput", "find_case_files"]
 
@@ -214,9 +224,47 @@ class _Inferred:
     broken: str | None
 
 
+def _run_case_backend(
+    backend: CaseBackend, loaded: Case, volumes: Preprocessed, config: SegmentConfig, stage, cancel,
+    on_provisional: ProvisionalCallback | None,
+) -> CaseOutput:  # fmt: skip
+    """The case backend's output; its partial answers go to ``on_provisional`` as :class:`Provisional` answers, and
+    a :class:`Cancelled` raised meanwhile carries the last one (``provisional``)."""
+    last: list[Provisional] = []
+    extra = {}
+    if on_provisional is not None and backend.partial_results:
+        voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
+
+        def on_partial(part: PartialOutput) -> None:
+            prob = np.clip(part.probability, 0, 1).astype(np.float32, copy=False)
+            last[:] = [
+                Provisional(
+                    mask=make_image(part.mask.astype(np.uint8), loaded, np.uint8),
+                    probability=make_image(prob, loaded, np.float32),
+                    volume_ml=float(np.count_nonzero(part.mask)) * voxel_ml,
+                    done=part.done,
+                    total=part.total,
+                    unit=part.unit,
+                    remaining_s=part.remaining_s,
+                    model=backend.name,
+                )
+            ]
+            on_provisional(last[0])
+
+        extra["on_partial"] = on_partial
+    try:
+        output = backend.predict_case(loaded, volumes, config=config, progress=stage, should_cancel=cancel, **extra)
+        check_cancel(cancel, "inference")
+    except Cancelled as err:
+        err.provisional = last[0] if last else None
+        raise
+    return output
+
+
 def _infer(
-    backend, loaded: Case, volumes: Preprocessed, config: SegmentConfig, bar, cancel, clock: _Clock
-) -> _Inferred:
+    backend, loaded: Case, volumes: Preprocessed, config: SegmentConfig, bar, cancel, clock: _Clock,
+    on_provisional: ProvisionalCallback | None = None,
+) -> _Inferred:  # fmt: skip
     """Run the backend, then this project's post-processing (a case backend's own mask is kept, its broken rules
     warned)."""
     stage = bar.stage("inference")
@@ -224,8 +272,7 @@ def _infer(
         estimate = backend.estimate_seconds(loaded)
         if estimate is not None:
             stage(0.0, f"{backend.name}: about {_duration(estimate)} expected")
-        output = backend.predict_case(loaded, volumes, config=config, progress=stage, should_cancel=cancel)
-        check_cancel(cancel, "inference")
+        output = _run_case_backend(backend, loaded, volumes, config, stage, cancel, on_provisional)
         clock.lap("inference")
         report = bar.stage("postprocess")
         report(0.0, f"{backend.name}'s own mask: this project's post-processing is not applied")
@@ -291,6 +338,7 @@ def segment(
     config: SegmentConfig | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    on_provisional: ProvisionalCallback | None = None,
 ) -> Result:
     """Segment the acute ischemic lesion of one case.
 
@@ -303,6 +351,8 @@ def segment(
         progress: ``progress(fraction, description)``, called at every stage and during inference;
             fractions rise monotonically to 1.0. ``gr.Progress`` fits.
         should_cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
+        on_provisional: for a model that averages several networks (``Backend.partial_results``: DeepISLES), called
+            after each network with a :class:`Provisional` answer (the average so far), on the inference thread.
 
     Returns:
         A :class:`Result` whose mask and probability map are on the exact grid of the input DWI.
@@ -310,7 +360,8 @@ def segment(
     Raises:
         InvalidImageError, IncompatibleImagesError: bad input (message names the file).
         ModelError: unknown model or unusable weights.
-        Cancelled: ``should_cancel()`` returned True.
+        Cancelled: ``should_cancel()`` returned True; its ``provisional`` is the last :class:`Provisional` answer
+            given to ``on_provisional`` (None when none was).
     """
     config = config or SegmentConfig()
     bar = _Progress(progress)
@@ -333,7 +384,7 @@ def segment(
     check_cancel(cancel, "preprocessing")
     clock.lap("preprocess")
 
-    out = _infer(backend, loaded, volumes, config, bar, cancel, clock)
+    out = _infer(backend, loaded, volumes, config, bar, cancel, clock, on_provisional)
     prob, mask, brain, voxel_ml = out.probability, out.mask, out.brain, out.voxel_ml
     clock.lap("postprocess")
 

@@ -8,6 +8,7 @@ expected and what came, so they can be shown to a user as they are.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "StrokeSegError",
@@ -58,7 +59,14 @@ class LaneBusyError(StrokeSegError):
 
 
 class Cancelled(StrokeSegError):
-    """The caller's ``should_cancel()`` returned True; the work stopped between two steps."""
+    """The caller's ``should_cancel()`` returned True; the work stopped between two steps.
+
+    Attributes:
+        provisional: the last provisional answer (:class:`stroke_seg.types.Provisional`) of a model that gives them
+            (DeepISLES), when ``segment()`` was stopped after one; else None.
+    """
+
+    provisional: Any = None
 
 
 def check_cancel(should_cancel: Callable[[], bool], where: str) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "warnings_markdown",
     "model_markdown",
     "done_markdown",
+    "provisional_markdown",
 ]
 
 RESEARCH_NOTICE = (
@@ -33,7 +34,10 @@ RESEARCH_NOTICE = (
 
 
 START = "Upload your DWI and ADC (NIfTI), or click a bundled example below to load a whole case; then press **Run**."
-CANCELLED = "Cancelled. The server stopped the job at its next step; you can run again."
+CANCELLED = (
+    "Cancelled. The server stopped the job at its next step; you can run again. A provisional result shown above "
+    "stays as it was: labelled provisional, it is not the model's final answer."
+)
 
 
 def example_markdown(filled: list[str]) -> str:
@@ -153,6 +157,17 @@ def warnings_markdown(report: dict[str, Any]) -> str:
 def done_markdown(report: dict[str, Any], cached: bool) -> str:
     return f"Done in {report['timings']['total']:.1f} s with `{report['model']}` ({report['mode']})." + (
         " Served from the result cache." if cached else ""
+    )
+
+
+def provisional_markdown(provisional: dict[str, Any]) -> str:
+    """Status of a provisional answer (:meth:`stroke_seg.types.Provisional.to_dict`)."""
+    left = provisional.get("remaining_s")
+    pace = f"; about {left / 60:.0f} min left" if left and left >= 120 else f"; about {left:.0f} s left" if left else ""
+    return (
+        f"**Provisional result ({provisional['label']})**: {provisional['lesion_volume_ml']:.2f} mL with "
+        f"`{provisional['model']}` so far{pace}. It refines after each of the {provisional['total']} "
+        f"{provisional['unit']}; the final result replaces it. Not the model's final answer."
     )
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "LesionMetrics",
     "Comparison",
     "Result",
+    "Provisional",
+    "ProvisionalCallback",
     "voxel_sizes",
     "scaled_progress",
 ]
@@ -419,3 +421,48 @@ class Result:
                 false_negative_lesions=c.false_negative_lesions,
             )
         return report
+
+
+@dataclass(frozen=True, eq=False)
+class Provisional:
+    """An early answer of a model that averages several networks (DeepISLES' 15 checkpoints), handed to
+    ``segment(on_provisional=...)`` after each network: the model's own mask of the average so far. Each one refines
+    the last; the one at ``done == total`` has the final :class:`Result`'s mask. No metrics or report yet.
+
+    Attributes:
+        mask: binary (uint8 0/1) on the exact grid of the input DWI; probability: float32 in [0, 1], same grid.
+        volume_ml: the mask's volume, mL.
+        done, total, unit: networks averaged so far, in all, and what they are ("checkpoints").
+        remaining_s: the model's estimate of the inference seconds left, from the pace so far; None when unknown.
+        model: backend name.
+    """
+
+    mask: nib.Nifti1Image
+    probability: nib.Nifti1Image
+    volume_ml: float
+    done: int
+    total: int
+    unit: str
+    remaining_s: float | None
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"provisional, {self.done}/{self.total} {self.unit}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "provisional",
+            "label": self.label,
+            "model": self.model,
+            "done": self.done,
+            "total": self.total,
+            "unit": self.unit,
+            "lesion_volume_ml": round(self.volume_ml, 4),
+            "remaining_s": None if self.remaining_s is None else round(self.remaining_s, 1),
+            "disclaimer": "Provisional: not the model's final answer. Research use only; not for diagnosis.",
+        }
+
+
+ProvisionalCallback = Callable[[Provisional], Any]
+"""``on_provisional(provisional)``, called on the inference thread; it should return quickly."""

@@ -1,6 +1,9 @@
-"""Stand-in DeepISLES checkpoints the tests write: TorchScript rules on the z-scored [ADC, DWI] channels whose
-output is known, in the layout of the Zenodo record (``model0.ts`` ... ``model14.ts``), and the package's own
-``Inferer`` run on them (its weight download replaced by the stand-in folder)."""
+"""Stand-in DeepISLES checkpoints the tests write, in the layout of the Zenodo record (``model0.ts`` ...
+``model14.ts``), and the package's own ``Inferer`` run on them (its weight download replaced by the stand-in folder).
+
+Two kinds: :class:`RuleNet` (TorchScript rules on the z-scored [ADC, DWI] channels whose output is known; cheap) and
+:func:`segresnet_standin` (a scripted MONAI ``SegResNetDS``, NVAUTO's architecture at any size, whose weights carry
+the same rule through the network plus small random weights in every layer)."""
 
 from __future__ import annotations
 
@@ -61,3 +64,52 @@ def package_mask(monkeypatch, weights: Path, adc: Path, dwi: Path, out: Path) ->
     monkeypatch.setenv("STROKE_SEGMENTOR_CITATION_REMINDER", "false")
     Inferer(force_cpu=True).infer(adc_path=adc, dwi_path=dwi, segmentation_path=out)
     return np.asarray(nib.load(str(out)).dataobj).astype(np.uint8)
+
+
+def segresnet_standin(
+    seed: int = 0,
+    *,
+    init_filters: int = 4,
+    blocks_down: tuple[int, ...] = (1, 1, 1),
+    noise: float = 0.02,
+    rule: tuple[float, float, float] = (-1.5, 2.0, -6.0),
+) -> torch.nn.Module:
+    """An eager MONAI ``SegResNetDS`` (instance norm, 2 channels in and out, deep supervision 1) whose lesion logit
+    is about ``w_adc * ADC_z + w_dwi * DWI_z + bias`` (``rule``): the initial convolution carries ADC and DWI in two
+    feature channels, the highest-resolution skip connection brings them to the head. Every other weight is random,
+    scaled by ``noise`` / sqrt(fan-in), so each layer changes the output a little and the mask has soft borders.
+    Auto3DSeg's default size (NVAUTO's scale, 87 M parameters) is ``init_filters=32, blocks_down=(1, 2, 2, 4, 4)``."""
+    from monai.networks.nets import SegResNetDS
+
+    torch.manual_seed(seed)
+    net = SegResNetDS(
+        init_filters=init_filters, blocks_down=tuple(blocks_down), norm="instance", in_channels=2, out_channels=2
+    ).eval()
+    w_adc, w_dwi, bias = rule
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "norm" not in name:  # instance norm keeps MONAI's affine init (weight 1, bias 0)
+                p.normal_(0.0, noise / float(np.sqrt(p[0].numel() if p.dim() > 1 else 1)))
+        net.encoder.conv_init.weight[0, 0, 1, 1, 1] += 1.0  # feature 0 <- ADC (input channel 0), centre tap
+        net.encoder.conv_init.weight[1, 1, 1, 1, 1] += 1.0  # feature 1 <- DWI
+        head = net.up_layers[-1].head
+        head.weight[1, 0, 0, 0, 0] += w_adc
+        head.weight[1, 1, 0, 0, 0] += w_dwi
+        head.bias[1] += bias
+    return net
+
+
+def write_segresnet_standins(folder: Path, n: int = 15, seed: int = 0, **kwargs) -> Path:
+    """``n`` scripted :func:`segresnet_standin` networks with slightly different rules and random weights, as
+    ``model{i}.ts``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        rule = (
+            -1.5 + 0.2 * rng.standard_normal(),
+            2.0 + 0.2 * rng.standard_normal(),
+            -6.0 + 0.3 * rng.standard_normal(),
+        )
+        net = segresnet_standin(seed + i, rule=rule, **kwargs)
+        torch.jit.save(torch.jit.script(net), str(folder / f"model{i}.ts"))
+    return folder

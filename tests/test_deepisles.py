@@ -29,7 +29,7 @@ require_module("monai")
 
 from deepisles_standins import package_mask, write_standins  # noqa: E402
 
-from stroke_seg.models import deepisles  # noqa: E402
+from stroke_seg.models import deepisles, deepisles_weights  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "isles22-strokecase0001"
 TORCH = SegmentConfig(engine="torch")
@@ -62,11 +62,13 @@ GEOMETRIES = {
 }
 
 
-def stripped_case(folder: Path, geometry: str, seed: int = 0, lesion_mm: float = 9.0) -> dict[str, Path]:
+def stripped_case(
+    folder: Path, geometry: str, seed: int = 0, lesion_mm: float = 9.0, extent=(150.0, 170.0, 130.0)
+) -> dict[str, Path]:
     """A skull-stripped head phantom (zeros outside the brain) with one lesion, both defined in world space (mm),
-    sampled on ``geometry``: every geometry shows the same anatomy."""
+    sampled on ``geometry`` over ``extent`` (mm): every geometry shows the same anatomy."""
     rot, vs, dtype = GEOMETRIES[geometry]
-    extent = np.array([150.0, 170.0, 130.0])  # mm
+    extent = np.asarray(extent, dtype=float)  # mm
     shape = tuple(int(round(e / v)) for e, v in zip(extent, vs))
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag(vs)
@@ -249,7 +251,7 @@ def test_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
 
     monkeypatch.delenv(deepisles.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(zenodo, "WEIGHTS_FOLDER", tmp_path / "empty-cache")
-    monkeypatch.setattr(deepisles, "_zenodo_reachable", lambda timeout_s=10.0: False)
+    monkeypatch.setattr(deepisles_weights, "_zenodo_reachable", lambda timeout_s=10.0: False)
     t0 = time.monotonic()
     with pytest.raises(ModelError) as err:
         deepisles.find_weights(lambda f, d: None)
@@ -268,7 +270,7 @@ def test_offline_with_a_cached_download_uses_it(tmp_path, weights, monkeypatch):
             (cache / f"{deepisles.RECORD_ID}_v{version}" / p.name).write_bytes(p.read_bytes())
     monkeypatch.delenv(deepisles.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(zenodo, "WEIGHTS_FOLDER", cache)
-    monkeypatch.setattr(deepisles, "_zenodo_reachable", lambda timeout_s=10.0: False)
+    monkeypatch.setattr(deepisles_weights, "_zenodo_reachable", lambda timeout_s=10.0: False)
     assert deepisles.find_weights(lambda f, d: None) == cache / f"{deepisles.RECORD_ID}_v1.2.0"
 
 
@@ -385,3 +387,39 @@ def test_storage_does_not_change_the_mask(kind, geometry, tmp_path, tmp_path_fac
     other = back(np.asarray(stroke_seg.segment(varied, model=deepisles.NAME, config=TORCH).mask.dataobj))
     assert base.sum() > 100
     assert dice(base, other) >= 0.99, (geometry, int(base.sum()), int(other.sum()))
+
+
+def test_provisional_answers_refine_and_the_last_equals_the_final(tmp_path, use_weights):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32", extent=(140.0, 160.0, 110.0))  # one window
+    seen: list = []
+    result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, on_provisional=seen.append)
+    assert [p.done for p in seen] == list(range(1, 16)) and {p.total for p in seen} == {15}
+    assert seen[0].label == "provisional, 1/15 checkpoints" and seen[-1].label == "provisional, 15/15 checkpoints"
+    final = np.asarray(result.mask.dataobj)
+    assert np.array_equal(np.asarray(seen[-1].mask.dataobj), final)
+    np.testing.assert_array_equal(seen[-1].probability.get_fdata(), result.probability.get_fdata())
+    assert seen[-1].volume_ml == pytest.approx(result.metrics.volume_ml)
+    assert seen[0].mask.shape == final.shape and np.asarray(seen[0].mask.dataobj).sum() > 100
+    assert any(not np.array_equal(np.asarray(p.mask.dataobj), final) for p in seen[:-1])  # the stand-ins differ
+    left = [p.remaining_s for p in seen]  # the estimate from the pace so far, down to 0 at the last checkpoint
+    assert all(s > 0 for s in left[:-1]) and left[-1] == 0
+    assert seen[0].to_dict()["status"] == "provisional"
+
+
+def test_cancel_keeps_the_last_provisional_answer(tmp_path, use_weights):
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32", extent=(140.0, 160.0, 110.0))  # one window
+    seen: list = []
+    stop = threading.Event()
+
+    def keep(provisional) -> None:
+        seen.append(provisional)
+        if provisional.done == 2:
+            stop.set()
+
+    with pytest.raises(Cancelled) as err:
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, should_cancel=stop.is_set, on_provisional=keep)
+    assert err.value.provisional is seen[-1] and err.value.provisional.label == "provisional, 2/15 checkpoints"
+    assert np.asarray(err.value.provisional.mask.dataobj).sum() > 100
+    with pytest.raises(Cancelled) as err:  # stopped before any checkpoint ended: nothing provisional to keep
+        stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, should_cancel=lambda: True, on_provisional=keep)
+    assert err.value.provisional is None

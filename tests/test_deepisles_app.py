@@ -99,7 +99,7 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
         assert not slow.done(), f"the DeepISLES stand-in finished first ({beside=:.1f} s, {alone=:.1f} s): slow it down"
         assert beside <= 4 * alone + 5, (beside, alone)
 
-        mask_path, report, _ = slow.result(timeout=900)
+        mask_path, report, *_ = slow.result(timeout=900)
         second.cancel()
         assert report["model"] == deepisles.NAME
         assert report["model_details"]["weights_checkpoints"] == 15
@@ -108,3 +108,40 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
         local = stroke_seg.segment(deep_case, model=deepisles.NAME, config=SegmentConfig(engine="torch"))
         assert dice(served, np.asarray(local.mask.dataobj)) >= 0.99
         assert "inference end status=ok" in log_text(log)
+
+
+def _provisional_outputs(job) -> list[tuple]:
+    return [o for o in job.outputs() if isinstance(o, (tuple, list)) and isinstance(o[1], dict)
+            and o[1].get("status") == "provisional"]  # fmt: skip
+
+
+def test_gradio_client_receives_provisional_answers_and_cancel_keeps_the_last(tmp_path):
+    """A DeepISLES job streams a provisional mask and volume after each checkpoint, labelled; the final result comes
+    after them; a cancelled job's last provisional answer stays (the client's outputs, the server's files)."""
+    spin, probe = 200, torch.jit.script(RuleNet(0.0, 0.0, 0.0, spin=200))
+    t0 = time.monotonic()
+    probe(torch.zeros(1, 2, 4, 4, 4))
+    weights = write_standins(tmp_path / "weights", spin=int(0.4 / ((time.monotonic() - t0) / spin)))  # ~0.4 s a window
+    deep_case = stripped_case(tmp_path / "deep", "ras-1mm-float32")
+    other_case = stripped_case(tmp_path / "other", "ras-1mm-float32", seed=5)
+    env = {deepisles.WEIGHTS_ENV: str(weights), "STROKE_SEG_ENGINE": "torch", "STROKE_SEG_CACHE_TTL": "0"}
+    with launched_app(tmp_path, **env) as (url, log):
+        job = submit(Client(url, verbose=False), deep_case, deepisles.NAME)
+        mask_path, report, *_ = job.result(timeout=900)
+        early = _provisional_outputs(job)
+        assert early, "no provisional answer reached the client"
+        info = early[0][1]
+        assert info["label"] == f"provisional, {info['done']}/15 checkpoints" and info["unit"] == "checkpoints"
+        assert info["lesion_volume_ml"] > 0 and "not the model's final answer" in info["disclaimer"]
+        assert [o[1]["done"] for o in early] == sorted({o[1]["done"] for o in early})  # each one refines the last
+        assert nib.load(early[-1][0]).shape == nib.load(mask_path).shape
+        assert report["model"] == deepisles.NAME and "lesion_count" in report  # the final result, after them
+
+        cancelled = submit(Client(url, verbose=False), other_case, deepisles.NAME)
+        wait_for(lambda: bool(_provisional_outputs(cancelled)), 600, "the second job's first provisional answer")
+        cancelled.cancel()
+        wait_for(lambda: "job cancelled" in log_text(log), 120, "the server to stop the cancelled job")
+        kept = _provisional_outputs(cancelled)[-1]
+        assert kept[1]["done"] < 15 and np.asarray(nib.load(kept[0]).dataobj).sum() > 0
+        served = [p for p in tmp_path.glob("cache-*/.provisional-*/*_mask.nii.gz")]
+        assert any(p.name.startswith(f"provisional_{kept[1]['done']:02d}_of_15") for p in served), served

@@ -33,11 +33,13 @@ LAYERS = [
     {"pipeline.components", "pipeline.rim", "pipeline.postprocess"},
     {"models.hdbet"}
     | {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"}
+    | {"models.deepisles_case", "models.deepisles_weights", "models.segresnet"}
     | {"models.nnunet", "models.nnunet_folder"},
     {"report", "report.render", "report.describe", "report.page", "report.registration", "report.territories"}
     | {"pipeline.metrics", "pipeline.qc", "presentation"},
     {"api"},
-    {"serving", "serving.batch", "serving.jobs", "serving.cluster", "serving.login", "synthetic.train"},
+    {"serving", "serving.batch", "serving.jobs", "serving.cluster", "serving.login", "synthetic.train"}
+    | {"serving.provisional"},
     {"synthetic", "synthetic.__main__", "cli", "__main__", "__init__"},
 ]
 """Lowest first: types/errors and the input limits -> readers -> io/preprocess/engines -> postprocess -> models ->

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,8 @@ from stroke_seg.errors import check_cancel
 from stroke_seg.pipeline.preprocess import Preprocessed
 from stroke_seg.types import CancelCheck, Case, ProgressCallback, SegmentConfig
 
-__all__ = ["Backend", "CaseBackend", "CaseOutput", "check_cancel"]  # check_cancel re-exported for backends
+# check_cancel re-exported for backends
+__all__ = ["Backend", "CaseBackend", "CaseOutput", "PartialOutput", "PartialCallback", "check_cancel"]
 
 
 class Backend(ABC):
@@ -92,6 +94,31 @@ class CaseOutput:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class PartialOutput:
+    """An early answer of a backend that averages several networks (checkpoints, folds): the average of the first
+    ``done`` of ``total``, resampled and thresholded as the final answer is, on the exact grid of the input DWI.
+
+    Attributes:
+        probability: lesion probability in [0, 1], float32.
+        mask: uint8 0/1; at ``done == total`` it is the final mask.
+        done, total: networks averaged so far, and in all.
+        unit: what the networks are, plural ("checkpoints", "folds").
+        remaining_s: the backend's estimate of the seconds left, from the pace so far; None when unknown.
+    """
+
+    probability: np.ndarray
+    mask: np.ndarray
+    done: int
+    total: int
+    unit: str = "checkpoints"
+    remaining_s: float | None = None
+
+
+PartialCallback = Callable[[PartialOutput], None]
+"""Receives each :class:`PartialOutput` on the inference thread; it should return quickly."""
+
+
 class CaseBackend(Backend):
     """A backend with its own preprocessing and post-processing (another project's published pipeline).
 
@@ -99,7 +126,12 @@ class CaseBackend(Backend):
     preprocessed volumes (for the brain mask and the skull check), and returns its own mask on the input grid.
     ``segment()`` then measures it and runs the plausibility checks; lesions that break the report's rules are
     reported as warnings, not removed.
+
+    A backend that averages several networks may set :attr:`partial_results`: its ``predict_case`` then also takes
+    ``on_partial`` (a :data:`PartialCallback` or None) and calls it after each network with the average so far.
     """
+
+    partial_results: bool = False
 
     def predict(self, volumes, *, config, progress, should_cancel):  # pragma: no cover - not used for case backends
         raise NotImplementedError(f"{self.name} works on the whole case: call predict_case")

@@ -36,6 +36,7 @@ __all__ = [
     "resolve_engine",
     "build_engine",
     "openvino_available",
+    "openvino_cached",
     "native_bf16",
     "default_cache_dir",
     "record_engines",
@@ -138,18 +139,34 @@ def _torch_engine(net: torch.nn.Module) -> Engine:
     return run
 
 
-def _openvino_model(net: torch.nn.Module, example: torch.Tensor, key: str, cache_dir: Path):
+def _module(net: torch.nn.Module | Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    return net if isinstance(net, torch.nn.Module) else net()
+
+
+def _cache_path(cache_dir: Path, key: str) -> Path:
+    import openvino as ov
+
+    return cache_dir / f"{key}-ov{ov.__version__.split('-')[0]}.xml"
+
+
+def openvino_cached(key: str, cache_dir: Path | None = None) -> bool:
+    """True when the OpenVINO model converted under ``key`` is in the disk cache (no conversion needed)."""
+    return openvino_available() and _cache_path(cache_dir or default_cache_dir(), key).is_file()
+
+
+def _openvino_model(net: torch.nn.Module | Callable[[], torch.nn.Module], example: torch.Tensor, key: str,
+                    cache_dir: Path):  # fmt: skip
     """The module as an OpenVINO model: read from the disk cache, else converted (seconds) and saved."""
     import openvino as ov
 
     core = ov.Core()
-    path = cache_dir / f"{key}-ov{ov.__version__.split('-')[0]}.xml"
+    path = _cache_path(cache_dir, key)
     if path.is_file():
         try:
             return core, core.read_model(str(path))
         except Exception as err:  # noqa: BLE001 - a damaged cache entry is rebuilt
             log.warning("engine cache %s unreadable (%s); converting again", path.name, err)
-    model = ov.convert_model(net, example_input=example)
+    model = ov.convert_model(_module(net), example_input=example)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}-{os.getpid()}.xml")
@@ -162,12 +179,18 @@ def _openvino_model(net: torch.nn.Module, example: torch.Tensor, key: str, cache
 
 
 def _openvino_engine(
-    net: torch.nn.Module, window: tuple[int, ...], key: str, precision: str, cache_dir: Path, channels: int | None
+    net: torch.nn.Module | Callable[[], torch.nn.Module],
+    window: tuple[int, ...],
+    key: str,
+    precision: str,
+    cache_dir: Path,
+    channels: int | None,
+    trace_window: tuple[int, ...] | None = None,
 ):
     if channels is None:
-        channels = int(next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d)).in_channels)
+        channels = int(next(m for m in _module(net).modules() if isinstance(m, torch.nn.Conv3d)).in_channels)
     shape = (1, channels, *window)
-    core, model = _openvino_model(net, torch.zeros(shape), key, cache_dir)
+    core, model = _openvino_model(net, torch.zeros(1, channels, *(trace_window or window)), key, cache_dir)
     model.reshape(list(shape))
     options = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if os.environ.get("STROKE_SEG_THREADS"):  # a share of the cores (one of several worker processes)
@@ -190,41 +213,50 @@ def _openvino_engine(
 
 def build_engine(
     name: str,
-    net: torch.nn.Module,
+    net: torch.nn.Module | Callable[[], torch.nn.Module],
     *,
     window: tuple[int, int, int],
     key: str,
     cache_dir: Path | None = None,
     channels: int | None = None,
+    trace_window: tuple[int, int, int] | None = None,
+    keep: bool = True,
 ) -> tuple[str, Engine]:
     """The engine ``name`` for ``net`` on windows of ``window``, built once per process and ``key``.
 
     Args:
         name: a resolved engine (:func:`resolve_engine`), not ``"auto"``.
-        net: the module in eval mode (on the device it will run on, for ``torch``).
+        net: the module in eval mode (on the device it will run on, for ``torch``), or a function returning it,
+            called only when the module is needed (a conversion not in the disk cache, or the torch fallback).
         window: spatial window size; OpenVINO compiles for (1, C, *window).
         key: identifies the weights (their SHA-256); converted models are cached under it.
         cache_dir: where converted models are kept (default :func:`default_cache_dir`).
         channels: input channels; None reads them from the first ``Conv3d`` (a TorchScript module has none to read).
+        trace_window: a smaller spatial size to convert on (a fully convolutional network; the converted model is
+            then reshaped to ``window``); None converts on ``window``.
+        keep: False builds a new OpenVINO engine that is not kept in the process (its memory, weights and
+            activations of a window, goes with the caller's last reference); the disk cache is used either way.
 
     Returns:
         ``(name actually built, engine)``: ``"torch"`` when an OpenVINO engine failed to build (logged). The engine
         notes its name in :func:`record_engines` after each window it computes.
     """
     if name == "torch":
-        return name, _recorded(name, _torch_engine(net))
+        return name, _recorded(name, _torch_engine(_module(net)))
     precision = {"openvino": "f32", "openvino-bf16": "bf16"}.get(name)
     if precision is None:
         raise ValueError(f"engine must be torch, openvino or openvino-bf16, but it is {name!r}")
     with _lock:
         cached = _compiled.get((key, name))
         if cached is None:
+            cache = cache_dir or default_cache_dir()
             try:
-                cached = _openvino_engine(net, window, key, precision, cache_dir or default_cache_dir(), channels)
+                cached = _openvino_engine(net, window, key, precision, cache, channels, trace_window)
             except Exception as err:  # noqa: BLE001 - any engine failure falls back to the reference
                 log.warning(
                     "engine %s failed to build (%s: %s); using the torch reference", name, type(err).__name__, err
                 )
-                return "torch", _recorded("torch", _torch_engine(net))
-            _compiled[(key, name)] = cached
+                return "torch", _recorded("torch", _torch_engine(_module(net)))
+            if keep:
+                _compiled[(key, name)] = cached
     return name, _recorded(name, cached)

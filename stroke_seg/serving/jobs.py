@@ -33,7 +33,8 @@ from stroke_seg.io.digest import file_sha256
 from stroke_seg.models import check_model_name, get_model, model_class, weights_sha256
 from stroke_seg.report import render, write_pdf
 from stroke_seg.serving.cache import ResultCache
-from stroke_seg.types import Case, Result, SegmentConfig
+from stroke_seg.serving.provisional import ProvisionalWriter
+from stroke_seg.types import Case, Provisional, Result, SegmentConfig
 from stroke_seg.version import __version__
 
 __all__ = ["JobEngine", "JobEvent", "INPUT_NAMES", "DICOM", "B0", "entry_file", "after_upload", "own_files"]
@@ -49,7 +50,8 @@ INPUT_NAMES = ("dwi", "adc", "flair", "ground_truth")
 """The files a job takes, in the order of the app's inputs and of the ``/segment`` API."""
 
 JobEvent = tuple[str, Any]
-"""``("summary", (case, inputs_png))``, ``("tick", status_text)``, then ``("done" | "cached", entry_folder)``."""
+"""``("summary", (case, inputs_png))``, ``("tick", status_text)``, ``("provisional", description)`` (a model's early
+answer: :meth:`ProvisionalWriter.write`), then ``("done" | "cached", entry_folder)``."""
 
 Runner = Callable[..., Result]
 """Where a job's :func:`stroke_seg.segment` runs: ``segment`` itself (in this process) or a
@@ -114,6 +116,10 @@ class _Job:
         self.running_since: float | None = None  # when it got an inference thread
         self.result: Result | None = None
         self.error: BaseException | None = None
+        self.provisional: Provisional | None = None  # the latest early answer (a model averaging several networks)
+
+    def keep_provisional(self, provisional: Provisional) -> None:
+        self.provisional = provisional
 
     def report(self, fraction: float, description: str) -> None:
         self.stage = f"{description} ({fraction:.0%})"
@@ -130,12 +136,14 @@ class _Job:
             try:
                 if self.should_cancel():
                     raise Cancelled("cancelled while waiting for the device")
+                early = {"on_provisional": self.keep_provisional} if self.runner is segment else {}  # not on a cluster
                 self.result = self.runner(
                     case,
                     model=self.model,
                     config=self.config.replace(mode=self.mode),
                     progress=self.report,
                     should_cancel=self.should_cancel,
+                    **early,
                 )
                 outcome = "ok"
             except Cancelled:
@@ -380,14 +388,9 @@ class JobEngine:
                 lambda: render.save_png(render.input_montage(case), staging / "inputs.png")
             )
             yield "summary", (case, inputs_png)
-            while not finished.done():
-                left = None if self.timeout_s is None else self.timeout_s - job.running()
-                if left is not None and left <= 0:
-                    await self._stop_timed_out(job, finished, user)
-                wait_s = self.tick_s if left is None else max(0.01, min(self.tick_s, left))
-                done, _ = await asyncio.wait({finished}, timeout=wait_s)
-                if not done:
-                    yield "tick", f"Running `{model}` ({mode}) — {job.elapsed():.0f} s — {job.stage}"
+            early = ProvisionalWriter(cache.root, case, files)
+            async for event in self._follow(job, finished, early, user):
+                yield event
             if job.error is not None:
                 raise job.error
             result = job.result
@@ -396,6 +399,7 @@ class JobEngine:
             await asyncio.to_thread(write_entry, result, case, files, staging)
             folder = cache.commit(staging, key)
             staging = None
+            early.discard()  # the final result replaces the provisional answers; kept when the job stops before it
             log.info("result written %s t=%.3f", folder.name, time.time())
             yield "done", folder
         finally:
@@ -404,6 +408,25 @@ class JobEngine:
             shutil.rmtree(workdir, ignore_errors=True)
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+
+    async def _follow(
+        self, job: _Job, finished: asyncio.Future, early: ProvisionalWriter, user: str | None
+    ) -> AsyncIterator[JobEvent]:
+        """Status ticks while the job's inference runs, each new provisional answer written and described, and the
+        time-out enforced."""
+        shown = None
+        while not finished.done():
+            left = None if self.timeout_s is None else self.timeout_s - job.running()
+            if left is not None and left <= 0:
+                await self._stop_timed_out(job, finished, user)
+            wait_s = self.tick_s if left is None else max(0.01, min(self.tick_s, left))
+            done, _ = await asyncio.wait({finished}, timeout=wait_s)
+            latest = job.provisional
+            if latest is not None and latest is not shown and not done:
+                shown = latest
+                yield "provisional", await asyncio.to_thread(early.write, latest)
+            if not done:
+                yield "tick", f"Running `{job.model}` ({job.mode}) — {job.elapsed():.0f} s — {job.stage}"
 
     async def _stop_timed_out(self, job: _Job, finished: asyncio.Future, user: str | None) -> None:
         """Stop a job past :attr:`timeout_s`: cancel its inference, give it :attr:`STOP_GRACE_S` to let go of its

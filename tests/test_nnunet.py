@@ -270,3 +270,21 @@ def test_deepisles_weights_checksum_follows_its_folder(tmp_path, monkeypatch):
     assert first == deepisles.check_weights(tmp_path / "a").sha256
     monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(write_standins(tmp_path / "b", seed=1)))
     assert models.weights_sha256(deepisles.NAME, SegmentConfig()) not in ("", first)
+
+
+def test_listed_only_when_the_extra_imports(tmp_path):
+    """Without nnunetv2 the model is not registered, and `models` says how to add it (never a failed import)."""
+    hide = (
+        "import importlib.util as u; _f = u.find_spec; "
+        "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'nnunetv2' else _f(n, *a, **k); "
+    )
+    code = hide + (
+        "from stroke_seg import models; from stroke_seg.cli import main; "
+        "print('names', models.model_names()); main(['models'])"
+    )
+    env = dict(os.environ, **{nnunet.MODELS_ENV: str(tmp_path)})
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "nnunet" not in next(line for line in out.stdout.splitlines() if line.startswith("names"))
+    line = next(line for line in out.stdout.splitlines() if line.startswith("nnunet "))
+    assert "not installed: " in line and "--no-deps -r requirements-nnunet.txt" in line

@@ -162,6 +162,19 @@ def test_registration_recovers_the_mni_position(first, slices):
     assert np.median(error) < 6.0 and reg.brain_dice > 0.85 and reg.warning is None
 
 
+def test_a_brain_too_small_to_place_is_described_in_scanner_coordinates():
+    dwi = np.zeros((20, 20, 20), np.float32)
+    dwi[6:14, 6:14, 6:14] = 100.0 + np.arange(512, dtype=np.float32).reshape(8, 8, 8) % 7
+    adc = np.where(dwi > 0, 800.0, 0.0).astype(np.float32)
+    adc[7:9, 7:9, 7:9] = 500.0
+    case = load_case(nib.Nifti1Image(dwi, np.eye(4)), nib.Nifti1Image(adc, np.eye(4)))
+    mask = np.zeros(dwi.shape, bool)
+    mask[7:9, 7:9, 7:10] = True
+    report = describe(case, mask)
+    assert report.registration["method"].startswith("none") and any("MNI space" in w for w in report.warnings)
+    assert report.core_ml == pytest.approx(0.008) and report.lesions[0].hemisphere == "right"
+
+
 # --- territory at known MNI positions ---------------------------------------------------------------------------------
 
 
@@ -267,7 +280,7 @@ def test_write_pdf_of_an_empty_mask(tmp_path):
 def test_segment_result_carries_the_same_report(tmp_path):
     from stroke_seg import SegmentConfig, segment
 
-    c = synth.make_case(3, "territorial", _acq())
+    c = synth.make_case(3, "territorial", _acq(skull_stripped=True))
     result = segment({"dwi": c.dwi, "adc": c.adc}, model="adc-threshold", config=SegmentConfig(core_adc=600.0))
     report = result.report
     assert report is not None and report.model == "adc-threshold" and report.settings["core_adc"] == 600.0
@@ -287,7 +300,7 @@ def test_result_entry_holds_the_pdf_and_the_app_rows(tmp_path):
     from stroke_seg.presentation import CLINICAL_COLUMNS, clinical_markdown, clinical_rows
     from stroke_seg.serving.jobs import write_entry
 
-    c = synth.make_case(3, "territorial", _acq())
+    c = synth.make_case(3, "territorial", _acq(skull_stripped=True))
     result = segment({"dwi": c.dwi, "adc": c.adc}, model="adc-threshold")
     write_entry(result, result.case, {}, tmp_path)
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
@@ -301,7 +314,9 @@ def test_result_entry_holds_the_pdf_and_the_app_rows(tmp_path):
 # --- DICOM as the scanner sent it: b0 + b1000, no ADC series ----------------------------------------------------------
 
 
-def _dicom_vs_nifti(tmp_path, model: str, seed: int, pattern: str, acq: synth.Acquisition) -> tuple[float, int, int]:
+def _dicom_vs_nifti(
+    tmp_path, model: str, seed: int, pattern: str, acq: synth.Acquisition, **options
+) -> tuple[float, int, int]:
     """Dice of the mask from a DICOM export holding only the scanner's b0 and b1000 (raw noisy signals, one scanner
     gain, rounded to uint16, noise in the background) against the NIfTI path's mask (DWI + the scanner's ADC map)."""
     from stroke_seg import SegmentConfig, segment
@@ -315,7 +330,7 @@ def _dicom_vs_nifti(tmp_path, model: str, seed: int, pattern: str, acq: synth.Ac
     folder = write_dicom_case(tmp_path / "export", b1000, b0, pixel_dtype="uint16", deidentified="missing")
     chosen = load_dicom(folder, tmp_path / "work")
     assert chosen.adc is None and chosen.b0 is not None
-    config = SegmentConfig(clinical_report=False)
+    config = SegmentConfig(clinical_report=False, **options)
     nifti = segment({"dwi": c.dwi, "adc": c.adc}, model=model, config=config)
     dicom = segment(chosen.as_inputs(), model=model, config=config)
 
@@ -328,7 +343,9 @@ def _dicom_vs_nifti(tmp_path, model: str, seed: int, pattern: str, acq: synth.Ac
 
 def test_dicom_b0_b1000_without_adc_gives_the_nifti_mask(tmp_path):
     acq = _acq(orientation="LPS", tilt_deg=(8.0, -5.0, 4.0), dtype="int16", skull_stripped=False)
-    score, n_nifti, n_dicom = _dicom_vs_nifti(tmp_path, "adc-threshold", 31, "territorial", acq)
+    score, n_nifti, n_dicom = _dicom_vs_nifti(
+        tmp_path, "adc-threshold", 31, "territorial", acq, brain_extractor="morphology"
+    )
     assert n_nifti > 50 and score >= 0.95, f"Dice {score:.3f} ({n_dicom} vs {n_nifti} voxels)"
 
 

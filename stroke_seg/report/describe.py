@@ -330,15 +330,16 @@ def _mismatch(ratio: float | None, has_flair: bool, n_lesions: int, config: Repo
 
 
 def _register(case: Case, brain: np.ndarray, config: ReportConfig) -> MniRegistration:
-    if config.register:
-        return register_to_mni(case.dwi, brain, case.affine)
+    """The case's world -> MNI map; the identity, with a warning, when the brain is too small to place."""
     t0 = time.perf_counter()
-    return MniRegistration(
-        moments_registration(brain, case.affine),
-        None,
-        "brain-mask moments (registration off)",
-        time.perf_counter() - t0,
-    )
+    try:
+        if config.register:
+            return register_to_mni(case.dwi, brain, case.affine)
+        world_to_mni = moments_registration(brain, case.affine)
+        return MniRegistration(world_to_mni, None, "brain-mask moments (registration off)", time.perf_counter() - t0)
+    except ValueError as err:  # a brain mask of under 1000 voxels
+        warning = f"the case could not be placed in MNI space ({err}): side and territory read the scanner coordinates"
+        return MniRegistration(np.eye(4), None, "none (scanner coordinates)", time.perf_counter() - t0, warning)
 
 
 def _lesion(

@@ -228,6 +228,19 @@ def _method(iterations: int, seed: int):
     return reg
 
 
+SLAB_SEARCH_MM = 110.0
+"""A brain cut by the grid and less tall than this (head-foot, mm; an adult brain is 130-150 mm) is a slab whose place
+along the head is searched (:data:`SLAB_SHIFTS_MM`); a taller one starts from its moments."""
+
+
+def _height_mm(brain: np.ndarray, affine: np.ndarray) -> float:
+    """Head-foot extent of the brain mask in world mm (voxel centres)."""
+    axis = int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
+    present = np.nonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    step = float(np.linalg.norm(np.asarray(affine)[:3, axis]))
+    return float(present.max() - present.min()) * step if present.size else 0.0
+
+
 SLAB_SHIFTS_MM = tuple(float(v) for v in np.arange(-36, 37, 12))
 """Head-foot shifts (MNI mm) tried as starts for a slab that does not cover the whole brain."""
 
@@ -276,7 +289,7 @@ def register_to_mni(
         tx.SetMatrix([float(v) for v in start[:3, :3].ravel()])
         tx.SetTranslation([float(v) for v in start[:3, 3]])
         reg = _method(iterations, seed)
-        if is_slab(brain, affine):  # where along the head the slab lies is unknown: the best of several starts
+        if is_slab(brain, affine) and _height_mm(brain, affine) < SLAB_SEARCH_MM:  # where along the head? try starts
             tx = _best_start(reg, tx, fixed, moving)
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(fixed, moving)

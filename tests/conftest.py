@@ -56,6 +56,21 @@ def require_module(name: str) -> ModuleType:
         raise  # not reached: require skipped or failed
 
 
+def require_dicom_tools() -> None:
+    """pydicom, highdicom and dcm2niix, or :func:`require` them."""
+    from stroke_seg.errors import InvalidImageError
+
+    try:
+        import highdicom  # noqa: F401
+        import pydicom  # noqa: F401
+
+        from stroke_seg.io.dicom import dcm2niix_path
+
+        dcm2niix_path()
+    except (ImportError, InvalidImageError) as err:
+        require(False, f"DICOM tools missing: {err}")
+
+
 def phantom(shape=(40, 44, 36), lesion_center=(24, 22, 18), radius=4.0, seed=0):
     """A small skull-stripped head phantom: ellipsoid brain (DWI ~100, ADC ~800 x1e-6) with one acute lesion, zeros
     outside the brain (as ISLES'22 releases; a raw head with skull comes from :mod:`stroke_seg.synthetic`).

@@ -230,7 +230,7 @@ def test_queue_full_and_concurrency_limit(tmp_path, weights):
 
 def test_twenty_clients_ttl_zero_every_served_client_downloads_its_mask(tmp_path, weights):
     """20 clients at once on a queue of 5 with the cache's reuse off (TTL 0): each served client gets its mask."""
-    folder = synth.make_case(610, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / "c")
+    folder = synth.make_case(610, "lacunar", synth.Acquisition(voxel_size=(3.0, 3.0, 3.0))).save(tmp_path / "c")
     with launched_app(tmp_path, STROKE_SEG_MAX_QUEUE="5", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_CACHE_TTL="0") as (
         url,
         _log,

@@ -99,9 +99,9 @@ def _masks(folder: Path) -> dict[str, np.ndarray]:
 
 def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tmp_path, cluster):
     cohort = tmp_path / "cohort"
-    patterns = ["lacunar", "territorial", "emboli", "control"] * 2
+    patterns = ["lacunar", "territorial", "emboli", "control", "territorial", "lacunar"]  # 3 mm: small, quick cases
     for i, pattern in enumerate(patterns):
-        synth.make_case(700 + i, pattern, synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(cohort / f"case{i}")
+        synth.make_case(700 + i, pattern, synth.Acquisition(voxel_size=(3.0, 3.0, 3.0))).save(cohort / f"case{i}")
     cases = batch.discover_cases(cohort)
     batch.run_batch(cases, tmp_path / "local", "unet", SegmentConfig())
 

@@ -3,6 +3,7 @@ folds); and ``segment()`` on a skull-stripped case, where no extractor runs.
 
     python bench/bench_brain_extraction.py [--raw ../shared/data/jhu-ads-subject01]
         [--stripped ../shared/data/isles22-strokecase0001] [--engines torch openvino] [--modes fast accurate]
+        [--no-raw]
 
 Raw head rows: ``extract_brain`` on the case's canonical DWI, after one warm-up for OpenVINO (the warm-up pays the
 conversion, kept on disk by the weights' checksum, and the compilation, as the app's first request does); Dice
@@ -96,8 +97,10 @@ def main() -> None:
     ap.add_argument("--stripped", type=Path, default=SHARED / "isles22-strokecase0001")
     ap.add_argument("--engines", nargs="+", default=["torch", "openvino"])
     ap.add_argument("--modes", nargs="+", default=["fast", "accurate"])
+    ap.add_argument("--no-raw", action="store_true", help="only the skull-stripped rows")
     args = ap.parse_args()
-    raw_rows(args.raw, args.engines, args.modes)
+    if not args.no_raw:
+        raw_rows(args.raw, args.engines, args.modes)
     stripped_rows(args.stripped, args.modes)
 
 

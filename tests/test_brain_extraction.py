@@ -160,5 +160,5 @@ def test_hd_bet_on_the_shared_raw_clinical_head_keeps_the_lesion():
     site = np.asarray(nib.load(str(JHU / "brain_mask.nii.gz")).dataobj) > 0
     lesion = np.asarray(nib.load(str(JHU / "dagmnet_mask.nii.gz")).dataobj) > 0
     found = _extract(case, "openvino")
-    assert dice(found, site) >= 0.94  # fold 0: 0.951 measured
-    assert (found & lesion).sum() >= 0.999 * lesion.sum()  # 99.93 % measured (of the DAGMNet mask, a model's)
+    assert dice(found, site) >= 0.94  # fold 0: 0.949 measured
+    assert (found & lesion).sum() >= 0.9995 * lesion.sum()  # 99.99 % measured (of the DAGMNet mask, a model's)

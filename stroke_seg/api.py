@@ -35,6 +35,7 @@ from stroke_seg.pipeline.postprocess import (
 )
 from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, to_canonical, voxel_sizes
 from stroke_seg.pipeline.qc import quality_warnings
+from stroke_seg.pipeline.restriction import mirror_statement, remove_symmetric_unrestricted
 from stroke_seg.report import ClinicalReport, ReportConfig, describe
 from stroke_seg.types import (
     CancelCheck,
@@ -154,18 +155,22 @@ def _postprocess(
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
     adc = from_canonical(volumes.adc, volumes.ornt)  # 0 outside the diffusion support, whatever the ADC's source
+    rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
     mask = threshold_and_filter(
         prob,
         config.threshold,
         config.min_lesion_ml,
         voxel_ml,
         adc,
-        config.max_lesion_adc,
+        rules.adc_limit,  # absolute, and relative to this brain's normal-appearing tissue
         zone_max_adc=config.artefact_zone_adc,
         affine=loaded.affine,
         mni=_mni_map(volumes, config),
     )
     brain = from_canonical(volumes.brain, volumes.ornt)
+    mask = remove_symmetric_unrestricted(
+        mask, loaded.dwi, adc, brain, loaded.affine, normal_adc=volumes.normal_adc, min_ratio=config.mirror_dwi_min
+    )
     if config.edge_level is not None:
         report(0.5, "lesion edges at their DWI level")
         mask = grow_to_dwi_edges(
@@ -174,7 +179,7 @@ def _postprocess(
     report(0.9, "physics guard: no lesion without a diffusion measurement or outside the brain")
     mask = apply_physics_guard(mask, adc, brain, voxel_sizes(loaded.affine))
     report(0.95, "lesion rules: size, median ADC and DWI brightness of every lesion")
-    mask, _ = enforce_lesion_rules(mask, loaded.dwi, loaded.adc, voxel_ml, lesion_rules(config, volumes.dwi_median))
+    mask, _ = enforce_lesion_rules(mask, loaded.dwi, loaded.adc, voxel_ml, rules)
     report(1.0, "mask ready")
     return prob, mask, brain, voxel_ml
 
@@ -279,7 +284,8 @@ def _infer(
         prob = np.clip(output.probability, 0, 1).astype(np.float32, copy=False)
         mask = output.mask.astype(bool)
         voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
-        rules = lesion_rules(config, volumes.dwi_median)  # another project's mask: broken rules are warned, not fixed
+        # another project's mask: broken rules are warned, not fixed
+        rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
         broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
         brain = from_canonical(volumes.brain, volumes.ornt)
         return _Inferred(prob, mask, brain, voxel_ml, tuple(output.notes), output.details, broken)
@@ -289,7 +295,9 @@ def _infer(
     clock.lap("inference")
     prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
     details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
-    return _Inferred(prob, mask, brain, voxel_ml, (), details, None)
+    rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
+    notes = (rules.statement() + mirror_statement(config) + ".",)  # the rules, with this case's figures
+    return _Inferred(prob, mask, brain, voxel_ml, notes, details, None)
 
 
 def _measure(loaded: Case, volumes: Preprocessed, out: _Inferred, report) -> tuple[LesionMetrics, tuple[str, ...]]:

@@ -45,6 +45,8 @@ _CONFIG_FLAGS = (
     "threshold",
     "min_lesion_ml",
     "max_lesion_adc",
+    "max_lesion_radc",
+    "mirror_dwi_min",
     "artefact_zone_adc",
     "edge_level",
     "device",

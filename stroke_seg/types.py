@@ -128,6 +128,16 @@ class SegmentConfig:
             (950-1300); a territorial lesion with partial volume of CSF can reach a median of 930. In the real
             ISLES'22 case 5 of the 29 small DeepISLES lesions (<= 20 voxels, 44 voxels in all; partial volume with
             CSF) have medians above 1000 and are removed.
+        max_lesion_radc: components whose relative ADC (median ADC over the ADC of this brain's normal-appearing
+            tissue: the histogram peak of brain voxels with ADC 200-1500 and DWI below 1.3x the brain median) is above
+            this are removed: a lesion must restrict diffusion relative to the patient's own tissue, whatever the
+            scanner's ADC scale, so T2 shine-through is not infarct. The default (0.95) keeps subacute lesions with
+            moderately low ADC (on the real ISLES'22 case 0.9 drops lesions of the expert's: unet Dice 0.318 instead
+            of 0.464); measurements in MODEL_CARD.md. None keeps them.
+        mirror_dwi_min: a component whose median DWI is below this times the DWI of the tissue at its mirror image
+            (across the mid-sagittal plane, widened by 4 mm; its 75th percentile) is removed unless it has a
+            restricted core (median ADC at most 0.75x the normal-appearing ADC): brightness both hemispheres share (a
+            bright cortical ribbon) is not infarct (:mod:`stroke_seg.pipeline.restriction`). None keeps them.
         artefact_zone_adc: a component whose centre lies in a skull-base susceptibility zone (temporal poles,
             inferior temporal lobes, orbitofrontal cortex; within 20 mm of the sites in
             :data:`stroke_seg.pipeline.anatomy.ARTEFACT_ZONE_SITES_MNI`, placed by
@@ -168,6 +178,8 @@ class SegmentConfig:
     threshold: float = 0.5
     min_lesion_ml: float = 0.01
     max_lesion_adc: float | None = 1000.0
+    max_lesion_radc: float | None = 0.95
+    mirror_dwi_min: float | None = 1.15
     artefact_zone_adc: float | None = 620.0
     edge_level: float | None = 0.5
     device: str | None = None
@@ -187,6 +199,10 @@ class SegmentConfig:
             raise ValueError(f"min_lesion_ml must be >= 0, but it is {self.min_lesion_ml}")
         if self.max_lesion_adc is not None and self.max_lesion_adc <= 0:
             raise ValueError(f"max_lesion_adc must be > 0 (1e-6 mm²/s) or None, but it is {self.max_lesion_adc}")
+        if self.max_lesion_radc is not None and not 0.0 < self.max_lesion_radc <= 2.0:
+            raise ValueError(f"max_lesion_radc must be in (0, 2] or None, but it is {self.max_lesion_radc}")
+        if self.mirror_dwi_min is not None and self.mirror_dwi_min <= 0:
+            raise ValueError(f"mirror_dwi_min must be > 0 or None, but it is {self.mirror_dwi_min}")
         if self.artefact_zone_adc is not None and self.artefact_zone_adc <= 0:
             raise ValueError(f"artefact_zone_adc must be > 0 (1e-6 mm²/s) or None, but it is {self.artefact_zone_adc}")
         if self.edge_level is not None and not 0.0 < self.edge_level < 1.0:
@@ -382,6 +398,8 @@ class Result:
             "threshold": self.config.threshold,
             "min_lesion_ml": self.config.min_lesion_ml,
             "max_lesion_adc": self.config.max_lesion_adc,
+            "max_lesion_radc": self.config.max_lesion_radc,
+            "mirror_dwi_min": self.config.mirror_dwi_min,
             "artefact_zone_adc": self.config.artefact_zone_adc,
             "edge_level": self.config.edge_level,
             "lesion_volume_ml": round(m.volume_ml, 4),

@@ -30,7 +30,7 @@ LAYERS = [
         "models.inference",
         "models.engines",
     },
-    {"pipeline.components", "pipeline.rim", "pipeline.postprocess"},
+    {"pipeline.components", "pipeline.rim", "pipeline.postprocess", "pipeline.restriction"},
     {"models.hdbet"}
     | {"models", "models.base", "models.adc_threshold", "models.unet", "models.ensemble", "models.deepisles"}
     | {"models.deepisles_case", "models.deepisles_weights", "models.segresnet"}

@@ -32,7 +32,7 @@ from stroke_seg.models.base import Backend
 from stroke_seg.models.engines import build_engine, resolve_engine
 from stroke_seg.models.inference import MIRROR_AXES, sliding_window
 from stroke_seg.pipeline.postprocess import grow_into_rim_around
-from stroke_seg.pipeline.preprocess import Preprocessed, zoom_to_shape, zoom_to_spacing
+from stroke_seg.pipeline.preprocess import Preprocessed, resample_to_shape, zoom_to_spacing
 from stroke_seg.types import CancelCheck, ProgressCallback, SegmentConfig, scaled_progress
 
 __all__ = ["UNet3D", "UNetBackend", "prepare_inputs", "WEIGHTS_PATH", "SPACING_MM", "WINDOW", "resolve_device"]
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 WEIGHTS_PATH = Path(os.environ.get("STROKE_SEG_UNET_WEIGHTS") or Path(__file__).parent / "weights" / "unet.pt")
 """Shipped weights; ``STROKE_SEG_UNET_WEIGHTS`` points to another file (with its .json sidecar)."""
 SPACING_MM = 2.0
+"""Voxel size of the network's working grid, mm, whatever the input's."""
+BRAIN_MARGIN_MM = 4.0
+"""Probabilities are kept within this distance of the brain mask on the working grid, mm."""
 WINDOW = (64, 64, 64)
 CHANNELS = ("dwi", "adc", "flair")
 
@@ -95,13 +98,16 @@ class Prepared:
     x: np.ndarray
     crop: tuple[slice, slice, slice]
     working_shape: tuple[int, int, int]
-    brain: np.ndarray  # canonical grid, dilated
+    brain: np.ndarray  # working grid, dilated by BRAIN_MARGIN_MM
 
 
 def prepare_inputs(volumes: Preprocessed, pad_to: tuple[int, int, int] = WINDOW) -> Prepared:
     """Resample a preprocessed case to the 2 mm working grid, stack channels, crop to the brain.
 
-    The crop is padded (with zeros) so that every axis is at least ``pad_to``.
+    The working grid covers the case's field of view with voxels of about :data:`SPACING_MM` whatever the input's
+    voxel size (:func:`~stroke_seg.pipeline.preprocess.resample_to_shape`: finer inputs are box-averaged, coarser ones
+    interpolated), so the network sees one scale. The crop is padded (with zeros) so that every axis is at least
+    ``pad_to``.
     """
     dwi = np.clip(volumes.dwi, 0, 6)
     adc = np.clip(volumes.adc / 1000.0, 0, 4)
@@ -125,17 +131,19 @@ def prepare_inputs(volumes: Preprocessed, pad_to: tuple[int, int, int] = WINDOW)
     x = np.stack([c[crop] for c in chans]).astype(np.float32)
     pad = [(0, 0)] + [(0, max(0, p - s)) for s, p in zip(x.shape[1:], pad_to)]
     x = np.pad(x, pad)
-    dil = ndi.binary_dilation(volumes.brain, iterations=2)
+    margin = max(1, round(BRAIN_MARGIN_MM / SPACING_MM))
+    dil = ndi.binary_dilation(brain_w, iterations=margin) if brain_w.any() else brain_w
     return Prepared(x, crop, tuple(int(s) for s in working_shape), dil)  # type: ignore[arg-type]
 
 
 def restore(prob_crop: np.ndarray, prepared: Prepared, canonical_shape: tuple[int, ...]) -> np.ndarray:
-    """Paste a cropped working-grid probability map back and resample it to the canonical grid."""
+    """Paste a cropped working-grid probability map back, zero it beyond the brain's margin and resample it to the
+    canonical grid (:func:`~stroke_seg.pipeline.preprocess.resample_to_shape`: a thick input slice gets the mean
+    probability of the working voxels inside it, a fine input voxel the interpolated one)."""
     full = np.zeros(prepared.working_shape, np.float32)
     sizes = tuple(s.stop - s.start for s in prepared.crop)
     full[prepared.crop] = prob_crop[: sizes[0], : sizes[1], : sizes[2]]
-    out = zoom_to_shape(full, tuple(canonical_shape), order=1)
-    return np.clip(out, 0, 1) * prepared.brain
+    return np.clip(resample_to_shape(full * prepared.brain, tuple(canonical_shape)), 0, 1)
 
 
 def resolve_device(device: str | None) -> torch.device:

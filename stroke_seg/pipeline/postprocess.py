@@ -80,19 +80,52 @@ class LesionRules:
 
     Attributes:
         min_lesion_ml: smallest lesion, mL.
-        max_lesion_adc: largest median ADC of a lesion, 1e-6 mm²/s; None: no ADC rule.
+        max_lesion_adc: largest median ADC of a lesion, 1e-6 mm²/s; None: no absolute ADC rule.
         dwi_brain_median: a lesion's mean DWI must be above this (the DWI's median inside the brain mask, in the
             DWI's own units); None: no DWI rule.
+        normal_adc: median ADC of this brain's normal-appearing tissue, 1e-6 mm²/s
+            (:func:`~stroke_seg.pipeline.preprocess.normal_appearing_adc`); None: no relative ADC rule.
+        max_lesion_radc: largest relative ADC of a lesion (its median ADC over ``normal_adc``); None: no relative rule.
     """
 
     min_lesion_ml: float
     max_lesion_adc: float | None
     dwi_brain_median: float | None
+    normal_adc: float | None = None
+    max_lesion_radc: float | None = None
+
+    @property
+    def adc_limit(self) -> float | None:
+        """The largest median ADC a lesion may have (1e-6 mm²/s): the lower of ``max_lesion_adc`` and
+        ``max_lesion_radc`` x ``normal_adc``; None when neither rule applies."""
+        limits = [v for v in (self.max_lesion_adc,) if v is not None]
+        if self.max_lesion_radc is not None and self.normal_adc is not None:
+            limits.append(self.max_lesion_radc * self.normal_adc)
+        return min(limits) if limits else None
+
+    def statement(self) -> str:
+        """The rules in one sentence, with this case's figures (for the report's notes)."""
+        adc = []
+        if self.max_lesion_radc is not None and self.normal_adc is not None:
+            adc.append(
+                f"relative ADC (its median ADC over this brain's normal-appearing tissue, {self.normal_adc:.0f}e-6 "
+                f"mm²/s) at most {self.max_lesion_radc:g}"
+            )
+        if self.max_lesion_adc is not None:
+            adc.append(f"median ADC at most {self.max_lesion_adc:g}e-6 mm²/s")
+        parts = [f"at least {self.min_lesion_ml:g} mL"] + adc
+        if self.dwi_brain_median is not None:
+            parts.append("mean DWI above the brain median")
+        limit = self.adc_limit
+        tail = f" (here: median ADC at most {limit:.0f}e-6 mm²/s)" if limit is not None else ""
+        return "Every lesion is bright on DWI and restricted on ADC relative to this brain: " + "; ".join(parts) + tail
 
 
-def lesion_rules(config, dwi_brain_median: float | None) -> LesionRules:
-    """The rules of a :class:`~stroke_seg.types.SegmentConfig` run whose brain median DWI is ``dwi_brain_median``."""
-    return LesionRules(config.min_lesion_ml, config.max_lesion_adc, dwi_brain_median)
+def lesion_rules(config, dwi_brain_median: float | None, normal_adc: float | None = None) -> LesionRules:
+    """The rules of a :class:`~stroke_seg.types.SegmentConfig` run whose brain median DWI is ``dwi_brain_median`` and
+    whose normal-appearing tissue has median ADC ``normal_adc`` (None: the relative ADC rule does not apply)."""
+    radc = getattr(config, "max_lesion_radc", None)
+    return LesionRules(config.min_lesion_ml, config.max_lesion_adc, dwi_brain_median, normal_adc, radc)
 
 
 @dataclass(frozen=True)
@@ -142,7 +175,8 @@ def lesion_rule_violations(
     medians = np.asarray(ndi.median(adc[box][inside], labels[inside], index), np.float64).reshape(-1)
     means = np.asarray(ndi.mean(dwi[box][inside].astype(np.float64), labels[inside], index), np.float64).reshape(-1)
     small = sizes < min_voxels_for(rules.min_lesion_ml, voxel_ml)
-    high = medians > rules.max_lesion_adc if rules.max_lesion_adc is not None else np.zeros(n, bool)
+    limit = rules.adc_limit
+    high = medians > limit if limit is not None else np.zeros(n, bool)
     dark = means <= rules.dwi_brain_median if rules.dwi_brain_median is not None else np.zeros(n, bool)
     bad = np.flatnonzero(small | high | dark)
     if bad.size == 0:
@@ -202,7 +236,7 @@ def describe_violations(found: tuple[RuleViolation, ...] | list[RuleViolation], 
     parts = []
     for key, text in (
         ("small", f"smaller than {rules.min_lesion_ml:g} mL"),
-        ("adc", f"median ADC above {rules.max_lesion_adc:g}" if rules.max_lesion_adc is not None else ""),
+        ("adc", f"median ADC above {rules.adc_limit:.0f}" if rules.adc_limit is not None else ""),
         ("dark", "mean DWI not above the brain median"),
     ):
         k = sum(key in v.reasons for v in found)

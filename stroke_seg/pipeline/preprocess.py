@@ -19,6 +19,9 @@ from stroke_seg.types import Case, voxel_sizes
 
 __all__ = [
     "BRAIN_ML_MAX",
+    "NORMAL_ADC_RANGE",
+    "NORMAL_DWI_MAX",
+    "normal_appearing_adc",
     "Preprocessed",
     "preprocess",
     "to_canonical",
@@ -27,6 +30,8 @@ __all__ = [
     "diffusion_support",
     "zoom_to_spacing",
     "zoom_to_shape",
+    "resample_to_shape",
+    "working_shape",
     "voxel_sizes",
 ]
 
@@ -57,6 +62,8 @@ class Preprocessed:
         dwi_median: the brain median of the raw DWI (the normalisation factor).
         outside_ml: non-zero DWI more than 3 mm outside the brain mask, mL: 0 for a skull-stripped input (zeros
             outside the brain), the head and background a raw scan holds besides the brain.
+        normal_adc: ADC of this brain's normal-appearing tissue (:func:`normal_appearing_adc`), 1e-6 mm²/s;
+            None when too little of it is found. The reference of the relative-ADC rule.
     """
 
     dwi: np.ndarray
@@ -68,6 +75,53 @@ class Preprocessed:
     ornt: np.ndarray
     dwi_median: float
     outside_ml: float = 0.0
+    normal_adc: float | None = None
+
+
+NORMAL_ADC_RANGE = (200.0, 1500.0)
+"""ADC (1e-6 mm²/s) of brain parenchyma counted as normal-appearing tissue: no CSF (~3000), no signal voids or
+background (< 200); a DWI-bright voxel is left out too (:data:`NORMAL_DWI_MAX`)."""
+NORMAL_DWI_MAX = 1.3
+"""DWI over the brain median at or above which a voxel is not normal-appearing (it may be lesion)."""
+
+
+NORMALISATION_DEPTH_MM = 4.0
+"""The DWI is divided by its median over the brain deeper than this (mm): the brain's outer edge, where a resampled or
+interpolated scan mixes brain and background, does not move the scale."""
+
+
+def _interior(brain: np.ndarray, voxel_size) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The brain deeper than :data:`NORMALISATION_DEPTH_MM`, on the ~2 mm grid the brain mask is made on: (the slices
+    that pick that grid, the bool interior on it); the whole brain there when the interior holds fewer than 1000
+    voxels."""
+    step = np.maximum(1, np.floor(2.0 / np.asarray(voxel_size) + 1e-6)).astype(int)
+    coarse = tuple(slice(None, None, int(k)) for k in step)
+    b = brain[coarse]
+    depth = ndi.distance_transform_edt(np.pad(b, 1), sampling=np.asarray(voxel_size) * step)[1:-1, 1:-1, 1:-1]
+    core = b & (depth > NORMALISATION_DEPTH_MM)
+    return coarse, (core if core.sum() >= 1000 else b)
+
+
+def normal_appearing_adc(dwi: np.ndarray, adc: np.ndarray, brain: np.ndarray) -> float | None:
+    """The ADC of the brain's normal-appearing tissue: the peak of the ADC histogram of the brain voxels whose ADC lies
+    in :data:`NORMAL_ADC_RANGE` and whose DWI is below :data:`NORMAL_DWI_MAX` x the brain median (lesions, bright
+    artefacts and CSF left out).
+
+    Args:
+        dwi: DWI divided by its brain median, (X, Y, Z); adc: ADC in 1e-6 mm²/s, same shape; brain: bool, same shape.
+
+    Returns:
+        The peak (1e-6 mm²/s), or None when fewer than 1000 voxels qualify.
+    """
+    lo, hi = NORMAL_ADC_RANGE
+    normal = brain & (adc > lo) & (adc < hi) & (dwi < NORMAL_DWI_MAX)
+    if int(normal.sum()) < 1000:
+        return None
+    # The peak of the histogram (10-unit bins smoothed over 30), not the median: partial volume with CSF spreads a
+    # tail toward high ADC whose weight follows the voxel size; the peak of the tissue stays.
+    hist, edges = np.histogram(adc[normal], bins=np.arange(lo, hi + 10.0, 10.0))
+    peak = int(np.argmax(ndi.gaussian_filter1d(hist.astype(np.float64), 3.0)))
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
 
 
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,11 +259,63 @@ def _otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(centers[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))])
 
 
-def zoom_to_spacing(data: np.ndarray, voxel_size, spacing: float, order: int = 1) -> np.ndarray:
-    """Resample a canonical volume to isotropic ``spacing`` mm (linear by default), float32."""
+def working_shape(shape: tuple[int, ...], voxel_size, spacing: float) -> tuple[int, int, int]:
+    """Shape of the grid of about ``spacing`` mm that covers the same field of view as ``shape`` voxels of
+    ``voxel_size`` mm (each axis rounded to whole voxels, at least one)."""
     factors = np.asarray(voxel_size, float) / spacing
-    shape = np.maximum(1, np.round(np.asarray(data.shape) * factors)).astype(int)
-    return zoom_to_shape(data, tuple(shape), order=order)
+    return tuple(int(v) for v in np.maximum(1, np.round(np.asarray(shape[:3]) * factors)).astype(int))  # type: ignore
+
+
+def zoom_to_spacing(data: np.ndarray, voxel_size, spacing: float, order: int = 1) -> np.ndarray:
+    """Resample a canonical volume to isotropic ``spacing`` mm, float32: :func:`resample_to_shape` (box average
+    along axes finer than ``spacing``, linear along the others) by default; ``order`` 0 or 3 interpolates."""
+    shape = working_shape(data.shape, voxel_size, spacing)
+    return resample_to_shape(data, shape) if order == 1 else zoom_to_shape(data, shape, order=order)
+
+
+def resample_to_shape(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resample a volume to ``shape`` over the same field of view (centre-aligned grids of equal extent), one axis at a
+    time: where the new voxels are larger, each is the mean of the old ones over its extent (a box average: every old
+    voxel counts, so a 0.5 mm scan is not sub-sampled to 2 mm and a thick slice holds what lies inside it); where they
+    are smaller, linear interpolation. An old voxel of the same size maps onto itself, so the result depends on the
+    field of view, not on how finely it was sampled.
+
+    Args:
+        data: (X, Y, Z) array; shape: the new (X, Y, Z).
+
+    Returns:
+        float32 array of ``shape``.
+    """
+    out = data.astype(np.float32, copy=False)
+    order = np.argsort([n / max(m, 1) for n, m in zip(shape, data.shape)])  # shrink the largest reductions first
+    for axis in order:
+        out = _resample_axis(out, int(axis), int(shape[axis]))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _resample_axis(data: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    n_in = data.shape[axis]
+    if n_out == n_in:
+        return data
+    r = n_in / n_out  # old voxels per new voxel
+    centres = (np.arange(n_out) + 0.5) * r - 0.5  # new voxel centres in old voxel coordinates
+    a = np.moveaxis(data, axis, 0)
+    tail = (1,) * (a.ndim - 1)
+    if r > 1:  # box: the integral of the old voxels over [c - r/2, c + r/2], from their cumulative sum
+        cum = np.concatenate([np.zeros((1,) + a.shape[1:]), np.cumsum(a, axis=0, dtype=np.float64)])
+
+        def integral(x: np.ndarray) -> np.ndarray:  # of the old voxels from their lower edge (-0.5) to x
+            x = np.clip(x + 0.5, 0.0, n_in)
+            i = np.minimum(np.floor(x).astype(int), n_in - 1)
+            return cum[i] + (x - i).reshape((-1,) + tail) * (cum[i + 1] - cum[i])
+
+        out = (integral(centres + r / 2) - integral(centres - r / 2)) / r
+    else:  # linear, the edge voxels held beyond the old centres
+        x = np.clip(centres, 0.0, n_in - 1)
+        i = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
+        t = (x - i).reshape((-1,) + tail)
+        out = a[i] * (1 - t) + a[np.minimum(i + 1, n_in - 1)] * t
+    return np.moveaxis(out.astype(np.float32), 0, axis)
 
 
 def zoom_to_shape(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
@@ -251,7 +357,8 @@ def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
         brain_for_stats = dwi_c > 0
     else:
         brain_for_stats = brain
-    median = float(np.median(dwi_c[brain_for_stats])) if brain_for_stats.any() else 1.0
+    coarse, interior = _interior(brain_for_stats, vs)
+    median = float(np.median(dwi_c[coarse][interior])) if interior.any() else 1.0
     median = median if median > 0 else 1.0
     flair_n = None
     if flair_c is not None:
@@ -265,8 +372,9 @@ def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
     margin = np.maximum(1, np.round(3.0 / vs_coarse)).astype(int)
     near = ndi.binary_dilation(brain[coarse], structure=_ellipsoid(margin)) if brain.any() else brain[coarse]
     outside_ml = float(((dwi_c[coarse] != 0) & ~near).sum()) * float(np.prod(vs_coarse)) / 1000.0
+    dwi_n = (dwi_c / np.float32(median)).astype(np.float32)
     return Preprocessed(
-        dwi=(dwi_c / np.float32(median)).astype(np.float32),
+        dwi=dwi_n,
         adc=adc_c.astype(np.float32, copy=False),
         flair=flair_n,
         brain=brain,
@@ -275,4 +383,5 @@ def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
         ornt=ornt,
         dwi_median=median,
         outside_ml=outside_ml,
+        normal_adc=normal_appearing_adc(dwi_n[coarse], adc_c[coarse], interior),
     )

@@ -56,11 +56,11 @@ def main() -> None:
             print(f"[{time.monotonic() - t0:5.1f} s] {line}", flush=True)
             last = line
         time.sleep(0.1)
-    mask_path, report, montage_path = job.result()
+    mask_path, report, montage_path, brain_path = job.result()
     shutil.copy(mask_path, a.out)
     summary = {k: report[k] for k in ("model", "lesion_volume_ml", "lesion_count", "dice", "lesion_f1") if k in report}
     print(json.dumps(summary, indent=2))
-    print(f"mask saved to {a.out}; montage at {montage_path}")
+    print(f"mask saved to {a.out}; montage at {montage_path}; brain mask the model used at {brain_path}")
 
 
 if __name__ == "__main__":

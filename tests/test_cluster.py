@@ -190,7 +190,7 @@ def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(t
             if time.monotonic() > deadline:
                 pytest.fail(f"the cancelled job kept its worker busy: {cluster.processing()}")
             time.sleep(0.05)
-        mask, report, _ = jobs[1].result(timeout=300)
+        mask, report, *_ = jobs[1].result(timeout=300)
         assert Path(mask).is_file() and report["model"] == "unet"
         assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")
 
@@ -212,7 +212,7 @@ def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_worker
             time.sleep(0.05)
         first = _desc(job).rsplit("[worker ", 1)[1].rstrip("]")
         cluster.workers[first].send_signal(signal.SIGKILL)
-        mask, report, _ = job.result(timeout=300)  # rerun on the other worker, transparently
+        mask, report, *_ = job.result(timeout=300)  # rerun on the other worker, transparently
         assert Path(mask).is_file() and report["lesion_volume_ml"] > 0
 
         other = ({"w1", "w2"} - {first}).pop()

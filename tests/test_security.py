@@ -404,7 +404,7 @@ def test_app_refuses_bombs_times_out_a_job_and_serves_the_next(bombs, tmp_path):
         assert "job timed out user=- model=unet" in log_text(log)
         # ... its inference loop stopped, and the next job is served
         assert "inference end status=cancelled" in log_text(log)
-        mask, report, _ = client.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")
+        mask, report, *_ = client.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")
         assert Path(mask).is_file() and report["lesion_count"] >= 1
         assert proc.poll() is None
         peak = _peak_rss(proc.pid)

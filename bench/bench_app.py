@@ -70,7 +70,7 @@ def main() -> None:
                         stamps.append(now)
                         last = key
                 time.sleep(0.02)
-            _mask, report, _montage = job.result()
+            _mask, report, _montage, _brain = job.result()
             total = time.perf_counter() - t0
             gaps = [b - a_ for a_, b in zip(stamps, stamps[1:])] + ([total - stamps[-1]] if stamps else [])
             return total, first, max(gaps) if gaps else float("nan"), len(stamps), report["timings"]["total"]

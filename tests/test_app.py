@@ -99,7 +99,7 @@ def test_job_streams_progress_and_returns_what_segment_returns(app):
     url, _, _ = app
     job = submit(Client(url, verbose=False), EXAMPLE)
     seen = watch(job)
-    mask_path, report, montage = job.result()
+    mask_path, report, montage, brain_path = job.result()
     fractions = [f for _, f, _ in seen if f is not None]
     assert len(fractions) >= 3, seen
     assert fractions == sorted(fractions) and fractions[-1] > fractions[0]
@@ -108,6 +108,9 @@ def test_job_streams_progress_and_returns_what_segment_returns(app):
     outputs = job.outputs()
     assert len(outputs) >= 2 and outputs[0][1]["status"] == "running" and "shape" in outputs[0][1]["input"]
     assert Path(montage).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    brain = np.asarray(nib.load(brain_path).dataobj)  # the brain mask the model used, on the input grid
+    assert brain.dtype == np.uint8 and brain.shape == np.asarray(nib.load(mask_path).dataobj).shape
+    assert report["brain_volume_ml"] > 0 and "method" in report["model_details"]["brain_extraction"]
     assert report["model"] == "unet" and "dice" in report
     direct = stroke_seg.segment(
         {
@@ -314,7 +317,7 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
     archive = zip_folder(write_dicom_case(tmp_path / "export", c.dwi, b0), tmp_path / "export.zip")
     url, _, _ = app
     client = Client(url, verbose=False)
-    mask_path, report, _ = client.predict(
+    mask_path, report, *_ = client.predict(
         None, None, None, None, "unet", "fast", handle_file(str(archive)), api_name="/segment"
     )
     direct = stroke_seg.segment({"dwi": tmp_path / "dwi.nii.gz", "b0": tmp_path / "b0.nii.gz"}, model="unet")
@@ -335,7 +338,7 @@ def test_dicom_zip_through_the_api_gives_the_nifti_result(app, tmp_path):
             api_name="/segment",
         )
     # the same scan as NIfTI DWI + b0 (no ADC map): the ADC is computed, the result is the same
-    _, report_b0, _ = client.predict(
+    _, report_b0, *_ = client.predict(
         handle_file(str(tmp_path / "dwi.nii.gz")),
         None,
         None,

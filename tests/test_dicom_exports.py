@@ -351,7 +351,7 @@ def test_app_returns_the_mask_and_a_seg_for_the_zip(oblique, tmp_path):
         require(False, f"gradio_client missing: {err}")
     zips, nifti_mask = oblique
     with launched_app(tmp_path) as (url, _log):
-        mask_path, report, _ = Client(url, verbose=False).predict(
+        mask_path, report, *_ = Client(url, verbose=False).predict(
             None, None, None, None, "unet", "fast", handle_file(str(zips["with-adc"])), api_name="/segment"
         )
     served = _canonical_mask(mask_path)

@@ -206,7 +206,7 @@ def test_with_a_users_file_results_are_served_to_their_user_only(login_app):
         Client(url, verbose=False)  # no credentials: not even the API description
     alice_api = Client(url, auth=("alice", PASSWORDS["alice"]), verbose=False, download_files=False)
     dwi, adc = handle_file(str(EXAMPLE / "dwi.nii.gz")), handle_file(str(EXAMPLE / "adc.nii.gz"))
-    mask, report, montage = alice_api.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")
+    mask, report, montage, _ = alice_api.predict(dwi, adc, None, None, "adc-threshold", "fast", api_name="/segment")
     assert report["lesion_count"] >= 1
     download = urllib.parse.urlsplit(mask["url"])
     path = download.path + (f"?{download.query}" if download.query else "")

@@ -143,7 +143,7 @@ def test_long_job_survives_idle_timeout_proxy_but_sync_request_gets_504(tmp_path
                         last = (p.progress, p.desc)
                         updates.append((time.monotonic() - t0, p.progress, p.desc))
                 time.sleep(0.05)
-            mask_path, report, _ = job.result()
+            mask_path, report, *_ = job.result()
             duration = time.monotonic() - t0
             assert duration >= 3 * PROXY_TIMEOUT_S, (
                 f"job took only {duration:.1f} s; it must outlast the proxy timeout 3x"

@@ -347,9 +347,8 @@ class JobEngine:
             cache.root.mkdir(parents=True, exist_ok=True)  # the engine's sweep removes a folder idle for its lifetime
         # the weights' checksum too (DeepISLES' folder, a nnU-Net folder): other weights, other answer
         weights = await asyncio.to_thread(weights_sha256, model, self.config.replace(mode=mode))
-        key = await asyncio.to_thread(
-            cache.key, ordered + [dicom, b0], model, mode, self.config.engine, __version__, weights
-        )
+        options = (model, mode, self.config.engine, self.config.brain_extractor, __version__, weights)
+        key = await asyncio.to_thread(cache.key, ordered + [dicom, b0], *options)
         # who ran which model on which bytes: digests only, never a file name (it may hold a patient's name)
         named = dict(zip(INPUT_NAMES, ordered)) | {DICOM: dicom, B0: b0}
         digests = await asyncio.to_thread(lambda: {n: file_sha256(f) for n, f in named.items() if f})

@@ -8,6 +8,8 @@ import pytest
 import stroke_seg
 from stroke_seg.synthetic import generator as synth
 
+pytestmark = pytest.mark.slow  # 14 generated heads through the whole pipeline (brain extraction included)
+
 
 @pytest.fixture(scope="module")
 def results():

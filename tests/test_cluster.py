@@ -30,7 +30,7 @@ from stroke_seg.synthetic import generator as synth
 distributed = require_module("distributed")
 gradio_client = require_module("gradio_client")
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 RUNNING = ("PROCESSING", "ITERATING")
 

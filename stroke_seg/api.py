@@ -162,7 +162,8 @@ def _postprocess(
         config.min_lesion_ml,
         voxel_ml,
         adc,
-        rules.adc_limit,  # absolute, and relative to this brain's normal-appearing tissue
+        config.max_lesion_adc,
+        max_p25_adc=rules.radc_limit,  # relative to this brain's normal-appearing tissue
         zone_max_adc=config.artefact_zone_adc,
         affine=loaded.affine,
         mni=_mni_map(volumes, config),

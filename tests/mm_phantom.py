@@ -20,20 +20,23 @@ BRAIN_SEMI_AXES_MM = np.array([42.0, 50.0, 34.0])
 @dataclass(frozen=True)
 class Blob:
     """An ellipsoid (centre and semi-axes in mm, world coordinates centred on the field of view) with its DWI (over
-    normal tissue) and ADC (1e-6 mm²/s); ``lesion`` marks it as ground truth."""
+    normal tissue) and ADC (1e-6 mm²/s); ``lesion`` marks it as ground truth. ``rim`` (thickness mm, DWI gain, ADC)
+    adds a shell around it, part of the lesion: the DWI-bright, mildly restricted edge of a real infarct."""
 
     centre: tuple[float, float, float]
     radii: tuple[float, float, float]
     dwi_gain: float
     adc: float
     lesion: bool = True
+    rim: tuple[float, float, float] | None = None
 
 
 ACUTE = (
-    Blob((-18.0, 6.0, 4.0), (9.0, 7.0, 6.0), 2.0, 450.0),
+    Blob((-18.0, 6.0, 4.0), (8.0, 6.0, 5.0), 2.0, 450.0, rim=(3.0, 1.5, 760.0)),
     Blob((20.0, -18.0, -6.0), (5.0, 5.0, 4.5), 1.9, 480.0),
 )
-"""Two acute lesions (1.6 and 0.47 mL) in opposite hemispheres."""
+"""Two acute lesions in opposite hemispheres: a core of 1.0 mL with a 3 mm DWI-bright rim (ADC 760; 2.4 mL in all)
+and a 0.47 mL one without."""
 
 
 def _inside(points: np.ndarray, centre, radii) -> np.ndarray:
@@ -109,6 +112,10 @@ def _slab(pts: np.ndarray, blobs, cortex) -> np.ndarray:
         ribbon = brain & (depth > 2.0) & (depth < 7.0) & (pts[..., 2] > 12.0) & (np.abs(pts[..., 0]) > 4.0)
         dwi, adc = np.where(ribbon, dwi * cortex[0], dwi), np.where(ribbon, cortex[1], adc)
     for b in blobs:
+        if b.rim is not None:
+            shell = _inside(pts, b.centre, np.asarray(b.radii) + b.rim[0]) & brain
+            dwi, adc = np.where(shell, 100.0 * b.rim[1], dwi), np.where(shell, b.rim[2], adc)
+            lesion |= shell & b.lesion
         inside = _inside(pts, b.centre, b.radii) & brain
         dwi, adc = np.where(inside, 100.0 * b.dwi_gain, dwi), np.where(inside, b.adc, adc)
         lesion |= inside & b.lesion

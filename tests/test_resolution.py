@@ -16,6 +16,8 @@ import pytest
 
 import stroke_seg
 from conftest import require
+from stroke_seg import models
+from stroke_seg.models.base import Backend
 from stroke_seg.pipeline.metrics import dice
 
 NATIVE = (2.0, 2.0, 2.0)
@@ -69,3 +71,39 @@ def test_unet_answer_does_not_depend_on_the_voxel_size():
         if name == "half-voxel":
             score = dice(mm_phantom.at_centres(mask, dwi.affine, case.dwi), ref_mask)
             assert score >= 0.85, f"{name}: Dice {score:.3f} at the native voxel centres"
+
+
+SHINE = mm_phantom.Blob((-20.0, -22.0, -10.0), (6.0, 6.0, 5.0), 2.0, 950.0, lesion=False)
+
+
+class DwiBright(Backend):
+    """Calls every DWI-bright voxel lesion: the lesions, the T2 shine-through and the bright cortical ribbon alike, so
+    that only the relative rules (in mm, against this brain's own tissue) decide."""
+
+    name = "dwi-bright-stand-in"
+
+    def predict(self, volumes, *, config, progress, should_cancel):
+        return (volumes.dwi > 1.35).astype(np.float32)
+
+
+@pytest.fixture
+def tempted(monkeypatch):
+    monkeypatch.setattr(models, "_FACTORIES", {**models._FACTORIES, DwiBright.name: DwiBright})
+    monkeypatch.setattr(models, "_INSTANCES", dict(models._INSTANCES))
+
+    def run(voxel):
+        dwi, adc, _ = mm_phantom.sample(voxel, mm_phantom.ACUTE + (SHINE,), cortex=(1.6, 700.0))
+        return (dwi,) + _segment(dwi, adc, DwiBright.name)
+
+    return run
+
+
+@pytest.mark.parametrize("name", list(VARIANTS), ids=list(VARIANTS))
+def test_the_relative_rules_decide_alike_at_any_voxel_size(tempted, name):
+    """The mimics (shine-through, bright cortex) go and the lesions stay at every voxel size: same volume, same mask."""
+    ref_dwi, ref_mask, ref_ml = tempted(NATIVE)
+    dwi, mask, volume = tempted(VARIANTS[name])
+    assert abs(volume / ref_ml - 1.0) <= 0.15, f"{name}: {volume:.3f} mL against {ref_ml:.3f} mL at 2 mm"
+    if name == "half-voxel":
+        score = dice(mm_phantom.at_centres(mask, dwi.affine, ref_dwi), ref_mask)
+        assert score >= 0.85, f"{name}: Dice {score:.3f} at the 2 mm voxel centres"

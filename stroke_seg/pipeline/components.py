@@ -39,6 +39,7 @@ def filter_components(
     min_voxels: int = 1,
     adc: np.ndarray | None = None,
     max_median_adc: float | None = None,
+    max_p25_adc: float | None = None,
     zone_max_adc: float | None = None,
     affine: np.ndarray | None = None,
     mni: MniMap | None = None,
@@ -52,6 +53,8 @@ def filter_components(
         min_voxels: smallest kept component, in voxels; <= 1 keeps every size.
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s; needed by both ADC rules.
         max_median_adc: largest kept component median ADC, 1e-6 mm²/s; None skips this rule.
+        max_p25_adc: largest kept component 25th-percentile ADC, 1e-6 mm²/s (the relative-ADC rule: a quarter of the
+            lesion must be restricted; the median would count the DWI-bright rim the models include); None skips it.
         zone_max_adc: a component whose centre lies in a skull-base susceptibility zone
             (:func:`stroke_seg.pipeline.anatomy.in_susceptibility_zone`) is kept only when at least a quarter of its
             voxels have ADC below this (its 25th percentile; the median would count the DWI-bright rim the models
@@ -61,13 +64,14 @@ def filter_components(
         mni: world-to-MNI map of the case (:class:`stroke_seg.pipeline.anatomy.MniMap`), for the zone rule.
     """
     by_adc = max_median_adc is not None and adc is not None
+    by_p25 = max_p25_adc is not None and adc is not None
     by_zone = zone_max_adc is not None and adc is not None and affine is not None and mni is not None
-    if (min_voxels <= 1 and not by_adc and not by_zone) or not mask.any():
+    if (min_voxels <= 1 and not by_adc and not by_p25 and not by_zone) or not mask.any():
         return mask
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     labels, n = ndi.label(mask[box], structure=CONNECTIVITY_26)
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
-    inside = labels > 0 if (by_adc or by_zone) else None
+    inside = labels > 0 if (by_adc or by_p25 or by_zone) else None
     if by_adc:
         medians = np.asarray(
             ndi.median(adc[box][inside], labels[inside], index=np.arange(1, n + 1)), dtype=np.float64
@@ -80,6 +84,16 @@ def filter_components(
                 n,
                 max_median_adc,
             )
+        keep[1:] &= ~unrestricted
+    if by_p25:
+        p25 = np.asarray(
+            ndi.labeled_comprehension(
+                adc[box][inside], labels[inside], np.arange(1, n + 1), lambda a: np.percentile(a, 25), np.float64, 0.0
+            )
+        ).reshape(-1)
+        unrestricted = keep[1:] & (p25 > max_p25_adc)
+        if unrestricted.any():
+            log.info("dropped %d of %d components with ADC p25 > %g", int(unrestricted.sum()), n, max_p25_adc)
         keep[1:] &= ~unrestricted
     if by_zone:
         centres = mni(component_centres_world(labels, n, affine, offset=[s.start for s in box]))

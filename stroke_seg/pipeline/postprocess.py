@@ -85,7 +85,8 @@ class LesionRules:
             DWI's own units); None: no DWI rule.
         normal_adc: median ADC of this brain's normal-appearing tissue, 1e-6 mm²/s
             (:func:`~stroke_seg.pipeline.preprocess.normal_appearing_adc`); None: no relative ADC rule.
-        max_lesion_radc: largest relative ADC of a lesion (its median ADC over ``normal_adc``); None: no relative rule.
+        max_lesion_radc: largest relative ADC of a lesion (the 25th percentile of its ADC over ``normal_adc``: at least
+            a quarter of it restricted, whatever share its DWI-bright rim takes); None: no relative rule.
     """
 
     min_lesion_ml: float
@@ -96,28 +97,32 @@ class LesionRules:
 
     @property
     def adc_limit(self) -> float | None:
-        """The largest median ADC a lesion may have (1e-6 mm²/s): the lower of ``max_lesion_adc`` and
-        ``max_lesion_radc`` x ``normal_adc``; None when neither rule applies."""
-        limits = [v for v in (self.max_lesion_adc,) if v is not None]
-        if self.max_lesion_radc is not None and self.normal_adc is not None:
-            limits.append(self.max_lesion_radc * self.normal_adc)
-        return min(limits) if limits else None
+        """The largest median ADC a lesion may have (1e-6 mm²/s): ``max_lesion_adc``."""
+        return self.max_lesion_adc
+
+    @property
+    def radc_limit(self) -> float | None:
+        """The largest 25th-percentile ADC a lesion may have (1e-6 mm²/s): ``max_lesion_radc`` x ``normal_adc``; None
+        when the relative rule does not apply."""
+        if self.max_lesion_radc is None or self.normal_adc is None:
+            return None
+        return self.max_lesion_radc * self.normal_adc
 
     def statement(self) -> str:
         """The rules in one sentence, with this case's figures (for the report's notes)."""
         adc = []
         if self.max_lesion_radc is not None and self.normal_adc is not None:
             adc.append(
-                f"relative ADC (its median ADC over this brain's normal-appearing tissue, {self.normal_adc:.0f}e-6 "
-                f"mm²/s) at most {self.max_lesion_radc:g}"
+                f"relative ADC (a quarter of the lesion at most {self.max_lesion_radc:g}x the ADC of this brain's "
+                f"normal-appearing tissue, {self.normal_adc:.0f}e-6 mm²/s)"
             )
         if self.max_lesion_adc is not None:
             adc.append(f"median ADC at most {self.max_lesion_adc:g}e-6 mm²/s")
         parts = [f"at least {self.min_lesion_ml:g} mL"] + adc
         if self.dwi_brain_median is not None:
             parts.append("mean DWI above the brain median")
-        limit = self.adc_limit
-        tail = f" (here: median ADC at most {limit:.0f}e-6 mm²/s)" if limit is not None else ""
+        limit = self.radc_limit
+        tail = f" (here: ADC 25th percentile at most {limit:.0f}e-6 mm²/s)" if limit is not None else ""
         return "Every lesion is bright on DWI and restricted on ADC relative to this brain: " + "; ".join(parts) + tail
 
 
@@ -177,6 +182,11 @@ def lesion_rule_violations(
     small = sizes < min_voxels_for(rules.min_lesion_ml, voxel_ml)
     limit = rules.adc_limit
     high = medians > limit if limit is not None else np.zeros(n, bool)
+    if rules.radc_limit is not None:  # the relative rule, on the 25th percentile
+        p25 = ndi.labeled_comprehension(
+            adc[box][inside], labels[inside], index, lambda a: np.percentile(a, 25), np.float64, 0.0
+        )
+        high |= np.asarray(p25, np.float64).reshape(-1) > rules.radc_limit
     dark = means <= rules.dwi_brain_median if rules.dwi_brain_median is not None else np.zeros(n, bool)
     bad = np.flatnonzero(small | high | dark)
     if bad.size == 0:
@@ -229,6 +239,13 @@ def enforce_lesion_rules(
     return out, found
 
 
+def _adc_text(rules: LesionRules) -> str:
+    parts = [f"median ADC above {rules.adc_limit:g}"] if rules.adc_limit is not None else []
+    if rules.radc_limit is not None:
+        parts.append(f"ADC 25th percentile above {rules.radc_limit:.0f} ({rules.max_lesion_radc:g}x normal tissue)")
+    return " or ".join(parts)
+
+
 def describe_violations(found: tuple[RuleViolation, ...] | list[RuleViolation], rules: LesionRules) -> str | None:
     """One warning line about lesions that break the rules (for a backend whose mask is kept as it is), or None."""
     if not found:
@@ -236,7 +253,7 @@ def describe_violations(found: tuple[RuleViolation, ...] | list[RuleViolation], 
     parts = []
     for key, text in (
         ("small", f"smaller than {rules.min_lesion_ml:g} mL"),
-        ("adc", f"median ADC above {rules.adc_limit:.0f}" if rules.adc_limit is not None else ""),
+        ("adc", _adc_text(rules)),
         ("dark", "mean DWI not above the brain median"),
     ):
         k = sum(key in v.reasons for v in found)
@@ -257,6 +274,7 @@ def threshold_and_filter(
     adc: np.ndarray | None = None,
     max_median_adc: float | None = None,
     *,
+    max_p25_adc: float | None = None,
     zone_max_adc: float | None = None,
     affine: np.ndarray | None = None,
     mni: MniMap | None = None,
@@ -273,6 +291,7 @@ def threshold_and_filter(
         voxel_ml: volume of one voxel, mL.
         adc: ADC on the same grid, shape (X, Y, Z), in 1e-6 mm²/s.
         max_median_adc: largest kept lesion median ADC, 1e-6 mm²/s; None skips the rule.
+        max_p25_adc: largest kept lesion 25th-percentile ADC, 1e-6 mm²/s (:attr:`LesionRules.radc_limit`); None skips.
         zone_max_adc: in a susceptibility zone, a lesion's ADC 25th percentile must be below this (1e-6 mm²/s); None
         skips.
         affine: 4x4 voxel-to-world affine of ``probability`` (mm).
@@ -286,6 +305,7 @@ def threshold_and_filter(
         min_voxels=min_voxels_for(min_lesion_ml, voxel_ml),
         adc=adc,
         max_median_adc=max_median_adc,
+        max_p25_adc=max_p25_adc,
         zone_max_adc=zone_max_adc,
         affine=affine,
         mni=mni,

@@ -22,7 +22,9 @@ Also, per window (--windows rounds, alternating): the TorchScript checkpoint in 
 OpenVINO float32 and bfloat16, with their largest logit difference from TorchScript. ``--bf16``: one case with
 ``engine="openvino-bf16"`` and its mask against the package's. ``--full-run``: one case with all 15 checkpoints
 (the K stand-ins repeated) through ``segment(on_provisional=...)``: when the first provisional mask came, and the end.
-Reported: seconds, ratios package / this backend, masks (voxels differing, Dice), load averages during the run.
+Reported: seconds (this backend: its ``segment()`` inference stage, the DeepISLES part, and the whole call with
+loading, QC and the clinical report), ratios package / this backend, masks (voxels differing, Dice), the one-time
+conversion, and the load averages during the run. ``--case DIR``: a skull-stripped case folder instead.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def deepisles_stale() -> None:
 
 
 def our_case(files: dict[str, Path], engine: str = "auto", on_provisional=None) -> tuple[float, np.ndarray, dict]:
+    """``segment()`` once: (its inference stage's seconds, the mask, model details + the whole call's seconds)."""
     import stroke_seg
     from stroke_seg.types import SegmentConfig
 
@@ -110,7 +113,8 @@ def our_case(files: dict[str, Path], engine: str = "auto", on_provisional=None) 
     result = stroke_seg.segment(
         files, model="deepisles-nvauto", config=SegmentConfig(engine=engine), on_provisional=on_provisional
     )
-    return time.perf_counter() - t0, np.asarray(result.mask.dataobj), result.model_details
+    details = result.model_details | {"segment_s": time.perf_counter() - t0}
+    return result.timings["inference"], np.asarray(result.mask.dataobj), details
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
@@ -139,17 +143,20 @@ def per_window(weights: Path, rounds: int) -> dict:
         request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision}).create_infer_request()
         return lambda x: torch.from_numpy(np.array(request.infer({0: x.numpy()})[0], copy=True))
 
-    ways = {"torchscript": scripted, "eager": eager, "openvino-f32": compiled("f32"), "openvino-bf16": compiled("bf16")}
+    ways = {"torchscript": lambda: scripted, "eager": lambda: eager}
+    ways |= {"openvino-f32": lambda: compiled("f32"), "openvino-bf16": lambda: compiled("bf16")}
     x = torch.randn(1, 2, *WINDOW, generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {k: [] for k in ways}
     outs = {}
     with torch.inference_mode():
         for _ in range(rounds):
-            for name, run in ways.items():
+            for name, build in ways.items():  # one compiled OpenVINO model in memory at a time
+                run = build()
                 note_load()
                 t0 = time.perf_counter()
                 outs[name] = run(x)
                 times[name].append(time.perf_counter() - t0)
+                del run
                 print(f"window {name}: {times[name][-1]:.1f} s (load {LOADS[-1]:.1f})", flush=True)
     ref = outs["torchscript"]
     return {
@@ -164,12 +171,27 @@ def per_window(weights: Path, rounds: int) -> dict:
     }
 
 
-def full_run(files: dict[str, Path]) -> dict:
-    """One case with the 15 checkpoints: when the first provisional mask came, and when the final one."""
+def convert(k: int) -> float:
+    """Seconds to convert the first ``k`` checkpoints to OpenVINO (rebuild, check, convert; each compiled once)."""
+    from stroke_seg.models import get_model
+
+    backend = get_model("deepisles-nvauto")
+    weights = backend._weight_set(lambda f, d: None)
+    t0 = time.perf_counter()
+    for i in range(k):
+        backend._runner(weights, i, "openvino", torch.device("cpu"), exact=True)
+    print(f"conversions of {k} checkpoints: {time.perf_counter() - t0:.1f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def full_run(files: dict[str, Path], k: int) -> dict:
+    """One case with the 15 checkpoints (the K stand-ins, converted to OpenVINO first, as after a first case): when
+    the first provisional mask came, and when the final one."""
     deepisles_stale()
     from stroke_seg.models import deepisles, deepisles_weights
 
     deepisles.check_weights = deepisles_weights.check_weights
+    convert(k)  # once per machine, as after a first case
     stamps: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     seconds, _, details = our_case(files, on_provisional=lambda p: stamps.append((p.done, time.perf_counter() - t0)))
@@ -177,8 +199,9 @@ def full_run(files: dict[str, Path]) -> dict:
         "checkpoints": 15,
         "engine": details["engine"],
         "first_provisional_s": round(stamps[0][1], 1),
-        "full_s": round(seconds, 1),
-        "first_over_full": round(stamps[0][1] / seconds, 3),
+        "full_s": round(details["segment_s"], 1),
+        "inference_s": round(seconds, 1),
+        "first_over_full": round(stamps[0][1] / details["segment_s"], 3),
         "provisional_s": [round(s, 1) for _, s in stamps],
     }
 
@@ -186,10 +209,12 @@ def full_run(files: dict[str, Path]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", type=int, default=2)
+    ap.add_argument("--case", type=Path, help="a skull-stripped case folder (dwi.nii.gz, adc.nii.gz) instead")
     ap.add_argument("--repeats", type=int, default=1, help="cases per path after the first (median)")
     ap.add_argument("--windows", type=int, default=2, help="rounds of the per-window comparison (0: none)")
     ap.add_argument("--bf16", action="store_true", help="also one case with engine=openvino-bf16")
     ap.add_argument("--full-run", action="store_true", help="also one 15-checkpoint case with provisional answers")
+    ap.add_argument("--full-run-only", action="store_true", help="only the 15-checkpoint case (another process)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -200,40 +225,62 @@ def main() -> None:
         os.environ.update(STROKE_SEG_DEEPISLES_WEIGHTS=str(tmp / "w"), STROKE_SEG_ENGINE_CACHE=str(tmp / "engines"))
         os.environ["STROKE_SEGMENTOR_CITATION_REMINDER"] = "false"
         files = synthetic_case(tmp / "case")
+        if args.case:
+            files = {k: args.case / f"{k}.nii.gz" for k in ("dwi", "adc")}
+        if args.full_run_only:
+            out["full_run"] = full_run(files, args.checkpoints)
+            return report(out, args.json)
         if args.windows:
             out["per_window"] = per_window(tmp / "w", args.windows)
+            report(out, args.json)
         first_k(args.checkpoints)
-        pkg, ours = [], []
+        out["conversion_s"] = round(convert(args.checkpoints), 1)  # once per machine: not part of a case
+        pkg, ours, stamps, whole = [], [], [], []
         for r in range(1 + args.repeats):  # alternating, so that the machine's load falls on both paths
             seconds, pkg_mask = package_case(tmp / "w", args.checkpoints, files, tmp / f"pkg{r}.nii.gz")
             pkg.append(seconds)
             print(f"package case {r}: {seconds:.1f} s", flush=True)
-            seconds, mask, details = our_case(files)
+            t0, stamps = time.perf_counter(), []
+            seconds, mask, details = our_case(
+                files, on_provisional=lambda p, s=stamps, t=t0: s.append(time.perf_counter() - t)
+            )
             ours.append(seconds)
-            print(f"this backend case {r}: {seconds:.1f} s ({details['engine']})", flush=True)
+            whole.append(details["segment_s"])
+            print(f"this backend case {r}: {seconds:.1f} s ({details['engine']}), provisional at {stamps}", flush=True)
         later = slice(1, None) if args.repeats else slice(0, None)
         out["case"] = {
             "windows_per_checkpoint": details["windows_per_checkpoint"],
             "engine": details["engine"],
             "package_s": [round(s, 1) for s in pkg],
             "this_backend_s": [round(s, 1) for s in ours],
+            "this_backend_whole_segment_s": [round(s, 1) for s in whole],
+            "this_backend_s_per_window": details["seconds_per_window"],
             "ratio_package_over_this_later_cases": round(
                 statistics.median(pkg[later]) / statistics.median(ours[later]), 2
             ),
             "ratio_per_round": [round(p / o, 2) for p, o in zip(pkg, ours)],
             "mask_vs_package": compare(mask, pkg_mask),
             "mask_voxels": int(pkg_mask.astype(bool).sum()),
+            "provisional_s_last_case": [round(t, 1) for t in stamps],
         }
+        report(out, args.json)
         if args.bf16:
             seconds, bf16_mask, details = our_case(files, engine="openvino-bf16")
             out["bf16_case"] = {"s": round(seconds, 1), "engine": details["engine"]} | compare(bf16_mask, pkg_mask)
+            report(out, args.json)
         if args.full_run:
-            out["full_run"] = full_run(files)
-    out["load_average_1min"] = {"min": round(min(LOADS), 1), "median": round(statistics.median(LOADS), 1),
-                                "max": round(max(LOADS), 1)}  # fmt: skip
-    print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+            out["full_run"] = full_run(files, args.checkpoints)
+    report(out, args.json)
+
+
+def report(out: dict, path: Path | None) -> None:
+    """Print the figures so far (and write them to ``path``): a long run on a loaded machine keeps what it measured."""
+    if LOADS:
+        out["load_average_1min"] = {"min": round(min(LOADS), 1), "median": round(statistics.median(LOADS), 1),
+                                    "max": round(max(LOADS), 1)}  # fmt: skip
+    print(json.dumps(out, indent=2), flush=True)
+    if path:
+        path.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -72,9 +72,11 @@ INSTALL_HINT = (
     f"{NAME} needs the optional DeepISLES extra: pip install -r requirements-deepisles.txt "
     f"(stroke-segmentor {PACKAGE_VERSION} and MONAI)"
 )
-CPU_WINDOW_S = {"torch": 28.8, "openvino": 12.0, "openvino-bf16": 5.0}
-"""Seconds per 192x192x128 window of an 87 M-parameter SegResNet stand-in per engine on a 2-core CPU (BENCHMARKS.md,
-"DeepISLES"); only the first estimate of a process uses it, every later one the windows timed in this process."""
+CPU_WINDOW_S = {"torch": 28.8, "openvino": 13.0, "openvino-bf16": 4.2}
+"""Typical seconds per 192x192x128 window of an 87 M-parameter SegResNet stand-in on a 2-core CPU: torch measured on
+an idle machine, the others from it and the ratios measured side by side on a loaded one (BENCHMARKS.md, "DeepISLES":
+2.2x for OpenVINO float32, 3.1x more for bfloat16); only the first estimate of a process uses it, every later one the
+pace timed in this process."""
 TRACE_WINDOW = (64, 64, 32)
 """The window an eager checkpoint is converted to OpenVINO on (then reshaped to the 192x192x128 window)."""
 

@@ -132,9 +132,9 @@ class SegmentConfig:
             lesion's ADC (a quarter of it must be restricted, whatever share its DWI-bright rim takes) over the ADC of
             this brain's normal-appearing tissue (the histogram peak of brain voxels with ADC 200-1500 and DWI below
             1.3x the brain median). A lesion must restrict diffusion relative to the patient's own tissue, whatever
-            the scanner's ADC scale, so T2 shine-through is not infarct. The default (0.9) keeps subacute lesions with
-            moderately low ADC (on the real ISLES'22 case 0.85 drops lesions of the expert's: unet Dice 0.425 instead
-            of 0.460); measurements in MODEL_CARD.md. None keeps them.
+            the scanner's ADC scale, so T2 shine-through is not infarct. The default (1.0) keeps subacute lesions with
+            moderately low ADC; 0.9 removed true lesions (held-out synthetic emboli: Dice 0.68 -> 0.60; the real
+            ISLES'22 case: 0.478 -> 0.460; MODEL_CARD.md). None keeps them.
         mirror_dwi_min: a component whose median DWI is below this times the DWI of the tissue at its mirror image
             (across the mid-sagittal plane, widened by 4 mm; its 75th percentile) is removed unless it has a
             restricted core (median ADC at most 0.75x the normal-appearing ADC): brightness both hemispheres share (a
@@ -179,7 +179,7 @@ class SegmentConfig:
     threshold: float = 0.5
     min_lesion_ml: float = 0.01
     max_lesion_adc: float | None = 1000.0
-    max_lesion_radc: float | None = 0.9
+    max_lesion_radc: float | None = 1.0
     mirror_dwi_min: float | None = 1.15
     artefact_zone_adc: float | None = 620.0
     edge_level: float | None = 0.5

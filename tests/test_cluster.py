@@ -33,6 +33,8 @@ gradio_client = require_module("gradio_client")
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 RUNNING = ("PROCESSING", "ITERATING")
+STRIPPED_15 = synth.Acquisition(voxel_size=(1.5, 1.5, 1.5), skull_stripped=True)
+"""Long enough to watch windows and cancel; skull-stripped, as brain extraction is not the subject of the app tests."""
 
 
 def _dask_cli() -> list[str]:
@@ -168,10 +170,7 @@ def _desc(job) -> str:
 def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(tmp_path, cluster):
     from gradio_client import Client
 
-    cases = [
-        synth.make_case(900 + i, "territorial", synth.Acquisition(voxel_size=(1.5, 1.5, 1.5))).save(tmp_path / f"c{i}")
-        for i in range(2)
-    ]
+    cases = [synth.make_case(900 + i, "territorial", STRIPPED_15).save(tmp_path / f"c{i}") for i in range(2)]
     with launched_app(tmp_path, STROKE_SEG_DASK_SCHEDULER=cluster.address) as (url, log):
         # two users (two sessions): a gradio_client cancel closes its session's stream
         jobs = [_submit(Client(url, verbose=False), c, "accurate") for c in cases]
@@ -198,10 +197,7 @@ def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(t
 def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(tmp_path, cluster):
     from gradio_client import Client
 
-    cases = [
-        synth.make_case(950 + i, "territorial", synth.Acquisition(voxel_size=(1.5, 1.5, 1.5))).save(tmp_path / f"c{i}")
-        for i in range(2)
-    ]
+    cases = [synth.make_case(950 + i, "territorial", STRIPPED_15).save(tmp_path / f"c{i}") for i in range(2)]
     env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "5"}
     with launched_app(tmp_path, **env) as (url, log):
         job = _submit(Client(url, verbose=False), cases[0], "accurate")

@@ -127,7 +127,8 @@ def test_missing_and_corrupt_weights_give_clear_errors(weights, tmp_path):
     with pytest.raises(ModelError, match="corrupt"):
         unet_mod.load_weights(bad)
     meta = json.loads((tmp_path / "unet.json").read_text())
-    assert meta["command"].startswith("python -m stroke_seg.synthetic.train")
+    # the command as it was recorded when the shipped weights were trained (before the module moved to synthetic/)
+    assert meta["command"].startswith(("python -m stroke_seg.synthetic.train", "python -m stroke_seg.train"))
 
 
 @pytest.mark.xfail(

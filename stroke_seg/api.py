@@ -193,7 +193,19 @@ def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tupl
         return None, {"method": "morphology" if own else "morphology (the model runs its own pipeline)"}
     dwi_c, affine_c, _ = to_canonical(loaded.dwi, loaded.affine)
     extracted = extract_brain(dwi_c, voxel_sizes(affine_c), config=config, progress=report, should_cancel=cancel)
-    return extracted.brain, extracted.details
+    reason = extracted.details.get("implausible")
+    if reason is None:
+        return extracted.brain, extracted.details
+    # a misplaced brain would delete lesions: the morphological mask instead, said in the result's warnings
+    warning = (
+        f"Brain extraction: HD-BET's brain mask is not plausible ({reason}), so the morphological brain mask was "
+        "used instead; check the brain mask overlay before trusting the lesions."
+    )
+    return None, {
+        "method": "morphology (HD-BET's mask was not plausible)",
+        "warning": warning,
+        "hd_bet": extracted.details,
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -398,6 +410,7 @@ def segment(
     clock.lap("postprocess")
 
     lesion_metrics, warnings = _measure(loaded, volumes, out, bar.stage("metrics"))
+    warnings = ((brain_details["warning"],) if "warning" in brain_details else ()) + warnings
     clock.lap("metrics")
     clinical = _clinical(loaded, out, backend, config, warnings, bar.stage("report"))
     if clinical is not None:

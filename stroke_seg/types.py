@@ -11,6 +11,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -154,8 +155,8 @@ class SegmentConfig:
             (``bench/evaluate.py --seed 9``): levels 0.3-0.6 and reaches 2 or 4 mm, 0.5 with 4 mm best (unet mean Dice
             0.865 -> 0.894, adc-threshold 0.755 -> 0.795, negatives 0 mL). None keeps the model's own edges.
         device: torch device for deep backends (``"cpu"``, ``"cuda"``); None picks CUDA when present.
-        engine: what runs the network: ``"auto"`` (CUDA: torch; CPU: OpenVINO, float32 in fast mode and bfloat16 in
-            accurate mode where the CPU has native bf16), ``"torch"`` (the float32 reference), ``"openvino"``
+        engine: what runs the network: ``"auto"`` (CUDA: torch; CPU: OpenVINO float32), ``"torch"`` (the float32
+            reference), ``"openvino"``
             (float32) or ``"openvino-bf16"``. An engine that is missing or fails falls back to torch (logged);
             :mod:`stroke_seg.models.engines` has the details.
         brain_extractor: how a raw head's brain is found for the models that use this project's brain mask (all but
@@ -163,10 +164,9 @@ class SegmentConfig:
             :mod:`stroke_seg.models.hdbet`; fold 0 in fast mode, five folds fused in accurate mode; the engine as
             ``engine`` says, in float32) or ``"morphology"`` (:func:`stroke_seg.pipeline.preprocess.brain_mask`,
             thresholds and erosion: keeps scalp and neck on many heads). A skull-stripped input keeps its own support
-            either way. A missing extractor is an error, never a silent fallback. The default is ``"morphology"``:
-            HD-BET as integrated here placed the brain of a generated 2 mm raw head wrongly (Dice 0.62 against its
-            known brain, 80 of 81 lesion voxels outside) while matching the shared raw head (0.949), so it is opt-in
-            until that is understood.
+            either way. A missing extractor is an error, never a silent fallback; an HD-BET mask that cannot be a
+            brain (:func:`stroke_seg.pipeline.brain_extraction.implausible_brain`) is replaced by the morphological
+            one with a warning in :attr:`Result.warnings`. Default ``"hd-bet"``, or ``STROKE_SEG_BRAIN_EXTRACTOR``.
         max_voxels: largest accepted image, in voxels, all volumes of a 4D image together, checked from each header
             before voxels are read (guards memory on shared servers); defaults to ``STROKE_SEG_MAX_VOXELS``
             (48,000,000).
@@ -188,7 +188,7 @@ class SegmentConfig:
     edge_level: float | None = 0.5
     device: str | None = None
     engine: str = "auto"
-    brain_extractor: str = "morphology"
+    brain_extractor: str = field(default_factory=lambda: os.environ.get("STROKE_SEG_BRAIN_EXTRACTOR") or "hd-bet")
     max_voxels: int = field(default_factory=lambda: Limits.from_env().max_voxels)
     model_folder: str | None = None
     core_adc: float = 620.0

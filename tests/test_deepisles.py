@@ -63,10 +63,11 @@ GEOMETRIES = {
 
 
 def stripped_case(
-    folder: Path, geometry: str, seed: int = 0, lesion_mm: float = 9.0, extent=(150.0, 170.0, 130.0)
+    folder: Path, geometry: str, seed: int = 0, lesion_mm: float = 9.0, extent=(140.0, 160.0, 110.0)
 ) -> dict[str, Path]:
     """A skull-stripped head phantom (zeros outside the brain) with one lesion, both defined in world space (mm),
-    sampled on ``geometry`` over ``extent`` (mm): every geometry shows the same anatomy."""
+    sampled on ``geometry`` over ``extent`` (mm; the default fits one 192 x 192 x 128 window at 1 mm): every
+    geometry shows the same anatomy."""
     rot, vs, dtype = GEOMETRIES[geometry]
     extent = np.asarray(extent, dtype=float)  # mm
     shape = tuple(int(round(e / v)) for e, v in zip(extent, vs))
@@ -200,7 +201,7 @@ def test_flair_is_ignored_with_a_note(tmp_path, use_weights):
 
 
 def test_progress_per_checkpoint_and_window_and_cancel_within_one_window(tmp_path, use_weights):
-    files = stripped_case(tmp_path / "case", "ras-1mm-float32")
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32", extent=(150.0, 170.0, 130.0))
     events: list[str] = []
     result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, progress=lambda f, d: events.append(d))
     n = result.model_details["windows_per_checkpoint"]
@@ -390,7 +391,7 @@ def test_storage_does_not_change_the_mask(kind, geometry, tmp_path, tmp_path_fac
 
 
 def test_provisional_answers_refine_and_the_last_equals_the_final(tmp_path, use_weights):
-    files = stripped_case(tmp_path / "case", "ras-1mm-float32", extent=(140.0, 160.0, 110.0))  # one window
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")  # one window
     seen: list = []
     result = stroke_seg.segment(files, model=deepisles.NAME, config=TORCH, on_provisional=seen.append)
     assert [p.done for p in seen] == list(range(1, 16)) and {p.total for p in seen} == {15}
@@ -407,7 +408,7 @@ def test_provisional_answers_refine_and_the_last_equals_the_final(tmp_path, use_
 
 
 def test_cancel_keeps_the_last_provisional_answer(tmp_path, use_weights):
-    files = stripped_case(tmp_path / "case", "ras-1mm-float32", extent=(140.0, 160.0, 110.0))  # one window
+    files = stripped_case(tmp_path / "case", "ras-1mm-float32")  # one window
     seen: list = []
     stop = threading.Event()
 

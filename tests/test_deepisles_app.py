@@ -59,7 +59,9 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
     weights = tmp_path / "weights"  # written once the unet job's own duration is known; read at the first use
     deep_case = stripped_case(tmp_path / "deep", "ras-1mm-float32")
     folders = [
-        synth.make_case(700 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"u{i}")
+        synth.make_case(700 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0), skull_stripped=True)).save(
+            tmp_path / f"u{i}"
+        )
         for i in range(2)
     ]
     fast = [{"dwi": f / "dwi.nii.gz", "adc": f / "adc.nii.gz"} for f in folders]
@@ -123,7 +125,7 @@ def test_gradio_client_receives_provisional_answers_and_cancel_keeps_the_last(tm
     probe(torch.zeros(1, 2, 4, 4, 4))
     weights = write_standins(tmp_path / "weights", spin=int(0.4 / ((time.monotonic() - t0) / spin)))  # ~0.4 s a window
     deep_case = stripped_case(tmp_path / "deep", "ras-1mm-float32")
-    other_case = stripped_case(tmp_path / "other", "ras-1mm-float32", seed=5)
+    other_case = stripped_case(tmp_path / "other", "ras-1mm-float32", seed=5, extent=(150.0, 170.0, 130.0))  # 2 windows
     env = {deepisles.WEIGHTS_ENV: str(weights), "STROKE_SEG_ENGINE": "torch", "STROKE_SEG_CACHE_TTL": "0"}
     with launched_app(tmp_path, **env) as (url, log):
         job = submit(Client(url, verbose=False), deep_case, deepisles.NAME)

@@ -38,7 +38,12 @@ from torch import nn
 from stroke_seg.errors import ModelError, check_cancel
 from stroke_seg.io.digest import file_sha256
 from stroke_seg.models.engines import build_engine, resolve_engine
-from stroke_seg.pipeline.brain_extraction import brain_from_probability, network_input, skull_stripped_support
+from stroke_seg.pipeline.brain_extraction import (
+    brain_from_probability,
+    implausible_brain,
+    network_input,
+    skull_stripped_support,
+)
 from stroke_seg.types import CancelCheck, ProgressCallback, SegmentConfig
 
 __all__ = ["HdBetNet", "BrainExtraction", "extract_brain", "load_fold", "weights_path", "folds_for", "REQUIREMENT"]
@@ -215,7 +220,9 @@ class BrainExtraction:
     Attributes:
         brain: canonical (X, Y, Z) bool.
         method: ``"hd-bet"`` or ``"skull-stripped input"`` (its own support).
-        details: JSON-able facts for :attr:`stroke_seg.types.Result.model_details` (folds, engine, seconds).
+        details: JSON-able facts for :attr:`stroke_seg.types.Result.model_details` (folds, engine, seconds; and
+            ``implausible``, why the mask cannot be this head's brain, when
+            :func:`stroke_seg.pipeline.brain_extraction.implausible_brain` says so).
     """
 
     brain: np.ndarray
@@ -310,4 +317,8 @@ def extract_brain(
         "seconds": round(seconds, 2),
     }
     log.info("hd-bet: folds %s on %s by %s in %.1f s", folds, prepared.x.shape, details["engine"], seconds)
+    reason = implausible_brain(dwi, brain, voxel_size)
+    if reason is not None:
+        log.warning("hd-bet: its brain mask is not plausible: %s", reason)
+        details["implausible"] = reason
     return BrainExtraction(brain, "hd-bet", details)

@@ -26,6 +26,7 @@ from stroke_seg.types import SegmentConfig
 
 require_module("stroke_segmentor")
 require_module("monai")
+pytestmark = pytest.mark.slow  # the package's own pipeline and ours, 15 checkpoints each, per test
 
 from deepisles_standins import package_mask, write_standins  # noqa: E402
 
@@ -382,7 +383,9 @@ def test_storage_does_not_change_the_mask(kind, geometry, tmp_path, tmp_path_fac
     if not (weights / "model14.ts").is_file():
         write_standins(weights, pool=False)
     monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(weights))
-    files = stripped_case(tmp_path / "case", geometry, seed=len(kind))
+    # the two known gaps were measured on the 150 x 170 x 130 mm phantom (two windows at 1 mm)
+    extent = (150.0, 170.0, 130.0) if kind in ("perturb", "flip0") and geometry != "ras-1mm-float32" else None
+    files = stripped_case(tmp_path / "case", geometry, seed=len(kind), **({"extent": extent} if extent else {}))
     base = np.asarray(stroke_seg.segment(files, model=deepisles.NAME, config=TORCH).mask.dataobj)
     varied, back = _variant(files, tmp_path / kind, kind)
     other = back(np.asarray(stroke_seg.segment(varied, model=deepisles.NAME, config=TORCH).mask.dataobj))

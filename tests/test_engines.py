@@ -1,5 +1,6 @@
 """Network engines: the default engine agrees with the float32 torch reference on every example and shared real
-scan, per mode; a missing or failing engine falls back to the reference; progress and cancel keep their grain."""
+scan in fast mode, and in accurate mode on the smallest-lesion example and the expert-labelled real scan; a missing
+or failing engine falls back to the reference; progress and cancel keep their grain."""
 
 from __future__ import annotations
 
@@ -50,12 +51,16 @@ def _mask_and_engines(files, **config) -> tuple[np.ndarray, set[str]]:
     return mask, ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "accurate"])
 def test_the_default_engine_agrees_with_the_float32_reference(weights, mode):
     require(engines.openvino_available(), "OpenVINO is not installed: the default engine is the reference itself")
     missing = [n for n in REAL_CASES if SHARED.is_dir() and not (SHARED / n).is_dir()]
     require(not missing, f"shared real scans missing: {missing}")
     cases = _cases()
+    if mode == "accurate":  # the mirrored passes of the same engine, on the two cases where bf16 moved voxels
+        cases = [(n, f) for n, f in cases if n in ("example lacunar", "real isles22-strokecase0001")]
+        assert len(cases) == 2 or not SHARED.is_dir()
     chosen = engines.resolve_engine("auto", torch.device("cpu"), mode)
     assert chosen != "torch"
     failures = []
@@ -92,6 +97,7 @@ def _example() -> dict:
     return dict(discover_cases(ROOT / "examples"))["territorial_mca"]
 
 
+@pytest.mark.slow
 def test_missing_openvino_falls_back_to_the_reference(weights, monkeypatch, caplog):
     reference = _mask(_example(), engine="torch")
     monkeypatch.setattr(engines, "openvino_available", lambda: False)
@@ -101,6 +107,7 @@ def test_missing_openvino_falls_back_to_the_reference(weights, monkeypatch, capl
     assert "OpenVINO is not installed" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_engine_that_fails_to_build_or_to_run_falls_back(weights, monkeypatch, caplog):
     require(engines.openvino_available(), "OpenVINO is not installed")
     reference = _mask(_example(), engine="torch")

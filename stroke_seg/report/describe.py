@@ -343,15 +343,19 @@ def _register(case: Case, brain: np.ndarray, config: ReportConfig) -> MniRegistr
 
 
 def _lesion(
-    label: int, ijk: np.ndarray, case: Case, reg: MniRegistration, config: ReportConfig, flair_keep: np.ndarray | None
-) -> tuple[LesionReport, np.ndarray]:
-    """One lesion's report, and its territory labels per voxel."""
+    label: int,
+    ijk: np.ndarray,
+    placed: tuple[np.ndarray, np.ndarray, np.ndarray],
+    case: Case,
+    reg: MniRegistration,
+    config: ReportConfig,
+    flair_keep: np.ndarray | None,
+) -> LesionReport:
+    """One lesion's report; ``placed``: its voxels' world and MNI coordinates and atlas labels."""
     vml = voxel_volume_ml(case.affine)
     i, j, k = ijk.T
-    world = _world(ijk, case.affine)
-    mni = reg.to_mni(world)
+    world, mni, labels = placed
     side, left, right = _side(mni[:, 0], vml, config)
-    labels = atlas_labels(mni, config.atlas_reach_mm)
     ml, regions = _territories(labels, vml)
     main = max(TERRITORIES, key=lambda t: ml[t])
     ratio = None
@@ -371,7 +375,7 @@ def _lesion(
         regions=regions,
         flair_ratio=ratio,
     )
-    return report, labels
+    return report
 
 
 def describe(
@@ -410,12 +414,17 @@ def describe(
     notes = list(warnings) + ([reg.warning] if reg.warning else [])
     _, voxels = _components(lesion)
     flair_keep = (brain & ~lesion & (case.flair > 0)) if case.flair is not None else None
-    rows, all_labels = [], []
-    for n, ijk in enumerate(voxels, start=1):
-        row, labels = _lesion(n, ijk, case, reg, config, flair_keep)
-        rows.append(row)
-        all_labels.append(labels)
-    totals, _ = _territories(np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64), vml)
+    # every lesion voxel placed at once (a speckled mask may hold thousands of lesions), then split per lesion
+    ijk_all = np.concatenate(voxels) if voxels else np.zeros((0, 3), np.int64)
+    world_all = _world(ijk_all, case.affine)
+    mni_all = reg.to_mni(world_all)
+    labels_all = atlas_labels(mni_all, config.atlas_reach_mm)
+    bounds = np.cumsum([0] + [len(v) for v in voxels])
+    rows = [
+        _lesion(n, ijk, tuple(a[lo:hi] for a in (world_all, mni_all, labels_all)), case, reg, config, flair_keep)
+        for n, (ijk, lo, hi) in enumerate(zip(voxels, bounds[:-1], bounds[1:]), start=1)
+    ]
+    totals, _ = _territories(labels_all.astype(np.int64), vml)
     zero_adc = int((lesion & (case.adc <= 0)).sum())
     if zero_adc:
         notes.append(f"{zero_adc} lesion voxels have ADC 0 (no measurement, or b0 <= b1000): counted as core")

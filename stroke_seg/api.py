@@ -21,7 +21,7 @@ from stroke_seg.io.case import ImageLike, load_case, make_image
 from stroke_seg.models import default_model, get_model
 from stroke_seg.models.base import CaseBackend, CaseOutput, PartialOutput
 from stroke_seg.models.engines import record_engines
-from stroke_seg.models.hdbet import extract_brain
+from stroke_seg.models.hdbet import BrainExtraction, extract_brain
 from stroke_seg.pipeline import metrics as metrics_mod
 from stroke_seg.pipeline.anatomy import MniMap
 from stroke_seg.pipeline.postprocess import (
@@ -185,7 +185,7 @@ def _postprocess(
     return prob, mask, brain, voxel_ml
 
 
-def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tuple[np.ndarray | None, dict]:
+def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tuple[BrainExtraction | None, dict]:
     """The canonical brain mask from the configured extractor (None: :func:`preprocess` makes it by morphology, as
     for DeepISLES and nnU-Net folders, which run their own pipeline), and how it was made."""
     if config.brain_extractor == "morphology" or isinstance(backend, CaseBackend):
@@ -195,7 +195,7 @@ def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tupl
     extracted = extract_brain(dwi_c, voxel_sizes(affine_c), config=config, progress=report, should_cancel=cancel)
     reason = extracted.details.get("implausible")
     if reason is None:
-        return extracted.brain, extracted.details
+        return extracted, extracted.details
     # a misplaced brain would delete lesions: the morphological mask instead, said in the result's warnings
     warning = (
         f"Brain extraction: HD-BET's brain mask is not plausible ({reason}), so the morphological brain mask was "
@@ -399,8 +399,12 @@ def segment(
     report = bar.stage("preprocess")
     report(0.0, "canonical orientation, brain mask")
     backend = get_model(model or default_model())
-    brain_c, brain_details = _brain(loaded, backend, config, scaled_progress(report, 0.0, 0.95), cancel)
-    volumes = preprocess(loaded, brain=brain_c)
+    extracted, brain_details = _brain(loaded, backend, config, scaled_progress(report, 0.0, 0.95), cancel)
+    volumes = preprocess(
+        loaded,
+        brain=extracted.brain if extracted else None,
+        network_brain=extracted.network_brain if extracted else None,
+    )
     report(1.0, f"brain mask {int(volumes.brain.sum())} voxels")
     check_cancel(cancel, "preprocessing")
     clock.lap("preprocess")

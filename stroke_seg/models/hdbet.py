@@ -219,6 +219,8 @@ class BrainExtraction:
 
     Attributes:
         brain: canonical (X, Y, Z) bool.
+        network_brain: HD-BET's brain before the margin (:data:`~stroke_seg.pipeline.brain_extraction.MARGIN_MM`),
+            same shape; None for a skull-stripped input.
         method: ``"hd-bet"`` or ``"skull-stripped input"`` (its own support).
         details: JSON-able facts for :attr:`stroke_seg.types.Result.model_details` (folds, engine, seconds; and
             ``implausible``, why the mask cannot be this head's brain, when
@@ -228,6 +230,7 @@ class BrainExtraction:
     brain: np.ndarray
     method: str
     details: dict[str, Any] = field(default_factory=dict)
+    network_brain: np.ndarray | None = None
 
 
 def _device(config: SegmentConfig) -> torch.device:
@@ -307,6 +310,7 @@ def extract_brain(
         engines.append(name)
     check_cancel(cancel, "brain extraction")
     brain = brain_from_probability(total / len(folds), prepared, voxel_size)
+    network_brain = brain_from_probability(total / len(folds), prepared, voxel_size, margin_mm=0.0)
     seconds = time.perf_counter() - start
     report(1.0, f"HD-BET brain mask ready ({seconds:.0f} s)")
     details = {
@@ -321,4 +325,4 @@ def extract_brain(
     if reason is not None:
         log.warning("hd-bet: its brain mask is not plausible: %s", reason)
         details["implausible"] = reason
-    return BrainExtraction(brain, "hd-bet", details)
+    return BrainExtraction(brain, "hd-bet", details, network_brain)

@@ -118,8 +118,12 @@ def prepare_inputs(volumes: Preprocessed, pad_to: tuple[int, int, int] = WINDOW)
     )
     brain_w = zoom_to_spacing(volumes.brain.astype(np.float32), volumes.voxel_size, SPACING_MM) > 0.25
     working_shape = chans[0].shape
-    if brain_w.any():
-        idx = np.argwhere(brain_w)
+    # the field of view is cropped to the brain as the network was trained on it: an extractor's, before its margin
+    tight = brain_w
+    if volumes.network_brain is not None and volumes.network_brain.any():
+        tight = zoom_to_spacing(volumes.network_brain.astype(np.float32), volumes.voxel_size, SPACING_MM) > 0.25
+    if tight.any():
+        idx = np.argwhere(tight)
         lo, hi = np.maximum(idx.min(0) - 4, 0), np.minimum(idx.max(0) + 5, working_shape)
     else:
         lo, hi = np.zeros(3, int), np.asarray(working_shape)

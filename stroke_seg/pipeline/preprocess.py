@@ -64,6 +64,8 @@ class Preprocessed:
             outside the brain), the head and background a raw scan holds besides the brain.
         normal_adc: ADC of this brain's normal-appearing tissue (:func:`normal_appearing_adc`), 1e-6 mm²/s;
             None when too little of it is found. The reference of the relative-ADC rule.
+        network_brain: the brain as a trained extractor drew it, before its safety margin (same shape, bool), or
+            None (then :attr:`brain`): what a network's field of view is cropped to, as in training.
     """
 
     dwi: np.ndarray
@@ -76,6 +78,7 @@ class Preprocessed:
     dwi_median: float
     outside_ml: float = 0.0
     normal_adc: float | None = None
+    network_brain: np.ndarray | None = None
 
 
 NORMAL_ADC_RANGE = (200.0, 1500.0)
@@ -335,13 +338,14 @@ def zoom_to_shape(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> n
     )
 
 
-def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
+def preprocess(case: Case, *, brain: np.ndarray | None = None, network_brain: np.ndarray | None = None) -> Preprocessed:
     """Canonical orientation, brain mask and DWI/FLAIR normalisation of a validated case.
 
     Args:
         case: the validated case.
         brain: its brain mask, canonical (X, Y, Z) bool (a trained extractor's:
             :func:`stroke_seg.models.hdbet.extract_brain`); None makes one by morphology (:func:`brain_mask`).
+        network_brain: the extractor's brain before its margin (:attr:`Preprocessed.network_brain`), or None.
     """
     dwi_c, affine_c, ornt = to_canonical(case.dwi, case.affine)
     adc_c = to_canonical(case.adc, case.affine)[0]
@@ -384,4 +388,5 @@ def preprocess(case: Case, *, brain: np.ndarray | None = None) -> Preprocessed:
         dwi_median=median,
         outside_ml=outside_ml,
         normal_adc=normal_appearing_adc(dwi_n[coarse], adc_c[coarse], interior),
+        network_brain=network_brain,
     )

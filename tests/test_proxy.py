@@ -98,9 +98,7 @@ def test_long_job_survives_idle_timeout_proxy_but_sync_request_gets_504(tmp_path
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
     from gradio_client import Client, handle_file
 
-    case_dir = synth.make_case(33, "territorial", synth.Acquisition(voxel_size=(1.0, 1.0, 1.0))).save(
-        tmp_path / "case1mm"
-    )
+    case_dir = synth.make_case(33, "territorial", synth.Acquisition(voxel_size=(1.5, 1.5, 1.5))).save(tmp_path / "case")
     stop = threading.Event()
     sync = _sync_server(case_dir, stop)
     with launched_app(tmp_path, STROKE_SEG_CONCURRENCY="1") as (app_url, _log):

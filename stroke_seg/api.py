@@ -25,6 +25,7 @@ from stroke_seg.models.hdbet import BrainExtraction, extract_brain
 from stroke_seg.pipeline import metrics as metrics_mod
 from stroke_seg.pipeline.anatomy import MniMap
 from stroke_seg.pipeline.postprocess import (
+    LesionRules,
     apply_physics_guard,
     describe_violations,
     enforce_lesion_rules,
@@ -147,7 +148,7 @@ def _mni_map(volumes, config: SegmentConfig) -> MniMap | None:
 
 
 def _postprocess(
-    prob_c: np.ndarray, loaded: Case, volumes, config: SegmentConfig, report: ProgressCallback
+    prob_c: np.ndarray, loaded: Case, volumes, config: SegmentConfig, rules: LesionRules, report: ProgressCallback
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """This project's post-processing of a canonical probability map: (probability, mask, brain, voxel mL), all on
     the input grid."""
@@ -155,7 +156,6 @@ def _postprocess(
     prob = from_canonical(np.clip(prob_c, 0, 1).astype(np.float32, copy=False), volumes.ornt)
     voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
     adc = from_canonical(volumes.adc, volumes.ornt)  # 0 outside the diffusion support, whatever the ADC's source
-    rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
     mask = threshold_and_filter(
         prob,
         config.threshold,
@@ -197,15 +197,18 @@ def _brain(loaded: Case, backend, config: SegmentConfig, report, cancel) -> tupl
     if reason is None:
         return extracted, extracted.details
     # a misplaced brain would delete lesions: the morphological mask instead, said in the result's warnings
-    warning = (
+    return None, {"method": "morphology (HD-BET's mask was not plausible)", "hd_bet": extracted.details}
+
+
+def _brain_warnings(details: dict) -> tuple[str, ...]:
+    """The result's warning when the extractor's mask was set aside (see :func:`_brain`)."""
+    reason = details.get("hd_bet", {}).get("implausible")
+    if reason is None:
+        return ()
+    return (
         f"Brain extraction: HD-BET's brain mask is not plausible ({reason}), so the morphological brain mask was "
-        "used instead; check the brain mask overlay before trusting the lesions."
+        "used instead; check the brain mask overlay before trusting the lesions.",
     )
-    return None, {
-        "method": "morphology (HD-BET's mask was not plausible)",
-        "warning": warning,
-        "hd_bet": extracted.details,
-    }
 
 
 def _duration(seconds: float) -> str:
@@ -286,6 +289,7 @@ def _infer(
     """Run the backend, then this project's post-processing (a case backend's own mask is kept, its broken rules
     warned)."""
     stage = bar.stage("inference")
+    rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
     if isinstance(backend, CaseBackend):
         estimate = backend.estimate_seconds(loaded)
         if estimate is not None:
@@ -298,7 +302,6 @@ def _infer(
         mask = output.mask.astype(bool)
         voxel_ml = metrics_mod.voxel_volume_ml(loaded.affine)
         # another project's mask: broken rules are warned, not fixed
-        rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
         broken = describe_violations(lesion_rule_violations(mask, loaded.dwi, loaded.adc, voxel_ml, rules), rules)
         brain = from_canonical(volumes.brain, volumes.ornt)
         return _Inferred(prob, mask, brain, voxel_ml, tuple(output.notes), output.details, broken)
@@ -306,9 +309,8 @@ def _infer(
         prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
     check_cancel(cancel, "inference")
     clock.lap("inference")
-    prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, bar.stage("postprocess"))
+    prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, rules, bar.stage("postprocess"))
     details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
-    rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
     notes = (rules.statement() + mirror_statement(config) + ".",)  # the rules, with this case's figures
     return _Inferred(prob, mask, brain, voxel_ml, notes, details, None)
 
@@ -414,7 +416,7 @@ def segment(
     clock.lap("postprocess")
 
     lesion_metrics, warnings = _measure(loaded, volumes, out, bar.stage("metrics"))
-    warnings = ((brain_details["warning"],) if "warning" in brain_details else ()) + warnings
+    warnings = _brain_warnings(brain_details) + warnings
     clock.lap("metrics")
     clinical = _clinical(loaded, out, backend, config, warnings, bar.stage("report"))
     if clinical is not None:

@@ -244,3 +244,27 @@ def test_a_small_stroke_in_a_generated_raw_head_is_found_behind_hd_bet(tmp_path)
         r.metrics.comparison.dice,
         r.metrics.volume_ml,
     )
+    # the same head stored in another voxel order: the same brain and lesion masks, voxel for voxel
+    mask, brain = (np.asarray(img.dataobj) > 0 for img in (r.mask, r.brain_mask))
+    for name, order in (("flip", _flip0), ("permute", _swap01)):
+        stored = {}
+        for key in ("dwi", "adc"):
+            img = nib.load(files[key])
+            data, affine = order(np.asanyarray(img.dataobj), img.affine)
+            stored[key] = save(tmp_path / f"{name}_{key}.nii.gz", np.ascontiguousarray(data), affine, data.dtype)
+        other = stroke_seg.segment(stored, model="unet")
+        for ours, theirs in ((mask, other.mask), (brain, other.brain_mask)):
+            back, _ = order(np.asarray(theirs.dataobj) > 0, None)  # both orders are their own inverse
+            assert (back != ours).sum() == 0, name
+
+
+def _flip0(data: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    if affine is None:
+        return data[::-1], None
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, data.shape[0] - 1
+    return data[::-1], affine @ flip
+
+
+def _swap01(data: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    return data.transpose(1, 0, 2), None if affine is None else affine[:, [1, 0, 2, 3]]

@@ -169,7 +169,7 @@ async def segment_api(
         model: "unet", "adc-threshold", "ensemble" or, where its extra is installed, "deepisles-nvauto" (DeepISLES;
             minutes on a CPU) or "nnunet:<name>" (a nnU-Net v2 folder under $STROKE_SEG_NNUNET_MODELS); default:
             stroke_seg.models.default_model().
-        mode: "fast" or "accurate" (8x mirror test-time augmentation).
+        mode: "fast" or "accurate" (test-time mirroring: `unet` averages 4 mirror images).
         dicom: optional .zip of a DICOM export (DWI series b0 + b1000 or trace, and/or ADC) instead of dwi and adc.
         b0: optional b=0 NIfTI of the DWI's acquisition: with no adc, the ADC is computed from it (b=1000).
     """
@@ -245,9 +245,7 @@ with gr.Blocks(
             model_in = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
             model_info = gr.Markdown(presentation.model_markdown(DEFAULT_MODEL))
             gr.Markdown(EXTRA_MODELS, visible=bool(EXTRA_MODELS))
-            mode_in = gr.Radio(
-                ["fast", "accurate"], value=DEFAULT_MODE, label="Mode (accurate = 8× mirror test-time augmentation)"
-            )
+            mode_in = gr.Radio(["fast", "accurate"], value=DEFAULT_MODE, label="Mode (accurate = test-time mirroring)")
             with gr.Row():
                 run_btn = gr.Button("Run segmentation", variant="primary", elem_id="run-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+import stroke_seg
 from stroke_seg.errors import InvalidImageError
 from stroke_seg.serving.jobs import DICOM, after_upload, own_files
 
@@ -34,3 +37,15 @@ def test_a_dicom_upload_drops_everything_the_example_left():
     # the upload handler has cleared the example's FLAIR and ground truth in the page
     files = own_files(dict(EXAMPLE, flair=None, ground_truth=None, **{DICOM: "mine/export.zip"}), state)
     assert files == {"dwi": None, "adc": None, "flair": None, "ground_truth": None, DICOM: "mine/export.zip"}
+
+
+def test_the_start_up_job_runs_every_stage_and_gives_way_to_a_user(caplog):
+    """The warm-up case is a brain with a lesion (every stage runs, the report included); a waiting job stops it."""
+    from stroke_seg.serving.warmup import first_job, warm_up_case
+
+    result = stroke_seg.segment(warm_up_case(), model="adc-threshold")
+    assert result.metrics.count == 1 and 1.0 < result.metrics.volume_ml < 10.0
+    assert result.report is not None and result.brain_ml > 500
+    with caplog.at_level(logging.INFO, logger="stroke_seg.serving.warmup"):
+        first_job("adc-threshold", stroke_seg.SegmentConfig(), should_cancel=lambda: True)
+    assert "a job is waiting" in caplog.text

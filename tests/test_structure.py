@@ -39,7 +39,7 @@ LAYERS = [
     | {"pipeline.metrics", "pipeline.qc", "presentation"},
     {"api"},
     {"serving", "serving.batch", "serving.jobs", "serving.cluster", "serving.login", "synthetic.train"}
-    | {"serving.provisional"},
+    | {"serving.provisional", "serving.warmup"},
     {"synthetic", "synthetic.__main__", "cli", "__main__", "__init__"},
 ]
 """Lowest first: types/errors and the input limits -> readers -> io/preprocess/engines -> postprocess -> models ->

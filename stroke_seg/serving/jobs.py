@@ -34,6 +34,7 @@ from stroke_seg.models import check_model_name, get_model, model_class, weights_
 from stroke_seg.report import render, write_pdf
 from stroke_seg.serving.cache import ResultCache
 from stroke_seg.serving.provisional import ProvisionalWriter
+from stroke_seg.serving.warmup import first_job
 from stroke_seg.types import Case, Provisional, Result, SegmentConfig
 from stroke_seg.version import __version__
 
@@ -166,9 +167,7 @@ class _Job:
 
 class _Lane:
     """Inference threads for one kind of model (fast or slow) and the jobs waiting for them, first come first served.
-
-    A slow model (minutes per job) runs in a lane of its own, so that jobs of fast models never wait for all of it.
-    """
+    A slow model (minutes per job) runs in a lane of its own, so that jobs of fast models never wait for all of it."""
 
     def __init__(self, title: str, slots: int, max_waiting: int | None) -> None:
         self.title, self.slots, self.max_waiting = title, slots, max_waiting
@@ -202,6 +201,9 @@ class _Lane:
                 self._waiting.remove(ticket)
             if job in self._running:
                 self._running.remove(job)
+
+    def busy(self) -> bool:  # a job runs or waits
+        return bool(self._waiting or self._running)
 
     def waiting_text(self, ticket: object) -> str:
         with self._lock:
@@ -296,7 +298,7 @@ class JobEngine:
         return self._slow if self._slow is not None and getattr(model_class(model), "slow", False) else self._fast
 
     def warm_up(self, model: str) -> None:
-        """Load ``model`` and build its engines on an inference thread, so that the first job only queues behind."""
+        """Load ``model``, build its engines and run a local fast model once (:mod:`.warmup`) on an inference thread."""
 
         def load() -> None:
             try:
@@ -304,11 +306,13 @@ class JobEngine:
                 warm(model, self.config) if warm else get_model(model).warm_up(self.config)
             except StrokeSegError as err:
                 log.warning("model warm-up failed: %s", err)
+                return
+            if self.runner is segment and not getattr(model_class(model), "slow", False):
+                first_job(model, self.config, should_cancel=self._fast.busy)  # gives way to a user's job
 
         self._pool.submit(load)
 
-    def stop(self) -> None:
-        """Ask running jobs to stop at their next step."""
+    def stop(self) -> None:  # running jobs stop at their next step
         self.stopping.set()
 
     async def run(

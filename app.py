@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -315,6 +316,12 @@ if __name__ == "__main__":
     for handler in logging.getLogger().handlers:
         handler.addFilter(LOGIN.redactor)
     ENGINE.warm_up(DEFAULT_MODEL)
+
+    def _interrupted(signum, frame):  # Ctrl-C: running jobs stop at their next window, before the server's graceful
+        ENGINE.stop()  # shutdown waits for their streams; then the usual KeyboardInterrupt
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         demo.launch(
             server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),

@@ -308,7 +308,7 @@ class JobEngine:
                 log.warning("model warm-up failed: %s", err)
                 return
             if self.runner is segment and not getattr(model_class(model), "slow", False):
-                first_job(model, self.config, should_cancel=self._fast.busy)  # gives way to a user's job
+                first_job(model, self.config, lambda: self._fast.busy() or self.stopping.is_set())  # gives way
 
         self._pool.submit(load)
 

@@ -26,6 +26,7 @@ from stroke_seg.serving.cache import ResultCache  # noqa: E402
 from stroke_seg.serving.cluster import ClusterRunner  # noqa: E402
 from stroke_seg.serving.jobs import B0, DICOM, INPUT_NAMES, JobEngine, after_upload, entry_file, own_files  # noqa: E402
 from stroke_seg.serving.login import Login  # noqa: E402
+from stroke_seg.serving.memory import keep_freed_memory  # noqa: E402
 from viewer import NIIVUE_JS, NiiVueViewer, viewer_value  # noqa: E402
 
 log = logging.getLogger("stroke_seg.app")
@@ -315,6 +316,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(LOGIN.redactor)
+    keep_freed_memory()  # a job's large arrays reuse the last job's pages (BENCHMARKS.md, "App end to end")
     ENGINE.warm_up(DEFAULT_MODEL)
 
     def _interrupted(signum, frame):  # Ctrl-C: running jobs stop at their next window, before the server's graceful

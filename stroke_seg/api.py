@@ -424,11 +424,12 @@ def segment(
         warnings += tuple(w for w in clinical.warnings if w not in warnings)
     timings = clock.total()
     log.info(
-        "segment: model=%s volume=%.2f mL count=%d total=%.2fs",
+        "segment: model=%s volume=%.2f mL count=%d total=%.2fs (%s)",
         backend.name,
         lesion_metrics.volume_ml,
         lesion_metrics.count,
         timings["total"],
+        " ".join(f"{stage}={s:.2f}s" for stage, s in timings.items() if stage != "total"),
     )
     return Result(
         mask=make_image(mask.astype(np.uint8), loaded, np.uint8),

@@ -99,7 +99,8 @@ def test_api_lists_segment_and_hides_ui_events(app):
 
 
 def test_job_streams_progress_and_returns_what_segment_returns(app):
-    url, _, _ = app
+    url, log, _ = app
+    assert "allocator: freed memory kept between jobs (applied)" in log_text(log)  # set before the warm-up job
     job = submit(Client(url, verbose=False), EXAMPLE)
     seen = watch(job)
     mask_path, report, montage, brain_path = job.result()

@@ -49,3 +49,18 @@ def test_the_start_up_job_runs_every_stage_and_gives_way_to_a_user(caplog):
     with caplog.at_level(logging.INFO, logger="stroke_seg.serving.warmup"):
         first_job("adc-threshold", stroke_seg.SegmentConfig(), should_cancel=lambda: True)
     assert "a job is waiting" in caplog.text
+
+
+@pytest.mark.parametrize("operator_env", [{}, {"MALLOC_TRIM_THRESHOLD_": "131072"}])
+def test_the_serving_allocator_keeps_freed_memory_unless_the_operator_set_it(operator_env):
+    """Applied in a fresh process (glibc, as the app runs); an operator's own ``MALLOC_*_`` setting is left alone."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | operator_env
+    code = "from stroke_seg.serving.memory import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert out == ("False" if operator_env else "True")

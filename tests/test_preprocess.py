@@ -110,3 +110,37 @@ def test_affine_float_noise_cannot_move_voxel_sizes_or_the_brain_mask():
     noisy[:3, :3] *= 1 - 1e-8
     assert voxel_sizes(noisy) == voxel_sizes(case.affine) == (2.0, 2.0, 3.0)
     assert (brain_mask(case.dwi, case.adc, voxel_sizes(noisy)) == brain_mask(case.dwi, case.adc, (2.0, 2.0, 3.0))).all()
+
+
+def _blobs(seed: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A random mask of a few balls and shells (holes, slice holes, walls touching the grid's faces), or empty."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(6, 40, 3))
+    grid = np.indices(shape).astype(np.float32)
+    mask = np.zeros(shape, bool)
+    for _ in range(int(rng.integers(0, 5))):
+        centre = rng.uniform(-3, np.asarray(shape) + 3)[:, None, None, None]
+        r = np.sqrt((((grid - centre) / rng.uniform(2, 15, 3)[:, None, None, None]) ** 2).sum(0))
+        mask |= (r <= 1) & (r >= rng.uniform(0, 0.9)) if rng.random() < 0.5 else r <= 1
+    mask &= rng.random(shape) > rng.choice([0.0, 0.02])  # pinholes
+    return mask, tuple(float(v) for v in rng.choice([1.0, 1.5, 2.0, 5.0], 3))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_box_bounded_hole_filling_and_depth_equal_the_whole_grids(seed):
+    """``filled`` and the normalisation interior work inside the mask's bounding box for speed; the answer must be
+    the whole grid's, voxel for voxel, whatever the mask (empty, touching the faces, hollow, pierced)."""
+    from scipy import ndimage as ndi
+
+    from stroke_seg.pipeline.brain_extraction import filled
+    from stroke_seg.pipeline.preprocess import NORMALISATION_DEPTH_MM, _interior
+
+    mask, vs = _blobs(seed)
+    whole = ndi.binary_fill_holes(np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(mask, 2, 0)], axis=2))
+    np.testing.assert_array_equal(filled(mask), whole)
+    coarse, interior = _interior(mask, vs)
+    b = mask[coarse]
+    step = np.asarray([c.step or 1 for c in coarse])
+    depth = ndi.distance_transform_edt(np.pad(b, 1), sampling=np.asarray(vs) * step)[1:-1, 1:-1, 1:-1]
+    core = b & (depth > NORMALISATION_DEPTH_MM)
+    np.testing.assert_array_equal(interior, core if core.sum() >= 1000 else b)

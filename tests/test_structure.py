@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stroke_seg"
 
 LAYERS = [
-    {"types", "errors", "version", "io.limits", "io.digest", "pipeline.anatomy", "synthetic.dicom_export"},
+    {"types", "errors", "version", "io.limits", "io.digest", "pipeline.anatomy", "synthetic.dicom_export"}
+    | {"serving.memory"},
     {"io.readers", "serving.auth", "serving.cache"}
     | {"synthetic.head", "synthetic.lesions", "synthetic.artefacts", "synthetic.signal", "synthetic.storage"}
     | {"synthetic.generator", "synthetic.raw_head"},

@@ -109,9 +109,26 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every voxel of ``mask`` (slices), or None when it is empty."""
+    axes = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != k))) for k in range(mask.ndim)]
+    if any(idx.size == 0 for idx in axes):
+        return None
+    return tuple(slice(int(idx[0]), int(idx[-1]) + 1) for idx in axes)
+
+
 def filled(mask: np.ndarray) -> np.ndarray:
-    """Holes filled slice by slice (axial, the thick-slice direction) and then in 3D."""
-    return ndi.binary_fill_holes(np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(mask, 2, 0)], axis=2))
+    """Holes filled slice by slice (axial, the thick-slice direction) and then in 3D.
+
+    Worked inside the mask's bounding box: background on the box's faces touches background outside it, so it is no
+    hole either way, and a hole inside is one either way; the answer is the whole grid's, voxel for voxel."""
+    out = np.zeros(mask.shape, bool)
+    box = bounding_box(mask)
+    if box is None:
+        return out
+    inner = np.asarray(mask[box], bool)
+    out[box] = ndi.binary_fill_holes(np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(inner, 2, 0)], axis=2))
+    return out
 
 
 def brain_from_probability(
@@ -151,7 +168,7 @@ def skull_stripped_support(dwi: np.ndarray, voxel_size: tuple[float, float, floa
     support = filled(dwi[coarse] != 0)
     ml = support.sum() * float(np.prod(np.asarray(voxel_size, float) * step)) / 1000.0
     if support.mean() < 0.9 and ml <= BRAIN_ML_MAX:
-        return filled(dwi != 0)
+        return support if (step == 1).all() else filled(dwi != 0)  # a grid of 2 mm or more: that was the whole grid
     return None
 
 

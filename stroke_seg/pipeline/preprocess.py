@@ -14,7 +14,7 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy import ndimage as ndi
 
-from stroke_seg.pipeline.brain_extraction import BRAIN_ML_MAX, skull_stripped_support
+from stroke_seg.pipeline.brain_extraction import BRAIN_ML_MAX, bounding_box, skull_stripped_support
 from stroke_seg.types import Case, voxel_sizes
 
 __all__ = [
@@ -100,8 +100,12 @@ def _interior(brain: np.ndarray, voxel_size) -> tuple[tuple[slice, ...], np.ndar
     step = np.maximum(1, np.floor(2.0 / np.asarray(voxel_size) + 1e-6)).astype(int)
     coarse = tuple(slice(None, None, int(k)) for k in step)
     b = brain[coarse]
-    depth = ndi.distance_transform_edt(np.pad(b, 1), sampling=np.asarray(voxel_size) * step)[1:-1, 1:-1, 1:-1]
-    core = b & (depth > NORMALISATION_DEPTH_MM)
+    core = np.zeros(b.shape, bool)
+    box = bounding_box(b)
+    if box is not None:  # the distance to the nearest non-brain voxel, within the brain's box (the same distances)
+        inner = np.pad(np.asarray(b[box], bool), 1)
+        depth = ndi.distance_transform_edt(inner, sampling=np.asarray(voxel_size) * step)[1:-1, 1:-1, 1:-1]
+        core[box] = b[box] & (depth > NORMALISATION_DEPTH_MM)
     return coarse, (core if core.sum() >= 1000 else b)
 
 

@@ -2,7 +2,8 @@
 
 Lives here: ``jobs`` (the app's job engine: inputs, the slow-model lane, time-outs, streaming status), ``cache``
 (results keyed by input checksums, model, weights and settings), ``auth`` and ``login`` (the optional users file,
-the access gate, the audit log), ``batch`` (a folder of cases from the command line) and ``cluster`` (the same on
-Dask workers). May import everything below it (``api``, ``models``, ``pipeline``, ``io``, ``report``); never
-``stroke_seg.cli`` or ``app.py``. ``login`` may import Starlette, nothing here imports gradio.
+the access gate, the audit log), ``batch`` (a folder of cases from the command line), ``cluster`` (the same on
+Dask workers), ``warmup`` (a first job at start-up) and ``memory`` (the allocator settings of a serving process).
+May import everything below it (``api``, ``models``, ``pipeline``, ``io``, ``report``); never ``stroke_seg.cli`` or
+``app.py``. ``login`` may import Starlette, nothing here imports gradio.
 """

@@ -36,9 +36,12 @@ class RuleNet(torch.nn.Module):
         return torch.cat([torch.zeros_like(lesion), lesion], dim=1)
 
 
-def write_standins(folder: Path, n: int = 15, seed: int = 0, spin: int = 0, pool: bool = True) -> Path:
+def write_standins(
+    folder: Path, n: int = 15, seed: int = 0, spin: int = 0, pool: bool = True, slow: int | None = None
+) -> Path:
     """``n`` scripted RuleNets with slightly different rules, as ``model{i}.ts`` (``pool=False``: voxel-wise rules,
-    which no storage order can change)."""
+    which no storage order can change); ``spin`` slows the first ``slow`` of them (all by default; the backend runs
+    them in file order), the same rules either way."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -46,7 +49,7 @@ def write_standins(folder: Path, n: int = 15, seed: int = 0, spin: int = 0, pool
             w_adc=float(-1.5 + 0.2 * rng.standard_normal()),
             w_dwi=float(2.0 + 0.2 * rng.standard_normal()),
             bias=float(-3.0 + 0.3 * rng.standard_normal()),
-            spin=spin,
+            spin=spin if slow is None or i < slow else 0,
             pool=pool,
         )
         torch.jit.save(torch.jit.script(net.eval()), str(folder / f"model{i}.ts"))

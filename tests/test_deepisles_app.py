@@ -77,13 +77,14 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
         t0 = time.monotonic()
         submit(client, fast[0], "unet").result(timeout=300)
         alone = time.monotonic() - t0
-        # the DeepISLES stand-in: the same rules, slowed so that one window takes about half the unet job
+        # the DeepISLES stand-in: the same rules, its first 7 checkpoints slowed so that one window takes about half
+        # the unet job (3.5 unet jobs in all before the fast rest: the lane checks and the job beside end well within)
         spin = 200
         probe = torch.jit.script(RuleNet(0.0, 0.0, 0.0, spin=spin))
         t_spin = time.monotonic()
         probe(torch.zeros(1, 2, 4, 4, 4))
         per_spin = (time.monotonic() - t_spin) / spin
-        write_standins(weights, spin=max(200, int(alone / 2 / per_spin)))
+        write_standins(weights, spin=max(200, int(alone / 2 / per_spin)), slow=7)
 
         slow = submit(Client(url, verbose=False), deep_case, deepisles.NAME)
         wait_for(lambda: any("checkpoint" in d for d in progress_texts(slow)), 300, "the DeepISLES job to run")

@@ -75,14 +75,18 @@ class LoopbackCluster:
         )
 
     def close(self) -> None:
+        """Workers first, then the scheduler (stopped together, a worker's close could race the scheduler's and hang
+        until killed); a process still there after 5 s is killed."""
         self.client.close()
-        for proc in [*self.workers.values(), self.scheduler]:
-            proc.terminate()
-        for proc in [*self.workers.values(), self.scheduler]:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for group in (list(self.workers.values()), [self.scheduler]):
+            for proc in group:
+                proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def skull_stripped_support(dwi: np.ndarray, voxel_size: tuple[float, float, floa
     support = filled(dwi[coarse] != 0)
     ml = support.sum() * float(np.prod(np.asarray(voxel_size, float) * step)) / 1000.0
     if support.mean() < 0.9 and ml <= BRAIN_ML_MAX:
-        return support if (step == 1).all() else filled(dwi != 0)  # a grid of 2 mm or more: that was the whole grid
+        return support if (step == 1).all() else filled(dwi != 0)  # voxels over 1 mm: that was the whole grid
     return None
 
 

@@ -85,7 +85,11 @@ def _canonical_mask(path):
 
 @pytest.mark.parametrize(
     "export, nifti_inputs",
-    [("b0_b1000", ("dwi", "b0")), ("trace_b0_adc", ("dwi", "adc")), ("oblique_lps", ("dwi", "b0"))],
+    [
+        pytest.param("b0_b1000", ("dwi", "b0"), marks=pytest.mark.slow),  # dcm2niix + ADC from b0: ~9 s
+        ("trace_b0_adc", ("dwi", "adc")),
+        ("oblique_lps", ("dwi", "b0")),
+    ],
     ids=["zip-b0+b1000-no-adc", "folder-trace+b0+adc", "oblique-LPS-b0+b1000"],
 )
 def test_cli_dicom_mask_equals_the_nifti_path(scan, tmp_path, export, nifti_inputs):

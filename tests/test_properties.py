@@ -134,6 +134,7 @@ def test_storage_order_affine_noise_and_translation_leave_the_rule_mask_unchange
     _check_transform(name, "adc-threshold", transform)
 
 
+@pytest.mark.slow  # the network on 3 transformed heads: ~8 s
 @settings(SETTINGS, max_examples=2)
 @given(transform=TRANSFORMS)
 def test_storage_order_affine_noise_and_translation_leave_the_unet_mask_unchanged(transform):

@@ -128,6 +128,7 @@ sys.exit(1 if failed else 0)
 PRELOADED = "numpy,scipy.ndimage,nibabel,torch,openvino,pydicom,PIL.Image,starlette.requests,dask.distributed"
 
 
+@pytest.mark.slow  # a fresh interpreter per module: ~10 s (the import-graph rule above stays in the inner loop)
 def test_each_module_imports_alone_in_a_fresh_interpreter():
     """Each module imports alone: one interpreter loads the third-party libraries once, then every stroke_seg
     module is imported in its own forked child, which starts with no stroke_seg module loaded."""

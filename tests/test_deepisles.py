@@ -144,13 +144,20 @@ def test_cli_with_weights_env_equals_package_and_names_the_model(tmp_path, weigh
     assert data["model_details"]["engine"] == "torch"
 
 
-def test_openvino_engine_on_request_gives_the_same_mask(tmp_path, use_weights, monkeypatch):
-    """``engine="openvino"``: the rule stand-ins convert, run in OpenVINO float32, and give the package's mask."""
+def test_openvino_engine_on_request_gives_the_same_mask(tmp_path, monkeypatch):
+    """``engine="openvino"``: the rule stand-ins convert, run in OpenVINO float32, and give the package's mask. Three
+    different stand-ins, each in five of the 15 files: three conversions (each file is converted once per machine)."""
     require_module("openvino")
+    weights = write_standins(tmp_path / "weights", n=3)
+    for i in range(3, 15):
+        (weights / f"model{i}.ts").write_bytes((weights / f"model{i % 3}.ts").read_bytes())
+    monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv("STROKE_SEG_ENGINE_CACHE", str(tmp_path / "engines"))  # converted here, as on a new machine
     files = stripped_case(tmp_path / "case", "oblique-thick-int16", seed=4)
-    reference = package_mask(monkeypatch, use_weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
+    reference = package_mask(monkeypatch, weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
     result = stroke_seg.segment(files, model=deepisles.NAME, config=SegmentConfig(engine="openvino"))
     assert result.model_details["engine"] == "openvino"
+    assert len(list((tmp_path / "engines").glob("deepisles-*.xml"))) == 3
     assert dice(np.asarray(result.mask.dataobj), reference) >= 0.99
 
 

@@ -19,6 +19,7 @@ from stroke_seg.errors import StrokeSegError
 from stroke_seg.io.case import save_image
 from stroke_seg.models import check_model_name, default_model, model_infos, unavailable_models
 from stroke_seg.serving import batch
+from stroke_seg.serving.memory import keep_freed_memory
 from stroke_seg.types import BRAIN_EXTRACTORS, ENGINE_NAMES, SegmentConfig
 
 __all__ = ["main", "build_parser"]
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if hasattr(args, "model"):  # a command that segments: its arrays reuse freed pages (BENCHMARKS.md, "Allocator")
+        keep_freed_memory()
     try:
         if hasattr(args, "model"):
             args.model = args.model or ("nnunet" if getattr(args, "model_folder", None) else default_model())

@@ -200,3 +200,11 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     with open(_CPU_LOG, "a") as log:
         log.write(f"{_cpu_seconds() - cpu:.2f}\t{time.monotonic() - wall:.2f}\t{item.nodeid}\n")
+
+
+def pytest_configure(config):
+    """The test process keeps freed memory for its next arrays as the app, the CLI and the Dask workers do
+    (:mod:`stroke_seg.serving.memory`): the suite runs the library under the allocator it is served with."""
+    from stroke_seg.serving.memory import keep_freed_memory
+
+    keep_freed_memory()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -10,7 +11,8 @@ from conftest import REPORT_KEYS, phantom, save
 from stroke_seg.cli import main
 
 
-def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
+def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="stroke_seg.serving.memory")
     out, rep = tmp_path / "o" / "mask.nii.gz", tmp_path / "o" / "report.json"
     rc = main(
         [
@@ -33,6 +35,7 @@ def test_segment_writes_mask_and_json(phantom_files, tmp_path, capsys):
     report = json.loads(rep.read_text())
     assert set(REPORT_KEYS) <= set(report), set(REPORT_KEYS) - set(report)
     assert "Dice" in capsys.readouterr().out
+    assert "allocator: freed memory kept between jobs" in caplog.text  # a segmenting command, as the app
 
 
 def test_post_processing_options_reach_the_report(phantom_files, tmp_path):

@@ -51,15 +51,18 @@ def test_the_start_up_job_runs_every_stage_and_gives_way_to_a_user(caplog):
     assert "a job is waiting" in caplog.text
 
 
-@pytest.mark.parametrize("operator_env", [{}, {"MALLOC_TRIM_THRESHOLD_": "131072"}])
+@pytest.mark.parametrize(
+    "operator_env", [{}, {"MALLOC_TRIM_THRESHOLD_": "131072"}, {"STROKE_SEG_KEEP_FREED_MEMORY": "0"}]
+)
 def test_the_serving_allocator_keeps_freed_memory_unless_the_operator_set_it(operator_env):
-    """Applied in a fresh process (glibc, as the app runs); an operator's own ``MALLOC_*_`` setting is left alone."""
+    """Applied in a fresh process (glibc, as the app runs); an operator's own ``MALLOC_*_`` setting, or the switch
+    that keeps glibc's defaults, is left alone."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | operator_env
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and "FREED" not in k} | operator_env
     code = "from stroke_seg.serving.memory import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip

@@ -29,6 +29,7 @@ from typing import Any
 from stroke_seg.api import segment
 from stroke_seg.errors import Cancelled, StrokeSegError
 from stroke_seg.serving.batch import CaseFiles, run_case, write_summary
+from stroke_seg.serving.memory import keep_freed_memory
 from stroke_seg.types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
 __all__ = [
@@ -48,6 +49,7 @@ THREADS_ENV = "STROKE_SEG_THREADS"
 NO_WORKER_TIMEOUT_S = float(os.environ.get("STROKE_SEG_DASK_NO_WORKER_S", "30"))
 """How long a job waits with no worker in the cluster before it fails with a clear error
 (``STROKE_SEG_DASK_NO_WORKER_S``, 30)."""
+_ALLOCATOR_SET = False  # in a worker process: set by its first task
 
 
 class ClusterError(StrokeSegError):
@@ -71,7 +73,12 @@ def worker_name() -> str:
 
 
 def _use_thread_budget() -> None:
-    """Apply :data:`THREADS_ENV` to torch in this worker process (OpenVINO reads it when it compiles)."""
+    """Apply :data:`THREADS_ENV` to torch in this worker process (OpenVINO reads it when it compiles), and keep its
+    freed memory for the next job as the app does (:mod:`.memory`), once per process."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        _ALLOCATOR_SET = True
+        keep_freed_memory()
     threads = os.environ.get(THREADS_ENV)
     if threads:
         import torch

@@ -22,14 +22,19 @@ SETTINGS = ((M_MMAP_THRESHOLD, 32 * 1024**2), (M_TRIM_THRESHOLD, 1024**3), (M_TO
 """Blocks up to 32 MiB (glibc's largest threshold) come from the heap; 1 GiB of free heap is kept; heaps grow in 256 MiB
 steps (address space, not memory, until touched)."""
 ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+SWITCH = "STROKE_SEG_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
     """Apply :data:`SETTINGS` to this process's glibc allocator; True when applied.
 
     Left alone (False, logged) where the environment already sets one of glibc's ``MALLOC_*_`` variables (an
-    operator's choice), on a platform other than Linux, or with a C library without ``mallopt`` (musl).
+    operator's choice) or ``STROKE_SEG_KEEP_FREED_MEMORY=0`` (glibc's own defaults), on a platform other than Linux,
+    or with a C library without ``mallopt`` (musl).
     """
+    if os.environ.get(SWITCH) == "0":
+        log.info("allocator: left at glibc's defaults (%s=0)", SWITCH)
+        return False
     chosen = [name for name in ENVIRONMENT if name in os.environ]
     if chosen:
         log.info("allocator: left as the environment sets it (%s)", ", ".join(chosen))

@@ -89,6 +89,13 @@ class LoopbackCluster:
                     proc.wait(5)
 
 
+@pytest.fixture(scope="module")
+def app_cases(tmp_path_factory) -> list[Path]:
+    """Two generated cases for the app's jobs, written once for the module's tests."""
+    folder = tmp_path_factory.mktemp("cluster-app-cases")
+    return [synth.make_case(900 + i, "territorial", STRIPPED_15).save(folder / f"c{i}") for i in range(2)]
+
+
 @pytest.fixture
 def cluster(tmp_path):
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
@@ -171,10 +178,10 @@ def _desc(job) -> str:
     return (data[-1].desc or "") if data else ""
 
 
-def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(tmp_path, cluster):
+def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(tmp_path, cluster, app_cases):
     from gradio_client import Client
 
-    cases = [synth.make_case(900 + i, "territorial", STRIPPED_15).save(tmp_path / f"c{i}") for i in range(2)]
+    cases = app_cases
     with launched_app(tmp_path, STROKE_SEG_DASK_SCHEDULER=cluster.address) as (url, log):
         # two users (two sessions): a gradio_client cancel closes its session's stream
         jobs = [_submit(Client(url, verbose=False), c, "accurate") for c in cases]
@@ -198,13 +205,13 @@ def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(t
         assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")
 
 
-def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(tmp_path, cluster):
+def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(tmp_path, cluster, app_cases):
     from gradio_client import Client
 
-    cases = [synth.make_case(950 + i, "territorial", STRIPPED_15).save(tmp_path / f"c{i}") for i in range(2)]
+    cases = app_cases
     env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "5"}
     with launched_app(tmp_path, **env) as (url, log):
-        job = _submit(Client(url, verbose=False), cases[0], "accurate")
+        job = _submit(Client(url, verbose=False), cases[0], "fast")  # killed in its windows, then run whole again
         deadline = time.monotonic() + 180
         while not ("window" in _desc(job) and "[worker " in _desc(job)):
             if time.monotonic() > deadline or job.done():

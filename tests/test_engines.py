@@ -65,7 +65,9 @@ def test_the_default_engine_agrees_with_the_float32_reference(weights, mode):
     assert chosen != "torch"
     failures = []
     for name, files in cases:
-        (ref, ran_ref), (out, ran) = (_mask_and_engines(files, mode=mode, engine=e) for e in ("torch", "auto"))
+        (ref, ran_ref), (out, ran) = (  # masks only: the clinical report (its registration) is not asked for
+            _mask_and_engines(files, mode=mode, engine=e, clinical_report=False) for e in ("torch", "auto")
+        )
         # a fallback to torch (only logged) would compare the reference with itself
         assert ran_ref == {"torch"} and ran == {chosen}, f"{name}: engines {ran_ref} and {ran}, expected {chosen}"
         total = int(ref.sum() + out.sum())

@@ -62,8 +62,13 @@ def test_the_serving_allocator_keeps_freed_memory_unless_the_operator_set_it(ope
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and "FREED" not in k} | operator_env
-    code = "from stroke_seg.serving.memory import keep_freed_memory; print(keep_freed_memory())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NUMPY_MADVISE")) and "FREED" not in k}
+    env |= operator_env
+    code = (  # the second value: whether numpy still advised huge pages (the setter returns the previous state)
+        "from numpy._core.multiarray import _set_madvise_hugepage as advise; "
+        "from stroke_seg.serving.memory import keep_freed_memory; print(keep_freed_memory(), advise(False))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    assert out == ("False" if operator_env else "True")
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert out[0] == ("False" if operator_env else "True")
+    assert out[1] == ("True" if "STROKE_SEG_KEEP_FREED_MEMORY" in operator_env else "False")

@@ -26,15 +26,17 @@ SWITCH = "STROKE_SEG_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
-    """Apply :data:`SETTINGS` to this process's glibc allocator; True when applied.
+    """Apply :data:`SETTINGS` to this process's glibc allocator (True when applied), and stop numpy's huge page advice
+    (:func:`_no_huge_page_advice`).
 
     Left alone (False, logged) where the environment already sets one of glibc's ``MALLOC_*_`` variables (an
     operator's choice) or ``STROKE_SEG_KEEP_FREED_MEMORY=0`` (glibc's own defaults), on a platform other than Linux,
     or with a C library without ``mallopt`` (musl).
     """
     if os.environ.get(SWITCH) == "0":
-        log.info("allocator: left at glibc's defaults (%s=0)", SWITCH)
+        log.info("allocator: left at glibc's and numpy's defaults (%s=0)", SWITCH)
         return False
+    _no_huge_page_advice()
     chosen = [name for name in ENVIRONMENT if name in os.environ]
     if chosen:
         log.info("allocator: left as the environment sets it (%s)", ", ".join(chosen))
@@ -50,3 +52,25 @@ def keep_freed_memory() -> bool:
     applied = all(mallopt(param, value) == 1 for param, value in SETTINGS)
     log.info("allocator: freed memory kept between jobs (%s)", "applied" if applied else "refused by the C library")
     return applied
+
+
+def _no_huge_page_advice() -> None:
+    """Stop numpy from advising the kernel to back each array over 4 MB with transparent huge pages.
+
+    Where the kernel compacts memory on such a fault (THP ``defrag`` set to ``madvise``, Debian's default), the first
+    touches of every large array stall in the kernel: a raw 1 mm head through the CLI took 12.2-13.1 s with the advice
+    (5-6 s of it in the kernel) and 7.4-7.7 s without (BENCHMARKS.md, "Allocator"). ``NUMPY_MADVISE_HUGEPAGE`` in the
+    environment (read by numpy itself) is left as set.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        log.info("numpy: huge page advice left as NUMPY_MADVISE_HUGEPAGE sets it")
+        return
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return
+    _set_madvise_hugepage(False)
+    log.info("numpy: no huge page advice for large arrays")

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if hasattr(args, "model"):  # a command that segments: its arrays reuse freed pages (BENCHMARKS.md, "Allocator")
+    if hasattr(args, "model"):  # a command that segments: the serving memory settings (BENCHMARKS.md)
         keep_freed_memory()
     try:
         if hasattr(args, "model"):

@@ -203,8 +203,8 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_configure(config):
-    """The test process keeps freed memory for its next arrays as the app, the CLI and the Dask workers do
-    (:mod:`stroke_seg.serving.memory`): the suite runs the library under the allocator it is served with."""
+    """The test process takes the memory settings of the app, the CLI and the Dask workers (freed memory kept, no
+    huge page advice: :mod:`stroke_seg.serving.memory`): the suite runs the library as it is served."""
     from stroke_seg.serving.memory import keep_freed_memory
 
     keep_freed_memory()

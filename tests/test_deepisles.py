@@ -297,36 +297,44 @@ HIDE_PACKAGE = (
 
 def test_listed_only_when_the_package_imports():
     assert deepisles.NAME in stroke_seg.models.model_names()
-    listing = subprocess.run(
-        [sys.executable, "-m", "stroke_seg", "models"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    ).stdout
-    assert listing.count(deepisles.NAME) == 1 and "not installed" not in listing
-    code = HIDE_PACKAGE + (
-        "from stroke_seg import models; from stroke_seg.cli import main; "
-        "print('names', models.model_names()); main(['models'])"
+    listed, hidden, refused = _side_by_side(
+        "-m stroke_seg models",
+        HIDE_PACKAGE
+        + "from stroke_seg import models; from stroke_seg.cli import main; "
+        + "print('names', models.model_names()); main(['models'])",
+        HIDE_PACKAGE
+        + "import sys; from stroke_seg.cli import main; "
+        + "sys.exit(main(['segment', '--dwi', 'x.nii.gz', '--adc', 'y.nii.gz', '--out', 'm.nii.gz', "
+        + f"'--model', '{deepisles.NAME}']))",
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    names_line = next(line for line in out.stdout.splitlines() if line.startswith("names"))
+    assert listed.stdout.count(deepisles.NAME) == 1 and "not installed" not in listed.stdout
+    assert hidden.returncode == 0, hidden.stderr
+    names_line = next(line for line in hidden.stdout.splitlines() if line.startswith("names"))
     assert deepisles.NAME not in names_line
-    assert f"{deepisles.NAME} not installed: " in out.stdout and "requirements-deepisles.txt" in out.stdout
-    code = HIDE_PACKAGE + (
-        "import sys; from stroke_seg.cli import main; "
-        "sys.exit(main(['segment', '--dwi', 'x.nii.gz', '--adc', 'y.nii.gz', '--out', 'm.nii.gz', "
-        f"'--model', '{deepisles.NAME}']))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "requirements-deepisles.txt" in out.stderr, out.stderr
+    assert f"{deepisles.NAME} not installed: " in hidden.stdout and "requirements-deepisles.txt" in hidden.stdout
+    assert refused.returncode == 2 and "requirements-deepisles.txt" in refused.stderr, refused.stderr
+
+
+def _side_by_side(*codes: str) -> list[subprocess.CompletedProcess]:
+    """``python -c CODE`` for each code (``-m stroke_seg ...`` for a code starting with ``-m``), the interpreters
+    running at the same time (each imports for seconds)."""
+    argvs = [c.split() if c.startswith("-m ") else ["-c", c] for c in codes]
+    procs = [
+        subprocess.Popen([sys.executable, *a], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for a in argvs
+    ]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 def test_app_dropdown_lists_it_only_when_importable():
     code = "import app; print('choices', [v for _, v in app.model_in.choices]); print('extra', app.EXTRA_MODELS)"
-    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    shown, hidden = _side_by_side(code, HIDE_PACKAGE + code)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert deepisles.NAME in next(ln for ln in shown.stdout.splitlines() if ln.startswith("choices"))
-    hidden = subprocess.run(
-        [sys.executable, "-c", HIDE_PACKAGE + code], cwd=ROOT, capture_output=True, text=True, timeout=180
-    )
     assert hidden.returncode == 0, hidden.stderr[-2000:]
     assert deepisles.NAME not in next(ln for ln in hidden.stdout.splitlines() if ln.startswith("choices"))
     assert "requirements-deepisles.txt" in next(ln for ln in hidden.stdout.splitlines() if ln.startswith("extra"))

@@ -1,4 +1,5 @@
-"""The allocator of a serving process: freed memory is kept for the next job instead of being handed back at once.
+"""The memory settings of a serving process: freed memory is kept for the next job instead of being handed back at once,
+and numpy does not ask for transparent huge pages (:func:`_no_huge_page_advice`).
 
 glibc's ``malloc`` gives a freed block above its mmap threshold back to the kernel at once and trims the top of its
 heaps, so every job of a long-running server faults its large arrays' pages in again; the next job's first touches
@@ -58,9 +59,8 @@ def _no_huge_page_advice() -> None:
     """Stop numpy from advising the kernel to back each array over 4 MB with transparent huge pages.
 
     Where the kernel compacts memory on such a fault (THP ``defrag`` set to ``madvise``, Debian's default), the first
-    touches of every large array stall in the kernel: a raw 1 mm head through the CLI took 12.2-13.1 s with the advice
-    (5-6 s of it in the kernel) and 7.4-7.7 s without (BENCHMARKS.md, "Allocator"). ``NUMPY_MADVISE_HUGEPAGE`` in the
-    environment (read by numpy itself) is left as set.
+    touches of every large array stall in the kernel; a raw 1 mm head spends seconds there (BENCHMARKS.md, "Memory
+    settings"). ``NUMPY_MADVISE_HUGEPAGE`` in the environment (read by numpy itself) is left as set.
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         log.info("numpy: huge page advice left as NUMPY_MADVISE_HUGEPAGE sets it")

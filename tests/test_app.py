@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -193,10 +194,11 @@ def _intervals(log: str) -> list[tuple[float, float]]:
 
 def test_queue_full_and_concurrency_limit(tmp_path, weights):
     # five different cases, so that none is served from the result cache
-    cases = [
-        synth.make_case(500 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(tmp_path / f"c{i}")
-        for i in range(5)
-    ]
+    acquisition = synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))
+    with ThreadPoolExecutor(2) as pool:  # made two at a time: the same images
+        cases = list(
+            pool.map(lambda i: synth.make_case(500 + i, "lacunar", acquisition).save(tmp_path / f"c{i}"), range(5))
+        )
     # no separate slow-model lane: the queue counts of this test assume one inference slot in all
     with launched_app(
         tmp_path, STROKE_SEG_MAX_QUEUE="2", STROKE_SEG_CONCURRENCY="1", STROKE_SEG_SLOW_CONCURRENCY="0"

@@ -125,7 +125,7 @@ def test_gradio_client_receives_provisional_answers_and_cancel_keeps_the_last(tm
     spin, probe = 200, torch.jit.script(RuleNet(0.0, 0.0, 0.0, spin=200))
     t0 = time.monotonic()
     probe(torch.zeros(1, 2, 4, 4, 4))
-    weights = write_standins(tmp_path / "weights", spin=int(0.4 / ((time.monotonic() - t0) / spin)))  # ~0.4 s a window
+    weights = write_standins(tmp_path / "weights", spin=int(0.2 / ((time.monotonic() - t0) / spin)))  # ~0.2 s a window
     deep_case = stripped_case(tmp_path / "deep", "ras-1mm-float32")
     other_case = stripped_case(tmp_path / "other", "ras-1mm-float32", seed=5, extent=(150.0, 170.0, 130.0))  # 2 windows
     env = {deepisles.WEIGHTS_ENV: str(weights), "STROKE_SEG_ENGINE": "torch", "STROKE_SEG_CACHE_TTL": "0"}

@@ -95,7 +95,7 @@ def test_openvino_path_mask_equals_the_packages(tmp_path, segresnet_weights, mon
     require_module("openvino")
     monkeypatch.setenv(deepisles.WEIGHTS_ENV, str(segresnet_weights))
     monkeypatch.setenv("STROKE_SEG_ENGINE_CACHE", str(tmp_path / "engines"))
-    files = stripped_case(tmp_path / "case", "lps-anisotropic-float32", extent=(140.0, 160.0, 110.0))
+    files = stripped_case(tmp_path / "case", "lps-anisotropic-float32")
     reference = package_mask(monkeypatch, segresnet_weights, files["adc"], files["dwi"], tmp_path / "pkg.nii.gz")
     result = stroke_seg.segment(files, model=deepisles.NAME, config=SegmentConfig(engine="auto"))
     assert result.model_details["engine"] == "openvino"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ def weights():
 
 @pytest.fixture(scope="module")
 def cases():
-    return {p: synth.make_case(s, p, a) for s, p, a in HELD_OUT}
+    with ThreadPoolExecutor(2) as pool:  # two at a time (numpy and scipy release the GIL): the same images
+        made = list(pool.map(lambda spa: synth.make_case(*spa), HELD_OUT))
+    return {p: c for (_, p, _), c in zip(HELD_OUT, made)}
 
 
 def _files(c):

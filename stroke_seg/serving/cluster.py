@@ -73,8 +73,8 @@ def worker_name() -> str:
 
 
 def _use_thread_budget() -> None:
-    """Apply :data:`THREADS_ENV` to torch in this worker process (OpenVINO reads it when it compiles), and keep its
-    freed memory for the next job as the app does (:mod:`.memory`), once per process."""
+    """Apply :data:`THREADS_ENV` to torch in this worker process (OpenVINO reads it when it compiles), and the app's
+    memory settings (:mod:`.memory`), once per process."""
     global _ALLOCATOR_SET
     if not _ALLOCATOR_SET:
         _ALLOCATOR_SET = True

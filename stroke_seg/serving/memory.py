@@ -31,8 +31,8 @@ def keep_freed_memory() -> bool:
     (:func:`_no_huge_page_advice`).
 
     Left alone (False, logged) where the environment already sets one of glibc's ``MALLOC_*_`` variables (an
-    operator's choice) or ``STROKE_SEG_KEEP_FREED_MEMORY=0`` (glibc's own defaults), on a platform other than Linux,
-    or with a C library without ``mallopt`` (musl).
+    operator's choice) or ``STROKE_SEG_KEEP_FREED_MEMORY=0`` (glibc's and numpy's defaults: nothing is changed), on a
+    platform other than Linux, or with a C library without ``mallopt`` (musl).
     """
     if os.environ.get(SWITCH) == "0":
         log.info("allocator: left at glibc's and numpy's defaults (%s=0)", SWITCH)

@@ -209,7 +209,7 @@ def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_worker
     from gradio_client import Client
 
     cases = app_cases
-    env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "5"}
+    env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "2"}
     with launched_app(tmp_path, **env) as (url, log):
         job = _submit(Client(url, verbose=False), cases[0], "fast")  # killed in its windows, then run whole again
         deadline = time.monotonic() + 180
@@ -225,5 +225,5 @@ def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_worker
         other = ({"w1", "w2"} - {first}).pop()
         cluster.workers[other].send_signal(signal.SIGKILL)  # now the cluster has no worker at all
         job = _submit(Client(url, verbose=False), cases[1], "fast")
-        with pytest.raises(Exception, match="has had none for 5 s"):
+        with pytest.raises(Exception, match="has had none for 2 s"):
             job.result(timeout=120)

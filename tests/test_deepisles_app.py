@@ -65,9 +65,8 @@ def test_deepisles_job_beside_fast_jobs(tmp_path, monkeypatch):
         for i in range(2)
     ]
     fast = [{"dwi": f / "dwi.nii.gz", "adc": f / "adc.nii.gz"} for f in folders]
-    env = {
+    env = {  # the default engine: unet in OpenVINO, the rule stand-ins (no SegResNet to rebuild) as TorchScript
         deepisles.WEIGHTS_ENV: str(weights),
-        "STROKE_SEG_ENGINE": "torch",
         "STROKE_SEG_CONCURRENCY": "1",
         "STROKE_SEG_CACHE_TTL": "0",
     }

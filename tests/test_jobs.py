@@ -62,7 +62,9 @@ def test_the_serving_allocator_keeps_freed_memory_unless_the_operator_set_it(ope
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NUMPY_MADVISE")) and "FREED" not in k}
+    from stroke_seg.serving import memory
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NUMPY_MADVISE")) and k != memory.SWITCH}
     env |= operator_env
     code = (  # the second value: whether numpy still advised huge pages (the setter returns the previous state)
         "from numpy._core.multiarray import _set_madvise_hugepage as advise; "

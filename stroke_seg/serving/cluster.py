@@ -17,6 +17,7 @@ worker processes on this machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -49,7 +50,7 @@ THREADS_ENV = "STROKE_SEG_THREADS"
 NO_WORKER_TIMEOUT_S = float(os.environ.get("STROKE_SEG_DASK_NO_WORKER_S", "30"))
 """How long a job waits with no worker in the cluster before it fails with a clear error
 (``STROKE_SEG_DASK_NO_WORKER_S``, 30)."""
-_ALLOCATOR_SET = False  # in a worker process: set by its first task
+_memory_settings_once = functools.cache(keep_freed_memory)  # a worker process: applied by its first task
 
 
 class ClusterError(StrokeSegError):
@@ -75,10 +76,7 @@ def worker_name() -> str:
 def _use_thread_budget() -> None:
     """Apply :data:`THREADS_ENV` to torch in this worker process (OpenVINO reads it when it compiles), and the app's
     memory settings (:mod:`.memory`), once per process."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        _ALLOCATOR_SET = True
-        keep_freed_memory()
+    _memory_settings_once()
     threads = os.environ.get(THREADS_ENV)
     if threads:
         import torch

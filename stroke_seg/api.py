@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ from stroke_seg.pipeline.postprocess import (
 from stroke_seg.pipeline.preprocess import Preprocessed, from_canonical, preprocess, to_canonical, voxel_sizes
 from stroke_seg.pipeline.qc import quality_warnings
 from stroke_seg.pipeline.restriction import mirror_statement, remove_symmetric_unrestricted
-from stroke_seg.report import ClinicalReport, ReportConfig, describe
+from stroke_seg.report import ClinicalReport, ReportConfig, describe, register_case
+from stroke_seg.report.registration import MniRegistration
 from stroke_seg.types import (
     CancelCheck,
     Case,
@@ -282,12 +284,36 @@ def _run_case_backend(
     return output
 
 
+class _Registration:
+    """The clinical report's registration to MNI, started on its own thread as soon as the network has finished: it
+    needs the image and the brain, not the mask, so it runs beside post-processing and the metrics (single-threaded
+    scipy) instead of after them. Not started beside the network, which already keeps every core busy."""
+
+    def __init__(self, loaded: Case, volumes: Preprocessed, config: SegmentConfig) -> None:
+        self.loaded, self.volumes, self.config = loaded, volumes, config
+        self.future: Future[MniRegistration] | None = None
+
+    def report_config(self) -> ReportConfig:
+        return ReportConfig(core_adc=self.config.core_adc)
+
+    def start(self) -> None:
+        if not self.config.clinical_report or self.future is not None:
+            return
+        brain = from_canonical(self.volumes.brain, self.volumes.ornt)  # the brain _postprocess hands the report
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stroke-seg-register")
+        self.future = pool.submit(register_case, self.loaded, brain, self.report_config())
+        pool.shutdown(wait=False)  # the thread ends with its one task
+
+    def result(self) -> MniRegistration | None:
+        return None if self.future is None else self.future.result()
+
+
 def _infer(
     backend, loaded: Case, volumes: Preprocessed, config: SegmentConfig, bar, cancel, clock: _Clock,
-    on_provisional: ProvisionalCallback | None = None,
+    on_provisional: ProvisionalCallback | None, registration: _Registration,
 ) -> _Inferred:  # fmt: skip
     """Run the backend, then this project's post-processing (a case backend's own mask is kept, its broken rules
-    warned)."""
+    warned); ``registration`` starts when the network has finished."""
     stage = bar.stage("inference")
     rules = lesion_rules(config, volumes.dwi_median, volumes.normal_adc)
     if isinstance(backend, CaseBackend):
@@ -296,6 +322,7 @@ def _infer(
             stage(0.0, f"{backend.name}: about {_duration(estimate)} expected")
         output = _run_case_backend(backend, loaded, volumes, config, stage, cancel, on_provisional)
         clock.lap("inference")
+        registration.start()
         report = bar.stage("postprocess")
         report(0.0, f"{backend.name}'s own mask: this project's post-processing is not applied")
         prob = np.clip(output.probability, 0, 1).astype(np.float32, copy=False)
@@ -309,6 +336,7 @@ def _infer(
         prob_c = backend.predict(volumes, config=config, progress=stage, should_cancel=cancel)
     check_cancel(cancel, "inference")
     clock.lap("inference")
+    registration.start()
     prob, mask, brain, voxel_ml = _postprocess(prob_c, loaded, volumes, config, rules, bar.stage("postprocess"))
     details = {"engine": "+".join(sorted(engines_ran))} if engines_ran else {}
     notes = (rules.statement() + mirror_statement(config) + ".",)  # the rules, with this case's figures
@@ -335,20 +363,21 @@ def _measure(loaded: Case, volumes: Preprocessed, out: _Inferred, report) -> tup
 
 
 def _clinical(
-    loaded: Case, out: _Inferred, backend, config: SegmentConfig, warnings: tuple[str, ...], report
+    loaded: Case, out: _Inferred, backend, registration: _Registration, warnings: tuple[str, ...], report
 ) -> ClinicalReport | None:
     """The clinical report of the mask (core, side, territory, DWI-FLAIR mismatch), None when turned off."""
-    if not config.clinical_report:
+    if not registration.config.clinical_report:
         return None
     report(0.0, "clinical report: core, side, vascular territory")
     clinical = describe(
         loaded,
         out.mask,
-        config=ReportConfig(core_adc=config.core_adc),
+        config=registration.report_config(),
         brain=out.brain,
         model=backend.name,
         model_version=backend.version,
         warnings=warnings,
+        registration=registration.result(),
     )
     report(1.0, "clinical report ready")
     return clinical
@@ -411,14 +440,15 @@ def segment(
     check_cancel(cancel, "preprocessing")
     clock.lap("preprocess")
 
-    out = _infer(backend, loaded, volumes, config, bar, cancel, clock, on_provisional)
+    registration = _Registration(loaded, volumes, config)
+    out = _infer(backend, loaded, volumes, config, bar, cancel, clock, on_provisional, registration)
     prob, mask, brain, voxel_ml = out.probability, out.mask, out.brain, out.voxel_ml
     clock.lap("postprocess")
 
     lesion_metrics, warnings = _measure(loaded, volumes, out, bar.stage("metrics"))
     warnings = _brain_warnings(brain_details) + warnings
     clock.lap("metrics")
-    clinical = _clinical(loaded, out, backend, config, warnings, bar.stage("report"))
+    clinical = _clinical(loaded, out, backend, registration, warnings, bar.stage("report"))
     if clinical is not None:
         clock.lap("report")
         warnings += tuple(w for w in clinical.warnings if w not in warnings)

@@ -162,6 +162,32 @@ def test_registration_recovers_the_mni_position(first, slices):
     assert np.median(error) < 6.0 and reg.brain_dice > 0.85 and reg.warning is None
 
 
+def test_registration_is_the_same_run_after_run_and_on_any_thread_count():
+    """The same scan gets the same map (so the same territories): the metric's sample is seeded, never from the clock
+    (which moved the map by millimetres from run to run), and the thread count changes only the rounding of ITK's
+    sums."""
+    import SimpleITK as sitk
+
+    from stroke_seg.report.registration import register_to_mni
+
+    c = synth.make_case(12, "territorial", _acq(voxel_size=(3.0, 3.0, 3.0), tilt_deg=(4.0, 0.0, -3.0)))
+    case = load_case(c.dwi, c.adc)
+    brain = np.asarray(c.brain.dataobj) > 0
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    try:
+        maps = []
+        for n in (threads, threads, 1):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+            maps.append(register_to_mni(case.dwi, brain, case.affine).world_to_mni)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    assert np.allclose(maps[0], maps[1], rtol=0, atol=1e-9) and np.allclose(maps[0], maps[2], rtol=0, atol=1e-9)
+    other = register_to_mni(case.dwi, brain, case.affine, seed=2).world_to_mni
+    assert np.abs(maps[0] - other).max() > 1e-4  # the seed is used: another seed, another sample
+    with pytest.raises(ValueError, match="seed"):
+        register_to_mni(case.dwi, brain, case.affine, seed=0)
+
+
 def test_a_brain_too_small_to_place_is_described_in_scanner_coordinates():
     dwi = np.zeros((20, 20, 20), np.float32)
     dwi[6:14, 6:14, 6:14] = 100.0 + np.arange(512, dtype=np.float32).reshape(8, 8, 8) % 7
@@ -284,8 +310,21 @@ def test_segment_result_carries_the_same_report(tmp_path):
     result = segment({"dwi": c.dwi, "adc": c.adc}, model="adc-threshold", config=SegmentConfig(core_adc=600.0))
     report = result.report
     assert report is not None and report.model == "adc-threshold" and report.settings["core_adc"] == 600.0
-    again = describe(result.case, np.asarray(result.mask.dataobj) > 0, config=ReportConfig(core_adc=600.0))
+    brain = np.asarray(result.brain_mask.dataobj) > 0
+    again = describe(result.case, np.asarray(result.mask.dataobj) > 0, config=ReportConfig(core_adc=600.0), brain=brain)
     assert again.core_ml == report.core_ml and again.lesion_count == report.lesion_count == result.metrics.count
+    # segment() registers beside post-processing; the map and the territories are those describe() finds itself
+    assert {k: v for k, v in again.registration.items() if k != "seconds"} == {
+        k: v for k, v in report.registration.items() if k != "seconds"
+    }
+    assert again.territories_ml == report.territories_ml
+
+    def placed(r):
+        return [(les.hemisphere, les.territory, les.territories_ml, les.regions) for les in r.lesions]
+
+    assert placed(again) == placed(report)
+    mni = np.array([les.centroid_mni for les in again.lesions] + [les.centroid_mni for les in report.lesions])
+    assert np.allclose(mni[: len(mni) // 2], mni[len(mni) // 2 :], rtol=0, atol=1e-6)  # ITK's sums: rounding only
     out = json.loads(json.dumps(result.to_dict()))
     assert out["report"]["core_ml"] == out["core_ml"] == round(report.core_ml, 4)
     assert [row["hemisphere"] for row in out["lesions"]] == [les.hemisphere for les in report.lesions]

@@ -14,7 +14,14 @@ Hopkins arterial territories atlas shipped in ``atlas/``, with its licence and c
 
 from __future__ import annotations
 
-from stroke_seg.report.describe import DISCLAIMER, ClinicalReport, LesionReport, ReportConfig, describe
+from stroke_seg.report.describe import (
+    DISCLAIMER,
+    ClinicalReport,
+    LesionReport,
+    ReportConfig,
+    describe,
+    register_case,
+)
 from stroke_seg.report.page import write_pdf
 
-__all__ = ["describe", "write_pdf", "ClinicalReport", "LesionReport", "ReportConfig", "DISCLAIMER"]
+__all__ = ["describe", "register_case", "write_pdf", "ClinicalReport", "LesionReport", "ReportConfig", "DISCLAIMER"]

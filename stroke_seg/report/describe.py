@@ -44,7 +44,7 @@ from stroke_seg.report.territories import CITATION, TERRITORIES, load_atlas, ter
 from stroke_seg.types import Case
 from stroke_seg.version import __version__
 
-__all__ = ["ReportConfig", "LesionReport", "ClinicalReport", "describe", "DISCLAIMER"]
+__all__ = ["ReportConfig", "LesionReport", "ClinicalReport", "describe", "register_case", "DISCLAIMER"]
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +329,10 @@ def _mismatch(ratio: float | None, has_flair: bool, n_lesions: int, config: Repo
     )
 
 
-def _register(case: Case, brain: np.ndarray, config: ReportConfig) -> MniRegistration:
-    """The case's world -> MNI map; the identity, with a warning, when the brain is too small to place."""
+def register_case(case: Case, brain: np.ndarray, config: ReportConfig) -> MniRegistration:
+    """The case's world -> MNI map that :func:`describe` reads territories through (``brain``: bool, DWI grid); the
+    identity, with a warning, when the brain is too small to place. It needs no lesion mask, so a caller may find it
+    while the mask is still being made and hand it to :func:`describe`."""
     t0 = time.perf_counter()
     try:
         if config.register:
@@ -387,6 +389,7 @@ def describe(
     model: str | None = None,
     model_version: str | None = None,
     warnings: tuple[str, ...] = (),
+    registration: MniRegistration | None = None,
 ) -> ClinicalReport:
     """Describe a binary lesion mask on a case's DWI grid (see the module docstring for the rules).
 
@@ -399,6 +402,8 @@ def describe(
             (:func:`stroke_seg.pipeline.preprocess.brain_mask`).
         model, model_version: what made the mask, for the report (None: a mask from elsewhere).
         warnings: the segmentation's own warnings, carried into the report.
+        registration: the case's :func:`register_case` with this ``brain`` and ``config``, when already found; None
+            registers here.
 
     Raises:
         InvalidImageError: an input image or the mask is unusable (the mask not binary).
@@ -410,7 +415,7 @@ def describe(
     if brain is None:
         brain = brain_mask(case.dwi, case.adc, case.voxel_size)
     vml = voxel_volume_ml(case.affine)
-    reg = _register(case, brain, config)
+    reg = registration or register_case(case, brain, config)
     notes = list(warnings) + ([reg.warning] if reg.warning else [])
     _, voxels = _components(lesion)
     flair_keep = (brain & ~lesion & (case.flair > 0)) if case.flair is not None else None

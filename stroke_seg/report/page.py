@@ -8,8 +8,11 @@ citation and the research-use disclaimer.
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +158,26 @@ def _table(report: ClinicalReport, cell):
     return table
 
 
+_RL_CONFIG_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _binary_streams() -> Iterator[None]:
+    """reportlab's streams stored binary (zlib only) instead of also ASCII85-encoded, for one build: its ASCII85 encoder
+    is pure Python unless the optional C accelerator is installed (~60 ms for the page's picture, most of the
+    page's time), and the file is a quarter smaller. reportlab reads the choice from a module setting, so it is set
+    around the build and put back, one build at a time."""
+    from reportlab import rl_config
+
+    with _RL_CONFIG_LOCK:
+        before = rl_config.useA85
+        rl_config.useA85 = 0
+        try:
+            yield
+        finally:
+            rl_config.useA85 = before
+
+
 def write_pdf(report: ClinicalReport, case: Case, mask: np.ndarray, path: str | os.PathLike) -> Path:
     """Write the one-page PDF of ``report`` for ``case`` and its ``mask`` (bool, DWI grid) to ``path``."""
     from reportlab.lib.pagesizes import A4
@@ -207,5 +230,6 @@ def write_pdf(report: ClinicalReport, case: Case, mask: np.ndarray, path: str | 
         author="stroke-seg",
         invariant=1,
     )
-    doc.build(story)
+    with _binary_streams():
+        doc.build(story)
     return path

@@ -263,7 +263,7 @@ def _best_start(reg, tx, fixed, moving):
 
 
 def register_to_mni(
-    dwi: np.ndarray, brain: np.ndarray, affine: np.ndarray, *, iterations: int = 60, seed: int = 0
+    dwi: np.ndarray, brain: np.ndarray, affine: np.ndarray, *, iterations: int = 60, seed: int = 1
 ) -> MniRegistration:
     """Affine registration of a brain-masked DWI to the MNI152 template.
 
@@ -272,11 +272,14 @@ def register_to_mni(
         brain: bool brain mask on the same grid (at least 1000 voxels).
         affine: 4x4 voxel-to-world (RAS mm) affine of that grid.
         iterations: gradient-descent iterations per level.
-        seed: the metric's sampling seed (the result is deterministic for a seed).
+        seed: the metric's sampling seed, >= 1: the map is the same for a seed, run after run (on another number of
+            threads up to rounding, ~1e-12 mm); SimpleITK reads 0 as "seed from the clock", a new map every run.
 
     Returns:
         The :class:`MniRegistration`; when SimpleITK fails, the moments map with a warning.
     """
+    if seed < 1:
+        raise ValueError(f"registration seed must be >= 1 (0 would seed from the clock), got {seed}")
     t0 = time.perf_counter()
     initial = moments_registration(brain, affine)
     try:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -113,8 +114,9 @@ def _masks(folder: Path) -> dict[str, np.ndarray]:
 def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tmp_path, cluster):
     cohort = tmp_path / "cohort"
     patterns = ["lacunar", "territorial", "emboli", "control", "territorial", "lacunar"]  # 3 mm: small, quick cases
-    for i, pattern in enumerate(patterns):
-        synth.make_case(700 + i, pattern, synth.Acquisition(voxel_size=(3.0, 3.0, 3.0))).save(cohort / f"case{i}")
+    acq = synth.Acquisition(voxel_size=(3.0, 3.0, 3.0))
+    with ThreadPoolExecutor(2) as pool:  # each case has its own generator: the same images as one at a time
+        list(pool.map(lambda i: synth.make_case(700 + i, patterns[i], acq).save(cohort / f"case{i}"), range(6)))
     cases = batch.discover_cases(cohort)
     batch.run_batch(cases, tmp_path / "local", "unet", SegmentConfig())
 
@@ -138,6 +140,7 @@ def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tm
     assert all(r["status"] == "ok" for r in rows), [(r["case"], r["status"], r["worker"], r["error"]) for r in rows]
     assert {r["worker"] for r in rows} == {"w1", "w2"}, rows  # w1 finished cases before it died, w2 the rest
     assert all(float(r["seconds"]) > 0 for r in rows)
+    assert sorted(p.name for p in out.iterdir()) == sorted([name for name, _ in cases] + ["summary.csv"])  # no staging
     local, remote = _masks(tmp_path / "local"), _masks(out)
     assert local.keys() == remote.keys() and len(local) == len(cases)
     for name in local:  # workers run OpenVINO on a share of the cores: float sums in another order, so a voxel

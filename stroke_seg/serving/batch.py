@@ -22,7 +22,16 @@ from stroke_seg.errors import InvalidImageError, StrokeSegError
 from stroke_seg.io.case import missing_input, save_image
 from stroke_seg.types import Result, SegmentConfig
 
-__all__ = ["discover_cases", "write_outputs", "run_case", "run_batch", "write_summary", "CSV_FIELDS", "CaseFiles"]
+__all__ = [
+    "discover_cases",
+    "write_outputs",
+    "run_case",
+    "run_batch",
+    "write_summary",
+    "remove_abandoned_staging",
+    "CSV_FIELDS",
+    "CaseFiles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +185,24 @@ def run_batch(
     """
     cases = list(cases)
     rows = [run_case(name, files, out, model, config) for name, files in (progress(cases) if progress else cases)]
+    remove_abandoned_staging(rows, out)
     write_summary(rows, out)
     return rows
+
+
+def remove_abandoned_staging(rows: list[dict[str, Any]], out: Path) -> int:
+    """Delete the staging folders of this run's finished cases: what a process that died while writing a case left
+    in ``out`` (a killed cluster worker, an interrupted run) once the case was written again. Returns how many."""
+    done = {row["case"] for row in rows if row.get("status") == "ok"}
+    removed = 0
+    for folder in Path(out).iterdir() if Path(out).is_dir() else ():
+        name = folder.name
+        if folder.is_dir() and any(name.startswith(f".staging-{case}-") for case in done):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d staging folder(s) left by a run that stopped while writing", removed)
+    return removed
 
 
 def write_summary(rows: list[dict[str, Any]], out: Path) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 
 from stroke_seg.api import segment
 from stroke_seg.errors import Cancelled, StrokeSegError
-from stroke_seg.serving.batch import CaseFiles, run_case, write_summary
+from stroke_seg.serving.batch import CaseFiles, remove_abandoned_staging, run_case, write_summary
 from stroke_seg.serving.memory import keep_freed_memory
 from stroke_seg.types import CancelCheck, Case, ProgressCallback, Result, SegmentConfig
 
@@ -199,6 +199,7 @@ def run_batch_on_cluster(
             rows[name] = {"case": name, "status": "failed", "model": model, "error": str(err)}
         log.info("case %s: %s on %s", name, rows[name]["status"], rows[name].get("worker"))
     ordered = [rows[name] for name, _ in cases]
+    remove_abandoned_staging(ordered, out)  # a worker killed while writing a case left its staging folder
     write_summary(ordered, out)
     return ordered
 

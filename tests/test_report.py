@@ -188,6 +188,25 @@ def test_registration_is_the_same_run_after_run_and_on_any_thread_count():
         register_to_mni(case.dwi, brain, case.affine, seed=0)
 
 
+@pytest.mark.parametrize("reach", [0.0, 2.5, 6.0])
+def test_a_point_outside_the_atlas_takes_the_nearest_label_within_reach(reach):
+    """Property over random points in and around the brain: each gets its own atlas voxel's label, else that of the
+    first labelled offset (nearest first) within ``reach``, else 0, as a point-by-point search finds."""
+    from stroke_seg.report.describe import _offsets, atlas_labels
+    from stroke_seg.report.territories import load_atlas
+
+    atlas = load_atlas()
+    pts = np.random.default_rng(int(reach * 10)).uniform([-95, -130, -80], [95, 95, 105], (3000, 3))
+    expected = []
+    steps = np.vstack([np.zeros((1, 3)), _offsets(reach)])
+    for p in pts:  # one point at a time: its own voxel, then every offset, nearest first
+        labels = atlas.labels_at(p + steps)
+        expected.append(int(labels[np.argmax(labels > 0)]) if labels.any() else 0)
+    got = atlas_labels(pts, reach)
+    assert got.tolist() == expected
+    assert 0 < int((got == 0).sum()) < len(pts)  # points outside every reach and points inside both occur
+
+
 def test_a_brain_too_small_to_place_is_described_in_scanner_coordinates():
     dwi = np.zeros((20, 20, 20), np.float32)
     dwi[6:14, 6:14, 6:14] = 100.0 + np.arange(512, dtype=np.float32).reshape(8, 8, 8) % 7

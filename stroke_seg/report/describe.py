@@ -232,6 +232,7 @@ def _world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 _REACH_STEPS: dict[float, np.ndarray] = {}
+_STEPS_AT_ONCE = 16
 
 
 def _offsets(reach_mm: float) -> np.ndarray:
@@ -250,13 +251,29 @@ def atlas_labels(mni: np.ndarray, reach_mm: float) -> np.ndarray:
     atlas = load_atlas()
     labels = atlas.labels_at(mni)
     missing = np.nonzero(labels == 0)[0]
-    for step in _offsets(reach_mm) if missing.size else ():
-        found = atlas.labels_at(mni[missing] + step)
-        hit = found > 0
-        labels[missing[hit]] = found[hit]
-        missing = missing[~hit]
+    steps = _offsets(reach_mm)
+    # the steps nearest first, a run of them at a time for all points still unlabelled: each takes its first
+    # labelled step, and the points found drop out before the next run
+    for lo in range(0, len(steps), _STEPS_AT_ONCE):
         if missing.size == 0:
             break
+        run, still = steps[lo : lo + _STEPS_AT_ONCE], []
+        for points in np.array_split(missing, -(-missing.size // 65536)):  # bounded temporaries
+            found = atlas.labels_at((mni[points][:, None, :] + run[None, :, :]).reshape(-1, 3))
+            hit = found.reshape(points.size, -1) > 0
+            got = hit.any(axis=1)
+            labels[points[got]] = found.reshape(points.size, -1)[got, np.argmax(hit[got], axis=1)]
+            still.append(points[~got])
+        missing = np.concatenate(still)
+    return labels
+    # every step (nearest first) for a block of the points at once; each point takes its first labelled step
+    block = max(1, 500_000 // len(steps))
+    for start in range(0, missing.size, block):
+        points = missing[start : start + block]
+        found = atlas.labels_at((mni[points][:, None, :] + steps[None, :, :]).reshape(-1, 3)).reshape(len(points), -1)
+        hit = found > 0
+        first = np.argmax(hit, axis=1)
+        labels[points] = np.where(hit.any(axis=1), found[np.arange(len(points)), first], 0)
     return labels
 
 

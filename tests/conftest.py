@@ -19,6 +19,12 @@ STRICT = os.environ.get("STROKE_SEG_STRICT") == "1"
 # whose subject is not brain extraction use that mask directly, here and in the apps and CLIs they start. Tests
 # marked ``hd_bet_default`` run the product's default (HD-BET); those about brain extraction name their extractor.
 os.environ["STROKE_SEG_BRAIN_EXTRACTOR"] = "morphology"
+# gradio_client opens a new httpx client, so a new SSL context, for every request it makes (config, each upload, each
+# job's stream, each download), plain http included, and httpx loads certifi's whole bundle into each (25-50 ms of
+# CPU). The tests only speak plain http to loopback; the system's hashed CA folder, which OpenSSL reads lazily, makes
+# each context about free. An operator's own SSL_CERT_FILE / SSL_CERT_DIR is left alone.
+if not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")) and Path("/etc/ssl/certs").is_dir():
+    os.environ["SSL_CERT_DIR"] = "/etc/ssl/certs"
 
 
 @pytest.fixture(autouse=True)

@@ -99,12 +99,33 @@ def app_cases(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture
 def cluster(tmp_path):
+    """A cluster of its own, for a test that kills a worker before others would use it."""
     require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
     c = LoopbackCluster(tmp_path)
     try:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    """One cluster for the module's later tests, in file order: those that leave both workers alive first, the test
+    that kills them last."""
+    require(WEIGHTS_PATH.is_file(), f"U-Net weights missing at {WEIGHTS_PATH}")
+    c = LoopbackCluster(tmp_path_factory.mktemp("shared-cluster"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_app(tmp_path_factory, shared_cluster):
+    """The app on the shared cluster (the no-worker wait 2 s, for the last test)."""
+    env = {"STROKE_SEG_DASK_SCHEDULER": shared_cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "2"}
+    with launched_app(tmp_path_factory.mktemp("cluster-app"), **env) as (url, _log):
+        yield url
 
 
 def _masks(folder: Path) -> dict[str, np.ndarray]:
@@ -148,7 +169,7 @@ def test_a_batch_survives_a_killed_worker_with_the_masks_of_an_in_process_run(tm
         assert (a != b).sum() <= max(2, 0.001 * a.sum()), (name, int(a.sum()), int(b.sum()), int((a != b).sum()))
 
 
-def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path, cluster):
+def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path, shared_cluster):
     cohort = tmp_path / "cohort"
     for i in range(2):
         synth.make_case(800 + i, "lacunar", synth.Acquisition(voxel_size=(2.0, 2.0, 2.0))).save(cohort / f"c{i}")
@@ -156,7 +177,7 @@ def test_a_case_the_workers_cannot_read_is_reported_and_the_rest_go_on(tmp_path,
     shutil.rmtree(cohort / "c1")  # gone after discovery: no worker can read it
     from stroke_seg.serving.cluster import run_batch_on_cluster
 
-    rows = run_batch_on_cluster(cases, tmp_path / "out", "adc-threshold", SegmentConfig(), cluster.client)
+    rows = run_batch_on_cluster(cases, tmp_path / "out", "adc-threshold", SegmentConfig(), shared_cluster.client)
     assert rows[0]["status"] == "ok"
     assert rows[1]["status"] == "failed"
     assert "cannot read" in rows[1]["error"] and "storage every worker sees" in rows[1]["error"]
@@ -181,52 +202,52 @@ def _desc(job) -> str:
     return (data[-1].desc or "") if data else ""
 
 
-def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(tmp_path, cluster, app_cases):
+def test_the_app_runs_two_jobs_at_once_on_two_workers_with_progress_and_cancel(shared_cluster, cluster_app, app_cases):
     from gradio_client import Client
 
-    cases = app_cases
-    with launched_app(tmp_path, STROKE_SEG_DASK_SCHEDULER=cluster.address) as (url, log):
-        # two users (two sessions): a gradio_client cancel closes its session's stream
-        jobs = [_submit(Client(url, verbose=False), c, "accurate") for c in cases]
-        deadline = time.monotonic() + 180
-        # both jobs in the windows of a worker at the same time, each on its own worker
-        while not all("window" in _desc(j) and "[worker " in _desc(j) for j in jobs):
-            if time.monotonic() > deadline or any(j.done() for j in jobs):
-                pytest.fail(f"the two jobs did not run at once: {[_desc(j) for j in jobs]}")
-            time.sleep(0.05)
-        names = {_desc(j).rsplit("[worker ", 1)[1].rstrip("]") for j in jobs}
-        assert names == {"w1", "w2"}
-        assert cluster.processing() == {"w1": 1, "w2": 1}
-        jobs[0].cancel()
-        deadline = time.monotonic() + 10
-        while sum(cluster.processing().values()) != 1:  # the cancelled job's worker left its loop
-            if time.monotonic() > deadline:
-                pytest.fail(f"the cancelled job kept its worker busy: {cluster.processing()}")
-            time.sleep(0.05)
-        mask, report, *_ = jobs[1].result(timeout=300)
-        assert Path(mask).is_file() and report["model"] == "unet"
-        assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")
+    cases, cluster, url = app_cases, shared_cluster, cluster_app
+    # two users (two sessions): a gradio_client cancel closes its session's stream
+    jobs = [_submit(Client(url, verbose=False), c, "accurate") for c in cases]
+    deadline = time.monotonic() + 180
+    # both jobs in the windows of a worker at the same time, each on its own worker
+    while not all("window" in _desc(j) and "[worker " in _desc(j) for j in jobs):
+        if time.monotonic() > deadline or any(j.done() for j in jobs):
+            pytest.fail(f"the two jobs did not run at once: {[_desc(j) for j in jobs]}")
+        time.sleep(0.05)
+    names = {_desc(j).rsplit("[worker ", 1)[1].rstrip("]") for j in jobs}
+    assert names == {"w1", "w2"}
+    assert cluster.processing() == {"w1": 1, "w2": 1}
+    jobs[0].cancel()
+    deadline = time.monotonic() + 10
+    while sum(cluster.processing().values()) != 1:  # the cancelled job's worker left its loop
+        if time.monotonic() > deadline:
+            pytest.fail(f"the cancelled job kept its worker busy: {cluster.processing()}")
+        time.sleep(0.05)
+    mask, report, *_ = jobs[1].result(timeout=300)
+    assert Path(mask).is_file() and report["model"] == "unet"
+    assert not jobs[0].done() or jobs[0].status().code.name in ("CANCELLED", "FINISHED")
 
 
-def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(tmp_path, cluster, app_cases):
+def test_a_job_whose_worker_dies_finishes_elsewhere_and_a_cluster_without_workers_says_so(
+    shared_cluster, cluster_app, app_cases
+):
+    """The module's last test: it kills both workers of the shared cluster."""
     from gradio_client import Client
 
-    cases = app_cases
-    env = {"STROKE_SEG_DASK_SCHEDULER": cluster.address, "STROKE_SEG_DASK_NO_WORKER_S": "2"}
-    with launched_app(tmp_path, **env) as (url, log):
-        job = _submit(Client(url, verbose=False), cases[0], "fast")  # killed in its windows, then run whole again
-        deadline = time.monotonic() + 180
-        while not ("window" in _desc(job) and "[worker " in _desc(job)):
-            if time.monotonic() > deadline or job.done():
-                pytest.fail(f"the job never reached a worker's windows: {_desc(job)}")
-            time.sleep(0.05)
-        first = _desc(job).rsplit("[worker ", 1)[1].rstrip("]")
-        cluster.workers[first].send_signal(signal.SIGKILL)
-        mask, report, *_ = job.result(timeout=300)  # rerun on the other worker, transparently
-        assert Path(mask).is_file() and report["lesion_volume_ml"] > 0
+    cases, cluster, url = app_cases, shared_cluster, cluster_app
+    job = _submit(Client(url, verbose=False), cases[0], "fast")  # killed in its windows, then run whole again
+    deadline = time.monotonic() + 180
+    while not ("window" in _desc(job) and "[worker " in _desc(job)):
+        if time.monotonic() > deadline or job.done():
+            pytest.fail(f"the job never reached a worker's windows: {_desc(job)}")
+        time.sleep(0.05)
+    first = _desc(job).rsplit("[worker ", 1)[1].rstrip("]")
+    cluster.workers[first].send_signal(signal.SIGKILL)
+    mask, report, *_ = job.result(timeout=300)  # rerun on the other worker, transparently
+    assert Path(mask).is_file() and report["lesion_volume_ml"] > 0
 
-        other = ({"w1", "w2"} - {first}).pop()
-        cluster.workers[other].send_signal(signal.SIGKILL)  # now the cluster has no worker at all
-        job = _submit(Client(url, verbose=False), cases[1], "fast")
-        with pytest.raises(Exception, match="has had none for 2 s"):
-            job.result(timeout=120)
+    other = ({"w1", "w2"} - {first}).pop()
+    cluster.workers[other].send_signal(signal.SIGKILL)  # now the cluster has no worker at all
+    job = _submit(Client(url, verbose=False), cases[1], "fast")
+    with pytest.raises(Exception, match="has had none for 2 s"):
+        job.result(timeout=120)

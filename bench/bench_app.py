@@ -5,7 +5,9 @@
 Direct and app runs are interleaved (one of each per repeat). Reports medians of N runs and their
 ratio, the time from submit to the first progress event, the largest gap between progress events
 seen by the client, and the time the app takes to bind its port. The app runs with STROKE_SEG_CACHE_TTL=0 (no result
-cache) so every run computes.
+cache) so every run computes. This machine's speed drifts (by 40 % within one night on a shared 2-core VM), so the
+first line is a fixed load measured just before: 8 windows of the `unet` network on the default engine (the fast
+path's network on this case).
 """
 
 from __future__ import annotations
@@ -32,6 +34,26 @@ def _last_inference_s(log: Path) -> float:
     return end - start
 
 
+def network_seconds(repeats: int = 5) -> float:
+    """Median seconds of 8 windows of the ``unet`` network on the default engine (a fixed load: the machine's speed)."""
+    import torch
+
+    import stroke_seg
+    from stroke_seg.models import get_model
+    from stroke_seg.models.unet import WINDOW
+
+    _, engine = get_model("unet").engine(stroke_seg.SegmentConfig(mode="fast"))
+    x = torch.rand(1, 3, *WINDOW, generator=torch.Generator().manual_seed(0))
+    engine(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(8):
+            engine(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="unet")
@@ -48,6 +70,7 @@ def main() -> None:
     files = {"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz"}
     config = stroke_seg.SegmentConfig(mode=a.mode)
     stroke_seg.segment(files, model=a.model, config=config)  # warm-up
+    print(f"machine speed: 8 windows of the unet network (default engine) {network_seconds():.2f} s")
 
     def direct_run() -> tuple[float, float]:
         t = time.perf_counter()

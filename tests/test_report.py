@@ -164,8 +164,8 @@ def test_registration_recovers_the_mni_position(first, slices):
 
 def test_registration_is_the_same_run_after_run_and_on_any_thread_count():
     """The same scan gets the same map (so the same territories): the metric's sample is seeded, never from the clock
-    (which moved the map by millimetres from run to run), and the thread count changes only the rounding of ITK's
-    sums."""
+    (which moved the map by millimetres from run to run); ITK's multi-threaded sums, and another thread count, change
+    only the rounding (1e-9 mm seen on a loaded machine)."""
     import SimpleITK as sitk
 
     from stroke_seg.report.registration import register_to_mni
@@ -181,7 +181,7 @@ def test_registration_is_the_same_run_after_run_and_on_any_thread_count():
             maps.append(register_to_mni(case.dwi, brain, case.affine).world_to_mni)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    assert np.allclose(maps[0], maps[1], rtol=0, atol=1e-9) and np.allclose(maps[0], maps[2], rtol=0, atol=1e-9)
+    assert np.allclose(maps[0], maps[1], rtol=0, atol=1e-6) and np.allclose(maps[0], maps[2], rtol=0, atol=1e-6)
     other = register_to_mni(case.dwi, brain, case.affine, seed=2).world_to_mni
     assert np.abs(maps[0] - other).max() > 1e-4  # the seed is used: another seed, another sample
     with pytest.raises(ValueError, match="seed"):

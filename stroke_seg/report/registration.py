@@ -273,7 +273,7 @@ def register_to_mni(
         affine: 4x4 voxel-to-world (RAS mm) affine of that grid.
         iterations: gradient-descent iterations per level.
         seed: the metric's sampling seed, >= 1: the map is the same for a seed, run after run (on another number of
-            threads up to rounding, ~1e-12 mm); SimpleITK reads 0 as "seed from the clock", a new map every run.
+            threads up to rounding, under 1e-6 mm); SimpleITK reads 0 as "seed from the clock", a new map every run.
 
     Returns:
         The :class:`MniRegistration`; when SimpleITK fails, the moments map with a warning.

@@ -266,15 +266,6 @@ def atlas_labels(mni: np.ndarray, reach_mm: float) -> np.ndarray:
             still.append(points[~got])
         missing = np.concatenate(still)
     return labels
-    # every step (nearest first) for a block of the points at once; each point takes its first labelled step
-    block = max(1, 500_000 // len(steps))
-    for start in range(0, missing.size, block):
-        points = missing[start : start + block]
-        found = atlas.labels_at((mni[points][:, None, :] + steps[None, :, :]).reshape(-1, 3)).reshape(len(points), -1)
-        hit = found > 0
-        first = np.argmax(hit, axis=1)
-        labels[points] = np.where(hit.any(axis=1), found[np.arange(len(points)), first], 0)
-    return labels
 
 
 def _territories(labels: np.ndarray, voxel_ml: float) -> tuple[dict[str, float], tuple[tuple[str, float], ...]]:

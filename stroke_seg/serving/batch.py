@@ -191,9 +191,9 @@ def run_batch(
 
 
 def remove_abandoned_staging(rows: list[dict[str, Any]], out: Path) -> int:
-    """Delete the staging folders of this run's finished cases: what a process that died while writing a case left
-    in ``out`` (a killed cluster worker, an interrupted run) once the case was written again. Returns how many."""
-    done = {row["case"] for row in rows if row.get("status") == "ok"}
+    """Delete the staging folders of the cases this run finished or found done: what a process that died while writing
+    a case left in ``out`` (a killed cluster worker, an interrupted run). Returns how many."""
+    done = {row["case"] for row in rows if row.get("status") in ("ok", "skipped (done)")}
     removed = 0
     for folder in Path(out).iterdir() if Path(out).is_dir() else ():
         name = folder.name

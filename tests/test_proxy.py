@@ -24,7 +24,8 @@ from stroke_seg.synthetic import generator as synth
 
 pytestmark = [pytest.mark.proxy, pytest.mark.slow]
 
-PROXY_TIMEOUT_S = 3
+PROXY_TIMEOUT_S = 2
+"""The gateway's idle timeout: shorter than a third of the job (about 9 s here), longer than the app's 1 s heartbeat."""
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 NGINX_CONF = """

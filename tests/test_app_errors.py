@@ -1,5 +1,5 @@
-"""The app's single error mapping (``app._guard``), in-process: library errors keep their message,
-unexpected errors become a short message while the traceback goes to the server log."""
+"""The app in-process: its single error mapping (``app._guard``): library errors keep their message, unexpected
+errors become a short message while the traceback goes to the server log; and the queue's polling intervals."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ def test_unexpected_error_is_short_for_the_user_and_logged_with_traceback(caplog
     assert "secret internal detail" not in err.message and "Traceback" not in err.message
     record = next(r for r in caplog.records if r.name == "stroke_seg.app")
     assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+
+
+def test_the_queue_polls_at_the_apps_intervals_and_an_unknown_queue_keeps_its_own(caplog):
+    queue = app.demo._queue
+    for name, seconds in app.QUEUE_POLL_S.items():  # a Gradio upgrade that renames them fails here
+        assert getattr(queue, name) == seconds
+    other = type("OtherQueue", (), {"sleep_when_free": 0.001})()
+    with caplog.at_level(logging.WARNING, logger="stroke_seg.app"):
+        app.calm_queue(other)
+    assert other.sleep_when_free == 0.01
+    assert not hasattr(other, "progress_update_sleep_when_free")
+    assert "progress_update_sleep_when_free" in caplog.text

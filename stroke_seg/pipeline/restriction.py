@@ -136,7 +136,8 @@ def remove_symmetric_unrestricted(
     centre = np.asarray(ndi.center_of_mass(brain), float)
     centre_x = float(affine[0, :3] @ centre + affine[0, 3])
     ratios = mirror_dwi_ratios(labels, n, dwi, _tissue(adc, brain), affine, centre_x)
-    medians = np.asarray(ndi.median(adc, labels, index=np.arange(1, n + 1)), np.float64).reshape(-1)
+    inside = labels > 0  # the lesions' voxels only: a median over the whole volume sorts every voxel
+    medians = np.asarray(ndi.median(adc[inside], labels[inside], index=np.arange(1, n + 1)), np.float64).reshape(-1)
     drop = (ratios < min_ratio) & (medians > CORE_RADC * normal_adc)  # NaN ratios compare False: kept
     if not drop.any():
         return mask

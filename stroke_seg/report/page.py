@@ -68,8 +68,9 @@ def _tile(dwi_c: np.ndarray, mask_c: np.ndarray, k: int, vs: tuple[float, float,
     return tile
 
 
-def slices_png(case: Case, mask: np.ndarray, n: int = 4) -> bytes:
-    """PNG bytes: ``n`` key axial DWI slices in a row with the lesion outlined (see :func:`key_slices`)."""
+def slices_png(case: Case, mask: np.ndarray, n: int = 4, *, compress_level: int = 6) -> bytes:
+    """PNG bytes: ``n`` key axial DWI slices in a row with the lesion outlined (see :func:`key_slices`);
+    ``compress_level`` 0-9 as PIL's."""
     dwi_c, aff_c, _ = to_canonical(case.dwi, case.affine)
     mask_c = to_canonical(mask.astype(np.uint8), case.affine)[0] > 0
     vs = voxel_sizes(aff_c)
@@ -84,7 +85,7 @@ def slices_png(case: Case, mask: np.ndarray, n: int = 4) -> bytes:
         canvas.paste(t, (x, 0))
         x += t.width + 4
     buf = _io.BytesIO()
-    canvas.save(buf, format="PNG")
+    canvas.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -187,7 +188,7 @@ def write_pdf(report: ClinicalReport, case: Case, mask: np.ndarray, path: str | 
 
     path = Path(path)
     title, heading, body, small, cell = _styles()
-    png = slices_png(case, np.asarray(mask) > 0)
+    png = slices_png(case, np.asarray(mask) > 0, compress_level=0)  # reportlab decodes it and compresses the pixels
     picture = Image.open(_io.BytesIO(png))
     width = 180 * mm
     story = [

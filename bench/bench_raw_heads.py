@@ -1,14 +1,16 @@
-"""`unet` on generated raw heads with a small stroke, behind HD-BET and behind the morphological brain mask.
+"""`unet` on generated raw heads with a stroke, behind HD-BET and behind the morphological brain mask.
 
-    python bench/bench_raw_heads.py
+    python bench/bench_raw_heads.py [--pattern lacunar]
 
-Each head is a generated lacunar case (skull, scalp, neck and a fat rim from ``stroke_seg.synthetic.raw_head``) at a
-clinical thick-slice geometry; printed as a Markdown table: brain Dice against the known brain, the predicted lesion
-volume and Dice against the known lesion, per extractor.
+Each head is a generated case of the pattern (default: a lacunar stroke; ``territorial`` for a large one; skull, scalp,
+neck and a fat rim from ``stroke_seg.synthetic.raw_head``) at a clinical thick-slice geometry; printed as a Markdown
+table: brain Dice against the known brain, the predicted lesion volume and Dice against the known lesion, and how many
+of the lesion's voxels the brain mask holds, per extractor.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -32,11 +34,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
-def one_head(seed: int, voxel_size: tuple[float, float, float], orientation: str, folder: Path) -> str:
+def one_head(seed: int, voxel_size: tuple[float, float, float], orientation: str, folder: Path, pattern: str) -> str:
     acq = Acquisition(
         voxel_size=voxel_size, orientation=orientation, dtype="int16", skull_stripped=False, tilt_deg=(3.0, 0.0, -5.0)
     )
-    c = with_neck_and_fat(make_case(seed, "lacunar", acq), seed=seed)
+    c = with_neck_and_fat(make_case(seed, pattern, acq), seed=seed)
     for name, img in (("dwi", c.dwi), ("adc", c.adc), ("gt", c.mask)):
         nib.save(img, folder / f"{name}.nii.gz")
     files = {"dwi": folder / "dwi.nii.gz", "adc": folder / "adc.nii.gz", "ground_truth": folder / "gt.nii.gz"}
@@ -55,12 +57,15 @@ def one_head(seed: int, voxel_size: tuple[float, float, float], orientation: str
 
 
 def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--pattern", default="lacunar", help="the generator's lesion pattern (lacunar, territorial, ...)")
+    a = p.parse_args()
     head = " | ".join(f"{e}: brain Dice | mL | lesion Dice | lesion voxels in brain" for e in EXTRACTORS)
     print(f"| seed | voxel mm, storage | true mL | {head} |")
     print("|" + "---|" * (3 + 4 * len(EXTRACTORS)))
     for seed, voxel_size, orientation in HEADS:
         with tempfile.TemporaryDirectory() as tmp:
-            print(one_head(seed, voxel_size, orientation, Path(tmp)), flush=True)
+            print(one_head(seed, voxel_size, orientation, Path(tmp), a.pattern), flush=True)
     return 0
 
 

@@ -109,14 +109,15 @@ def test_batch_simple_layout_reports_failure_and_skips_done(tmp_path, capsys):
     assert (tmp_path / "out" / "case0" / "mask.nii.gz").is_file()
     # fix the broken case and run again: done cases are skipped, the fixed one runs
     shutil.copy(tmp_path / "in" / "case0" / "adc.nii.gz", tmp_path / "in" / "case1" / "adc.nii.gz")
-    # a run that died while writing case1 left its staging folder; one of a case not in this run stays
-    for left in (".staging-case1-dead", ".staging-elsewhere-x"):
+    # a run that died while writing case1 left its staging folder; those of cases not in this run stay
+    for left in (".staging-case1-dead", ".staging-elsewhere-x", ".staging-case1-b-x"):
         (tmp_path / "out" / left).mkdir()
         (tmp_path / "out" / left / "mask.nii.gz").write_bytes(b"")
     assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "adc-threshold"]) == 0
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
     assert rows["case0"]["status"] == "skipped (done)" and rows["case1"]["status"] == "ok"
-    assert sorted(p.name for p in (tmp_path / "out").glob(".staging-*")) == [".staging-elsewhere-x"]
+    left = sorted(p.name for p in (tmp_path / "out").glob(".staging-*"))
+    assert left == [".staging-case1-b-x", ".staging-elsewhere-x"]
 
 
 def test_batch_isles22_bids_layout(tmp_path):

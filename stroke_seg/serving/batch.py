@@ -196,8 +196,10 @@ def remove_abandoned_staging(rows: list[dict[str, Any]], out: Path) -> int:
     done = {row["case"] for row in rows if row.get("status") in ("ok", "skipped (done)")}
     removed = 0
     for folder in Path(out).iterdir() if Path(out).is_dir() else ():
-        name = folder.name
-        if folder.is_dir() and any(name.startswith(f".staging-{case}-") for case in done):
+        # ".staging-CASE-XXXXXXXX" (run_case's mkdtemp; its random part has no "-"): the case is exact, so a case
+        # named "a" never takes "a-b"'s folder
+        case = folder.name.removeprefix(".staging-").rpartition("-")[0]
+        if folder.is_dir() and folder.name.startswith(".staging-") and case in done:
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     if removed:
